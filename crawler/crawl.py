@@ -1,0 +1,211 @@
+"""The crawl: best sellers of each category, then their new review photos, into store and manifest.
+
+Every photo ends either stored (a `sources` row) or recorded as failed with its reason (a
+`failures` row); a failed photo is tried again by the next crawl.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from crawler.fetch import Fetcher, FetchError
+from crawler.ohouse import OhouseAdapter, RankedProduct, Review, get_adapter, load_json, parse_ranking_json, parse_reviews
+from crawler.store import InvalidImage, PhotoStore, StoredPhoto
+from reviewlens.manifest import Manifest, utc_now
+from reviewlens.settings import CrawlConfig, Layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CrawlSummary:
+    products: int = 0
+    review_pages: int = 0
+    photos_stored: int = 0
+    photos_failed: int = 0
+    bytes: int = 0
+    wall_s: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
+        return (
+            f"{self.products} products, {self.review_pages} review pages, {self.photos_stored} photos stored "
+            f"({self.bytes / 1e6:.1f} MB), {self.photos_failed} failed ({reasons}) in {self.wall_s:.1f}s"
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    product_id: str
+    category_id: int
+    review: Review
+
+
+@dataclass
+class _Crawl:
+    config: CrawlConfig
+    adapter: OhouseAdapter
+    fetcher: Fetcher
+    store: PhotoStore
+    manifest: Manifest
+    summary: CrawlSummary
+
+    def fetch_json(self, url: str, what: str) -> object:
+        body, _ = self.fetcher.get(url)
+        return load_json(body, what)
+
+    def top_products(self, category_id: int) -> list[RankedProduct]:
+        ranked: list[RankedProduct] = []
+        page = 1
+        while len(ranked) < self.config.top_n:
+            found = parse_ranking_json(self.fetch_json(self.adapter.ranking_json_url(category_id, page), "ranking"))
+            if not found:
+                break
+            ranked += found
+            page += 1
+        return ranked[: self.config.top_n]
+
+    def known(self, product_id: str, review: Review) -> bool:
+        row = self.manifest.conn.execute(
+            "SELECT 1 FROM sources WHERE shop=? AND review_id=? AND photo_url=?",
+            (self.adapter.name, review.review_id, review.photo_url),
+        ).fetchone()
+        return row is not None
+
+    def new_reviews(self, product_id: str, complete: bool) -> Iterator[Review]:
+        """Yields reviews with a photo not yet stored, newest first.
+
+        Once a product was read to the end, a re-crawl stops at the first page holding a known
+        review: reviews come newest first, so what follows is known too.
+        """
+        seen = 0
+        for page in range(1, 1_000_000):
+            url = self.adapter.reviews_url(product_id, page)
+            reviews = parse_reviews(self.fetch_json(url, "reviews"))
+            self.summary.review_pages += 1
+            if not reviews:
+                return
+            hit_known = False
+            for review in reviews:
+                seen += 1
+                if not review.photo_url:
+                    continue
+                if self.known(product_id, review):
+                    hit_known = True
+                else:
+                    yield review
+            if (hit_known and complete) or seen >= self.config.max_reviews_per_product:
+                return
+
+    def download(self, job: _Job) -> tuple[_Job, StoredPhoto | None, str]:
+        try:
+            body, _ = self.fetcher.get(job.review.photo_url, max_bytes=self.config.max_image_bytes)
+            return job, self.store.put(body), ""
+        except FetchError as exc:
+            return job, None, exc.reason
+        except InvalidImage as exc:
+            return job, None, exc.reason
+
+    def record(self, job: _Job, photo: StoredPhoto | None, reason: str) -> None:
+        shop, r, now = self.adapter.name, job.review, utc_now()
+        with self.manifest.transaction() as db:
+            if photo is None:
+                db.execute(
+                    "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT DO UPDATE SET "
+                    "reason=excluded.reason, attempts=attempts+1, last_try=excluded.last_try",
+                    (shop, r.review_id, r.photo_url, job.product_id, job.category_id, r.created_at, reason, now),
+                )
+                self.summary.photos_failed += 1
+                key = reason.split(":")[0]
+                self.summary.failures[key] = self.summary.failures.get(key, 0) + 1
+                return
+            db.execute(
+                "INSERT OR IGNORE INTO photos VALUES (?,?,?,?,?,?,?)",
+                (photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO sources VALUES (?,?,?,?,?,?,?,?)",
+                (shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256, r.created_at, now),
+            )
+            db.execute("DELETE FROM failures WHERE shop=? AND review_id=? AND photo_url=?", (shop, r.review_id, r.photo_url))
+        self.summary.photos_stored += 1
+        self.summary.bytes += photo.bytes
+
+    def run_jobs(self, jobs: list[_Job], pool: ThreadPoolExecutor) -> None:
+        for job, photo, reason in pool.map(self.download, jobs):
+            self.record(job, photo, reason)
+
+    def failed_jobs(self) -> list[_Job]:
+        rows = self.manifest.conn.execute(
+            "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop=?",
+            (self.adapter.name,),
+        ).fetchall()
+        return [_Job(r["product_id"], r["category_id"], Review(r["review_id"], r["review_created_at"] or "", r["photo_url"], "")) for r in rows]
+
+
+def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
+    """Crawls the shop into `layout`'s store and manifest; returns counts per outcome."""
+    started = time.monotonic()
+    adapter = get_adapter(config.shop, config.shop_url, config.ranking_url)
+    hosts = frozenset({urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc, *config.image_hosts})
+    fetcher = Fetcher(
+        allowed_hosts=hosts,
+        user_agent=config.user_agent,
+        connect_timeout_s=config.connect_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+    )
+    store = PhotoStore(layout.store_dir, config.max_image_pixels)
+    swept = store.sweep_temporary()
+    if swept:
+        log.info("removed %d temporary files left by an interrupted run", swept)
+    summary = CrawlSummary()
+    with Manifest(layout.manifest_path) as manifest, ThreadPoolExecutor(config.image_workers) as pool:
+        run = _Crawl(config, adapter, fetcher, store, manifest, summary)
+        # Photos that failed last time go first, whatever their product's paging does now.
+        run.run_jobs(run.failed_jobs(), pool)
+        for category_id in config.categories:
+            for rank, ranked in enumerate(run.top_products(category_id), start=1):
+                _crawl_product(run, pool, category_id, rank, ranked)
+    summary.wall_s = time.monotonic() - started
+    return summary
+
+
+def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank: int, ranked: RankedProduct) -> None:
+    shop, pid = run.adapter.name, ranked.product_id
+    row = run.manifest.conn.execute(
+        "SELECT name, reviews_complete_at FROM products WHERE shop=? AND product_id=?", (shop, pid)
+    ).fetchone()
+    complete = row is not None and row["reviews_complete_at"] is not None
+    name = ranked.name or (row["name"] if row else "")
+    jobs: list[_Job] = []
+    try:
+        for review in run.new_reviews(pid, complete):
+            name = name or review.product_name
+            jobs.append(_Job(pid, category_id, review))
+    except FetchError as exc:
+        # The product's pages are read again next time: it is not marked complete.
+        log.warning("reviews of product %s stopped early: %s", pid, exc)
+        complete_now = False
+    else:
+        complete_now = True
+    with run.manifest.transaction() as db:
+        db.execute(
+            "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "
+            "category_id=excluded.category_id, name=excluded.name, url=excluded.url, rank=excluded.rank, seen_at=excluded.seen_at",
+            (shop, pid, category_id, name or f"product {pid}", run.adapter.product_url(pid), rank, utc_now()),
+        )
+    run.run_jobs(jobs, pool)
+    if complete_now:
+        with run.manifest.transaction() as db:
+            db.execute(
+                "UPDATE products SET reviews_complete_at=? WHERE shop=? AND product_id=?", (utc_now(), shop, pid)
+            )
+    run.summary.products += 1

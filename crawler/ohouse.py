@@ -1,0 +1,134 @@
+"""The Ohouse adapter: URLs of the shop's rankings and reviews, and pure parsers of its responses.
+
+Shapes from ../shared/docs/ohouse.md. A parser that does not find what it expects raises
+LayoutChanged naming the field or selector, never returns an empty result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from bs4 import BeautifulSoup
+
+PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
+
+
+class LayoutChanged(Exception):
+    """A page or JSON no longer has the shape the adapter reads."""
+
+
+@dataclass(frozen=True)
+class RankedProduct:
+    product_id: str
+    name: str  # empty when the ranking does not carry it; reviews carry it too
+    review_count: int
+
+
+@dataclass(frozen=True)
+class Review:
+    review_id: str
+    created_at: str
+    photo_url: str  # empty when the review has no photo
+    product_name: str
+
+
+def _field(obj: Any, path: str) -> Any:
+    """Returns obj[a][b]... for path 'a.b', raising LayoutChanged naming the missing part."""
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            raise LayoutChanged(f"field '{path}' not found (missing '{part}')")
+        obj = obj[part]
+    return obj
+
+
+def load_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LayoutChanged(f"{what} is not JSON: {body[:60]!r}") from exc
+
+
+def parse_ranking_json(payload: Any) -> list[RankedProduct]:
+    """Returns the ranked products of one ranks.json page, best first."""
+    products = _field(payload, "products")
+    if not isinstance(products, list):
+        raise LayoutChanged("field 'products' is not a list")
+    return [
+        RankedProduct(
+            product_id=str(_field(p, "id")),
+            name=str(p.get("name") or ""),
+            review_count=int(p.get("review_count") or 0),
+        )
+        for p in products
+    ]
+
+
+def parse_ranking_html(text: str) -> list[str]:
+    """Returns product ids of a ranking page in page order, each once.
+
+    Class names on the real page are generated per deploy, so products are found by the
+    link pattern /productions/<id>.
+    """
+    soup = BeautifulSoup(text, "html.parser")
+    ids: list[str] = []
+    for a in soup.find_all("a", href=True):
+        m = PRODUCT_LINK.search(str(a["href"]))
+        if m and m.group(1) not in ids:
+            ids.append(m.group(1))
+    if not ids:
+        raise LayoutChanged("no link matching /productions/<id> on the ranking page")
+    return ids
+
+
+def parse_reviews(payload: Any) -> list[Review]:
+    """Returns the reviews of one production_reviews.json page; empty at the end of paging."""
+    reviews = _field(payload, "reviews")
+    if not isinstance(reviews, list):
+        raise LayoutChanged("field 'reviews' is not a list")
+    return [
+        Review(
+            review_id=str(_field(r, "id")),
+            created_at=str(r.get("created_at") or ""),
+            photo_url=str(_field(r, "card.image_url") or ""),
+            product_name=str(r.get("production_information", {}).get("name") or ""),
+        )
+        for r in reviews
+    ]
+
+
+@dataclass(frozen=True)
+class OhouseAdapter:
+    """Where the Ohouse pages lie; base URLs are configurable so the demo shop stands in."""
+
+    shop_url: str = "https://ohou.se"
+    ranking_url: str = "https://store.ohou.se"
+    per_page: int = 20
+    name: str = "ohouse"
+
+    def ranking_json_url(self, category_id: int, page: int) -> str:
+        q = urlencode({"v": 2, "type": "best", "category": category_id, "page": page, "per": self.per_page})
+        return f"{self.shop_url}/commerces/ranks.json?{q}"
+
+    def ranking_html_url(self, category_id: int) -> str:
+        return f"{self.ranking_url}/ranks?{urlencode({'type': 'best', 'category_id': category_id})}"
+
+    def reviews_url(self, product_id: str, page: int) -> str:
+        q = urlencode({"production_id": product_id, "page": page, "order": "recent", "photo_review_only": "true"})
+        return f"{self.shop_url}/production_reviews.json?{q}"
+
+    def product_url(self, product_id: str) -> str:
+        return f"{self.shop_url}/productions/{product_id}/selling"
+
+
+ADAPTERS = {"ohouse": OhouseAdapter}
+
+
+def get_adapter(name: str, shop_url: str, ranking_url: str) -> OhouseAdapter:
+    """Returns the adapter registered as `name`; an unknown name lists the valid ones."""
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown shop '{name}'; valid shops: {', '.join(sorted(ADAPTERS))}")
+    return ADAPTERS[name](shop_url=shop_url.rstrip("/"), ranking_url=ranking_url.rstrip("/"))

@@ -1,0 +1,95 @@
+"""The content-addressed photo store: each photo once, named by the SHA-256 of its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+
+
+class InvalidImage(Exception):
+    """Bytes that are not a whole, acceptable image; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    sha256: str
+    path: str  # relative to the store's root
+    format: str
+    width: int
+    height: int
+    bytes: int
+
+
+def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """Returns (format, width, height) of an image that decodes whole; raises InvalidImage."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (w, h) = img.format or "", img.size
+                if w * h > max_pixels:
+                    raise InvalidImage(f"too many pixels: {w}x{h}")
+                if fmt not in FORMATS:
+                    raise InvalidImage(f"unsupported format: {fmt or 'unknown'}")
+                img.load()  # decodes every byte: a truncated file fails here
+        except InvalidImage:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidImage("decompression bomb") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImage(f"not a decodable image: {exc}") from exc
+    return fmt, w, h
+
+
+class PhotoStore:
+    """Photos under `root/ab/<sha256>.<ext>`; a write is whole or absent, never partial."""
+
+    def __init__(self, root: Path, max_pixels: int = 40_000_000) -> None:
+        self.root = Path(root)
+        self.max_pixels = max_pixels
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, data: bytes) -> StoredPhoto:
+        """Verifies `data` is an image and stores it once; returns where it lies."""
+        fmt, w, h = inspect_image(data, self.max_pixels)
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"{sha[:2]}/{sha}.{FORMATS[fmt]}"
+        final = self.root / rel
+        if not final.exists():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside its final place, flushed, then renamed: a killed process leaves
+            # either the whole file or a temporary one that the next run sweeps.
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return StoredPhoto(sha, rel, fmt, w, h, len(data))
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def sweep_temporary(self) -> int:
+        """Removes temporary files a killed run left; returns how many."""
+        stray = list(self.root.glob("*/.tmp-*"))
+        for f in stray:
+            f.unlink(missing_ok=True)
+        return len(stray)

@@ -1,0 +1,1 @@
+"""Validates, deduplicates and labels the crawled photos, deciding which ones train the model."""

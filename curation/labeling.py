@@ -1,0 +1,161 @@
+"""Label push and pull: unique photos out to Label Studio as pre-annotated tasks, decisions back.
+
+Both are idempotent: a photo is one task however often push runs (tasks are matched by the
+photo's hash, also after a push killed between Label Studio and the manifest), and pull
+rewrites a decision only when its annotation changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from curation.detector import MODEL_VERSION, Detection, Detector
+from curation.labelstudio import LabelStudioClient
+from curation.rules import SEVERAL, decide
+from reviewlens.manifest import Manifest, utc_now
+from reviewlens.settings import LabelConfig, Layout
+
+log = logging.getLogger(__name__)
+BATCH = 100
+
+
+@dataclass
+class PushSummary:
+    project_id: int
+    pushed: int = 0
+    already: int = 0
+    project_url: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.pushed} tasks pushed, {self.already} already in project {self.project_id} ({self.project_url})"
+
+
+@dataclass
+class PullSummary:
+    project_id: int
+    decided: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.decided} new decisions ({self.accepted} accepted, {self.rejected} rejected), "
+            f"{self.unchanged} unchanged, project {self.project_id}"
+        )
+
+
+def document_root(layout: Layout) -> Path:
+    """The folder Label Studio serves local files from: its own setting, else the data folder."""
+    return Path(os.environ.get("LOCAL_FILES_DOCUMENT_ROOT") or layout.data_dir).resolve()
+
+
+def prediction(detections: list[Detection]) -> dict[str, Any]:
+    """Turns detector output into a Label Studio pre-annotation of the project's view."""
+    result: list[dict[str, Any]] = [
+        {
+            "from_name": "product",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "score": d.score,
+            "value": {
+                "x": 100 * d.box[0], "y": 100 * d.box[1],
+                "width": 100 * (d.box[2] - d.box[0]), "height": 100 * (d.box[3] - d.box[1]),
+                "rotation": 0, "rectanglelabels": ["product"],
+            },
+        }
+        for d in detections
+    ]
+    if detections:
+        choice = SEVERAL if len(detections) > 1 else "one product"
+        result.append({"from_name": "objects", "to_name": "image", "type": "choices", "value": {"choices": [choice]}})
+    return {"model_version": MODEL_VERSION, "score": max((d.score for d in detections), default=0.0), "result": result}
+
+
+def _candidates(manifest: Manifest) -> list[Any]:
+    return manifest.conn.execute(
+        """
+        SELECT c.sha256, p.path, s.photo_url, pr.product_id, pr.name, pr.url
+        FROM curation c
+        JOIN photos p USING (sha256)
+        JOIN sources s ON s.sha256 = c.sha256
+            AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
+        JOIN products pr ON pr.shop = s.shop AND pr.product_id = s.product_id
+        LEFT JOIN labels l ON l.sha256 = c.sha256
+        WHERE c.status = 'ok' AND c.is_kept = 1 AND c.is_ambiguous = 0 AND l.sha256 IS NULL
+        ORDER BY s.review_created_at DESC, c.sha256
+        """
+    ).fetchall()
+
+
+def push(config: LabelConfig, layout: Layout, client: LabelStudioClient, detector: Detector | None = None) -> PushSummary:
+    """Creates a pre-annotated task for each kept photo not yet pushed; returns counts."""
+    detector = detector or Detector(config.detector_min_score)
+    root = document_root(layout)
+    project_id = client.ensure_project(config.project_title, layout.store_dir)
+    summary = PushSummary(project_id, project_url=client.project_url(project_id))
+    with Manifest(layout.manifest_path) as manifest:
+        rows = _candidates(manifest)
+        existing = client.task_ids_by_key(project_id, "sha256")
+        new = [r for r in rows if r["sha256"] not in existing]
+        summary.already = len(rows) - len(new)
+        for start in range(0, len(new), BATCH):
+            batch = new[start : start + BATCH]
+            tasks = []
+            for r in batch:
+                path = (layout.store_dir / r["path"]).resolve()
+                tasks.append(
+                    {
+                        "data": {
+                            "image": f"/data/local-files/?d={path.relative_to(root).as_posix()}",
+                            "sha256": r["sha256"],
+                            "product": r["name"],
+                            "product_id": r["product_id"],
+                            "product_url": r["url"],
+                            "photo_url": r["photo_url"],
+                        },
+                        "predictions": [prediction(detector.detect_file(path))],
+                    }
+                )
+            client.import_tasks(project_id, tasks)
+            summary.pushed += len(tasks)
+        if new or rows:
+            existing = client.task_ids_by_key(project_id, "sha256")
+        now = utc_now()
+        with manifest.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
+                [(r["sha256"], project_id, existing[r["sha256"]], now) for r in rows if r["sha256"] in existing],
+            )
+    return summary
+
+
+def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> PullSummary:
+    """Applies the rules to every answered task and records accept or reject with the reason."""
+    project_id = client.ensure_project(config.project_title, layout.store_dir)
+    summary = PullSummary(project_id)
+    with Manifest(layout.manifest_path) as manifest:
+        for done in client.completed(project_id):
+            sha = done.data.get("sha256")
+            row = manifest.conn.execute("SELECT annotation_id FROM labels WHERE sha256=?", (sha,)).fetchone()
+            if row is None:
+                log.warning("task %s is not in the manifest (pushed from elsewhere?): skipped", done.task_id)
+                continue
+            if row["annotation_id"] == done.annotation_id:
+                summary.unchanged += 1
+                continue
+            d = decide(done.result, done.cancelled, config.min_coverage)
+            with manifest.transaction() as db:
+                db.execute(
+                    "UPDATE labels SET annotation_id=?, decision=?, reason=?, coverage=?, n_objects=?, decided_at=? "
+                    "WHERE sha256=?",
+                    (done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), sha),
+                )
+            summary.decided += 1
+            summary.accepted += d.decision == "accept"
+            summary.rejected += d.decision == "reject"
+    return summary

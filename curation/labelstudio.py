@@ -1,0 +1,139 @@
+"""Label Studio behind one small module: the project, its tasks, and the annotations coming back.
+
+The server's URL and token come from the environment (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY);
+they are never written to code or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+# The labeling view: a box around the product (its coverage follows from the box) and a choice
+# for the second rule. $product shows the product the review was posted under.
+LABEL_CONFIG = """<View>
+  <Header value="Draw one box around the product: $product"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <RectangleLabels name="product" toName="image" strokeWidth="3">
+    <Label value="product" background="#e6194b"/>
+  </RectangleLabels>
+  <Choices name="objects" toName="image" choice="single" showInline="true" required="true">
+    <Choice value="one product"/>
+    <Choice value="several products"/>
+  </Choices>
+</View>"""
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio could not be reached or refused the request; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    task_id: int
+    data: dict[str, Any]
+    annotation_id: int
+    result: list[dict[str, Any]]
+    cancelled: bool
+
+
+def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioClient:
+    """Returns a client for the server named by the arguments or the environment, checked to answer."""
+    url = (url or os.environ.get("LABEL_STUDIO_URL") or DEFAULT_URL).rstrip("/")
+    api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
+    if not api_key:
+        raise LabelStudioError(f"no token for Label Studio at {url}: set LABEL_STUDIO_API_KEY")
+    client = LabelStudioClient(url, LabelStudio(base_url=url, api_key=api_key, timeout=120))
+    client.check()
+    return client
+
+
+class LabelStudioClient:
+    def __init__(self, url: str, sdk: LabelStudio) -> None:
+        self.url = url
+        self.sdk = sdk
+
+    def check(self) -> None:
+        try:
+            self.sdk.projects.list(page_size=1)
+        except httpx.TransportError as exc:
+            raise LabelStudioError(
+                f"Label Studio does not answer at {self.url}: start it (make labelstudio) or set LABEL_STUDIO_URL"
+            ) from exc
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise LabelStudioError(f"Label Studio at {self.url} refused the token: set LABEL_STUDIO_API_KEY") from exc
+            raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from exc
+
+    def ensure_project(self, title: str, store_dir: Path) -> int:
+        """Returns the id of the project titled `title`, creating it and its local-files storage."""
+        existing = [p for p in self.sdk.projects.list(title=title) if p.title == title]
+        if existing:
+            project_id = int(existing[0].id)  # type: ignore[arg-type]
+        else:
+            project = self.sdk.projects.create(title=title, label_config=LABEL_CONFIG, show_skip_button=True)
+            project_id = int(project.id)  # type: ignore[arg-type]
+        store = str(Path(store_dir).resolve())
+        storages = self.sdk.import_storage.local.list(project=project_id)
+        if not any(s.path == store for s in storages):
+            # Photos are served from the store through this storage, never uploaded; Label Studio
+            # must run with LOCAL_FILES_SERVING_ENABLED and a document root above the store.
+            try:
+                self.sdk.import_storage.local.create(project=project_id, path=store, title="reviewlens store", use_blob_urls=True)
+            except ApiError as exc:
+                raise LabelStudioError(
+                    f"Label Studio refused the local-files storage {store}: start it with "
+                    f"LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT above that path ({exc.body})"
+                ) from exc
+        return project_id
+
+    def task_ids_by_key(self, project_id: int, key: str) -> dict[str, int]:
+        """Returns {task.data[key]: task id} for the project's tasks."""
+        out: dict[str, int] = {}
+        for task in self.sdk.tasks.list(project=project_id, page_size=500):
+            if task.data and key in task.data:
+                out[str(task.data[key])] = int(task.id)  # type: ignore[arg-type]
+        return out
+
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
+        """Creates tasks (with their predictions) in one request."""
+        if tasks:
+            self.sdk.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)  # type: ignore[arg-type]
+
+    def completed(self, project_id: int) -> Iterator[Completed]:
+        """Yields each annotated task with its latest annotation."""
+        for task in self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200):
+            annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
+            if not annotations:
+                continue
+            latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
+            yield Completed(
+                task_id=int(task.id),  # type: ignore[arg-type]
+                data=dict(task.data or {}),
+                annotation_id=int(latest["id"]),
+                result=list(latest.get("result") or []),
+                cancelled=bool(latest.get("was_cancelled")),
+            )
+
+    def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yields (task id, task data) of tasks nobody has answered yet."""
+        for task in self.sdk.tasks.list(project=project_id, fields="all", page_size=200):
+            if not task.annotations:
+                yield int(task.id), dict(task.data or {})  # type: ignore[arg-type]
+
+    def annotate(self, task_id: int, result: list[dict[str, Any]], cancelled: bool = False) -> int:
+        """Submits an annotation as the annotator's browser does; returns its id."""
+        ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
+        return int(ann.id)  # type: ignore[arg-type]
+
+    def project_url(self, project_id: int) -> str:
+        return f"{self.url}/projects/{project_id}/data"

@@ -1,0 +1,39 @@
+"""The study's two rules, applied to an annotator's answer: a decision with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SEVERAL = "several products"
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # 'accept' or 'reject'
+    reason: str  # why, for a person reading the manifest
+    coverage: float | None  # share of the photo the product's box covers
+    n_objects: int
+
+
+def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -> Decision:
+    """Applies the rules to one Label Studio annotation result.
+
+    Rules: exactly one product in the photo (one box, and not marked "several products"),
+    and that product's box covers at least `min_coverage` of the photo.
+    """
+    if cancelled:
+        return Decision("reject", "skipped by the annotator", None, 0)
+    boxes = [r["value"] for r in result if r.get("type") == "rectanglelabels"]
+    choices = [c for r in result if r.get("type") == "choices" for c in r["value"].get("choices", [])]
+    several = SEVERAL in choices
+    n_objects = max(len(boxes), 2 if several else min(1, len(boxes)))
+    if not boxes:
+        return Decision("reject", "no product box drawn", None, n_objects)
+    # Box values are percentages of the image's width and height.
+    coverage = round(boxes[0]["width"] * boxes[0]["height"] / 10_000, 4)
+    if n_objects > 1:
+        return Decision("reject", f"{n_objects} products in the photo", coverage, n_objects)
+    if coverage < min_coverage:
+        return Decision("reject", f"product covers {coverage:.0%} of the photo, under {min_coverage:.0%}", coverage, 1)
+    return Decision("accept", "one product covering enough of the photo", coverage, 1)

@@ -1,0 +1,134 @@
+"""The one manifest: a SQLite file each stage extends with what it learned about a photo.
+
+Every photo is keyed by the SHA-256 of its bytes. Failures are rows with a reason, not crashes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    shop TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    category_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    seen_at TEXT NOT NULL,
+    -- set once every review page of the product has been read; until then a crawl reads them all
+    reviews_complete_at TEXT,
+    PRIMARY KEY (shop, product_id)
+);
+CREATE TABLE IF NOT EXISTS photos (
+    sha256 TEXT PRIMARY KEY,
+    path TEXT NOT NULL,           -- relative to the store's root
+    format TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    shop TEXT NOT NULL,
+    review_id TEXT NOT NULL,
+    photo_url TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    category_id INTEGER NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES photos(sha256),
+    review_created_at TEXT,
+    fetched_at TEXT NOT NULL,
+    PRIMARY KEY (shop, review_id, photo_url)
+);
+CREATE INDEX IF NOT EXISTS sources_by_sha ON sources(sha256);
+CREATE TABLE IF NOT EXISTS failures (
+    shop TEXT NOT NULL,
+    review_id TEXT NOT NULL,
+    photo_url TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    category_id INTEGER NOT NULL,
+    review_created_at TEXT,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_try TEXT NOT NULL,
+    PRIMARY KEY (shop, review_id, photo_url)
+);
+CREATE TABLE IF NOT EXISTS curation (
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    status TEXT NOT NULL,         -- 'ok' or 'invalid'
+    reason TEXT,
+    phash TEXT,                   -- 64-bit perceptual hash, hex
+    group_id TEXT,                -- sha256 of the photo kept for the duplicate group
+    is_kept INTEGER NOT NULL DEFAULT 0,
+    -- the same photo was posted under more than one product: kept out of training
+    is_ambiguous INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS labels (
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    project_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    pushed_at TEXT NOT NULL,
+    annotation_id INTEGER,
+    decision TEXT,                -- 'accept' or 'reject'
+    reason TEXT,
+    coverage REAL,
+    n_objects INTEGER,
+    decided_at TEXT
+);
+CREATE TABLE IF NOT EXISTS splits (
+    snapshot TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    split TEXT NOT NULL,          -- 'train', 'val' or 'test'
+    PRIMARY KEY (snapshot, sha256)
+);
+"""
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string, the manifest's one time format."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """A connection to the manifest, its schema created on first open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: every write happens inside an explicit transaction() below.
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self.conn.row_factory = sqlite3.Row
+        # WAL lets a reader (a report, a flow) look while a crawl writes; a killed writer
+        # leaves the last committed state.
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Runs the block's writes as one transaction: all land or none do."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def count(self, table: str, where: str = "1=1", *params: object) -> int:
+        """Number of rows of `table` matching `where`."""
+        row = self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

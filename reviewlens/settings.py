@@ -1,0 +1,113 @@
+"""Every default in one place, and the typed configuration each entry point takes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+# Where generated data, the photo store, the manifest and runs live unless told otherwise.
+DEFAULT_DATA_DIR = Path(os.environ.get("REVIEWLENS_DATA_DIR", "data"))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under one data folder; every stage agrees on them."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def production_dir(self) -> Path:
+        return self.data_dir / "models" / "production"
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    shop: str = "ohouse"
+    # Base URLs of the shop's API/page host; the demo shop serves the same shapes locally.
+    shop_url: str = "https://ohou.se"
+    ranking_url: str = "https://store.ohou.se"
+    # Hosts photos may come from besides the shop's own (the real shop serves them from a CDN).
+    image_hosts: tuple[str, ...] = ("image.ohou.se",)
+    # The study's setting: the 20 best sellers of each category.
+    categories: tuple[int, ...] = (10000000, 18000000, 28000000, 11000000)
+    top_n: int = 20
+    max_reviews_per_product: int = 4000
+    user_agent: str = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    retries: int = 4
+    backoff_s: float = 0.5
+    image_workers: int = 4
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class DedupeConfig:
+    # Photos smaller than this on their short side carry too little of the product to learn from.
+    min_side: int = 64
+    # Hamming distance on the 64-bit pHash at or under which two photos are one photo re-posted;
+    # see curation/dedupe.py for the measurement behind it.
+    max_distance: int = 10
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    project_title: str = "reviewlens: review photos"
+    # The study's first rule: the product covers at least half of the photo.
+    min_coverage: float = 0.5
+    # Detections under this score are not shown to annotators as pre-annotations.
+    detector_min_score: float = 0.3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Offline members by default: their ImageNet weights install with the package.
+    members: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    image_size: int = 160
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-3
+    # Backbone learns ten times slower than the new head: a small shop's photos would
+    # otherwise wash out the ImageNet features in a few steps.
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    seed: int = 0
+    val_share: float = 0.2
+    test_share: float = 0.2
+    num_threads: int = 0  # 0: let torch decide
+    weights: Mapping[str, str] = field(default_factory=dict)  # member name -> local weights file
+
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Builds config `cls` from a mapping, rejecting keys it does not know.
+
+    Lists become tuples so a config read from YAML or JSON equals one built in code.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+    cleaned = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**cleaned)

@@ -1,0 +1,1 @@
+"""Trains, evaluates and serves the ensemble that names the product in a photo."""

@@ -1,0 +1,89 @@
+"""Ensemble members by name: the study's three torchvision models and offline EfficientNet-Lites.
+
+Each member is an ImageNet backbone with a new head for the shop's products. An unknown name
+fails with the list of valid ones; missing weights fail with the way to supply them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from training import efficientnet_lite
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class MissingWeights(RuntimeError):
+    """ImageNet weights for a member could not be had; the message says how to supply them."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    build: Callable[[int, Path | None], nn.Module]  # (num_classes, local weights) -> model
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    head_prefixes: tuple[str, ...]  # parameter names of the new head: it learns at the full rate
+
+
+def _torchvision(arch: Callable[..., nn.Module], weights_enum: tvm.WeightsEnum, replace_head: Callable[[nn.Module, int], None]) -> Callable[[int, Path | None], nn.Module]:
+    def build(num_classes: int, weights_file: Path | None) -> nn.Module:
+        model = arch(weights=None)
+        if weights_file is not None:
+            model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), strict=True)
+        else:
+            try:
+                model.load_state_dict(weights_enum.get_state_dict(progress=False, check_hash=True))
+            except (OSError, RuntimeError) as exc:  # URLError is an OSError: no network
+                file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+                raise MissingWeights(
+                    f"ImageNet weights for {arch.__name__} could not be downloaded ({exc}). Put the file "
+                    f"{Path(weights_enum.url).name} at {file}, or pass --weights {arch.__name__}=/path/to/weights.pth"
+                ) from exc
+        replace_head(model, num_classes)
+        return model
+
+    return build
+
+
+def _vgg_head(m: nn.Module, n: int) -> None:
+    m.classifier[6] = nn.Linear(m.classifier[6].in_features, n)  # type: ignore[index]
+
+
+def _resnet_head(m: nn.Module, n: int) -> None:
+    m.fc = nn.Linear(m.fc.in_features, n)  # type: ignore[arg-type]
+
+
+def _mobilenet_head(m: nn.Module, n: int) -> None:
+    m.classifier[3] = nn.Linear(m.classifier[3].in_features, n)  # type: ignore[index]
+
+
+def _lite(name: str) -> Callable[[int, Path | None], nn.Module]:
+    return lambda n, weights_file: efficientnet_lite.efficientnet_lite(name, n, weights_file)
+
+
+MEMBERS: dict[str, Member] = {
+    "vgg19": Member("vgg19", _torchvision(tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1, _vgg_head), IMAGENET_MEAN, IMAGENET_STD, ("classifier.6.",)),
+    "resnet50": Member("resnet50", _torchvision(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2, _resnet_head), IMAGENET_MEAN, IMAGENET_STD, ("fc.",)),
+    "mobilenet_v3_large": Member(
+        "mobilenet_v3_large", _torchvision(tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V2, _mobilenet_head),
+        IMAGENET_MEAN, IMAGENET_STD, ("classifier.3.",),
+    ),
+    **{
+        name: Member(name, _lite(name), efficientnet_lite.MEAN, efficientnet_lite.STD, ("_fc.",))
+        for name in efficientnet_lite.PACKAGES
+    },
+}
+
+
+def get_member(name: str) -> Member:
+    """Returns the member registered as `name`; an unknown name lists the valid ones."""
+    if name not in MEMBERS:
+        raise ValueError(f"unknown ensemble member '{name}'; valid members: {', '.join(sorted(MEMBERS))}")
+    return MEMBERS[name]
