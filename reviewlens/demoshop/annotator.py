@@ -25,8 +25,12 @@ def answer(truth: PhotoTruth) -> list[dict[str, Any]]:
         "original_width": w,
         "original_height": h,
         "value": {
-            "x": 100 * x0 / w, "y": 100 * y0 / h, "width": 100 * (x1 - x0) / w, "height": 100 * (y1 - y0) / h,
-            "rotation": 0, "rectanglelabels": ["product"],
+            "x": 100 * x0 / w,
+            "y": 100 * y0 / h,
+            "width": 100 * (x1 - x0) / w,
+            "height": 100 * (y1 - y0) / h,
+            "rotation": 0,
+            "rectanglelabels": ["product"],
         },
     }
     choice = SEVERAL if truth.n_objects > 1 else "one product"

@@ -27,10 +27,18 @@ CATEGORIES: list[tuple[int, str, list[str]]] = [
     (16000000, "kitchen", ["mug"]),
 ]
 PALETTE: list[tuple[str, RGB]] = [
-    ("rose", (214, 96, 120)), ("navy", (36, 52, 110)), ("mustard", (212, 168, 40)),
-    ("sage", (128, 160, 120)), ("charcoal", (60, 60, 66)), ("terracotta", (190, 92, 60)),
-    ("ivory", (236, 228, 208)), ("teal", (30, 130, 140)), ("plum", (110, 50, 100)),
-    ("sky", (120, 180, 230)), ("olive", (120, 120, 40)), ("coral", (240, 128, 100)),
+    ("rose", (214, 96, 120)),
+    ("navy", (36, 52, 110)),
+    ("mustard", (212, 168, 40)),
+    ("sage", (128, 160, 120)),
+    ("charcoal", (60, 60, 66)),
+    ("terracotta", (190, 92, 60)),
+    ("ivory", (236, 228, 208)),
+    ("teal", (30, 130, 140)),
+    ("plum", (110, 50, 100)),
+    ("sky", (120, 180, 230)),
+    ("olive", (120, 120, 40)),
+    ("coral", (240, 128, 100)),
 ]
 PATTERN_ORDER = ["solid", "stripes", "floral", "checks", "dots", "zigzag"]
 FRAMES = [(400, 300), (480, 360), (360, 360), (300, 400), (360, 480)]
@@ -109,10 +117,10 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
     w, h = size
     wall = tuple(rng.randint(90, 235) for _ in range(3))
     floor = tuple(rng.randint(50, 190) for _ in range(3))
-    img = Image.new("RGB", size, wall)  # type: ignore[arg-type]
+    img = Image.new("RGB", size, wall)
     d = ImageDraw.Draw(img)
     horizon = int(h * rng.uniform(0.35, 0.85))
-    d.rectangle([0, horizon, w, h], fill=floor)  # type: ignore[arg-type]
+    d.rectangle([0, horizon, w, h], fill=floor)
     # Clutter: shelves, frames, rugs and windows in random places, so two photos of one product
     # differ as two customers' rooms do.
     for _ in range(rng.randint(3, 9)):
@@ -120,9 +128,9 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
         x1, y1 = x0 + rng.randint(w // 10, w // 2), y0 + rng.randint(h // 10, h // 2)
         colour = tuple(rng.randint(20, 250) for _ in range(3))
         if rng.random() < 0.5:
-            d.rectangle([x0, y0, x1, y1], fill=colour)  # type: ignore[arg-type]
+            d.rectangle([x0, y0, x1, y1], fill=colour)
         else:
-            d.ellipse([x0, y0, x1, y1], fill=colour)  # type: ignore[arg-type]
+            d.ellipse([x0, y0, x1, y1], fill=colour)
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0)))  # out of focus
     # Light falls off from a window somewhere in the frame.
     light = Image.radial_gradient("L").resize((2 * w, 2 * h))
@@ -170,11 +178,15 @@ def _lighting(img: Image.Image, rng: random.Random) -> Image.Image:
     img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.75, 1.25))
     img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
     cast = [rng.uniform(0.92, 1.08) for _ in range(3)]
-    img = Image.merge("RGB", [b.point(lambda v, m=m: min(255, int(v * m))) for b, m in zip(img.split(), cast, strict=True)])
+    img = Image.merge(
+        "RGB", [b.point(lambda v, m=m: min(255, int(v * m))) for b, m in zip(img.split(), cast, strict=True)]
+    )
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
 
 
-def _scene(product: Product, other: Product, kind: str, rng: random.Random) -> tuple[Image.Image, tuple[int, int, int, int], int]:
+def _scene(
+    product: Product, other: Product, kind: str, rng: random.Random
+) -> tuple[Image.Image, tuple[int, int, int, int], int]:
     aspect = SHAPES[product.shape][1]
     frame = _background(_frame_for(aspect if kind != "multi" else 1.6, rng), rng)
     sprite = draw_product(product.shape, product.pattern, list(product.colours), 320)
@@ -200,7 +212,9 @@ def _scene(product: Product, other: Product, kind: str, rng: random.Random) -> t
     return _lighting(frame, rng), box, n_objects
 
 
-def _repost(original: Image.Image, box: tuple[int, int, int, int], rng: random.Random) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def _repost(
+    original: Image.Image, box: tuple[int, int, int, int], rng: random.Random
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """An earlier photo posted again: resized, or cropped at the border, and recompressed."""
     w, h = original.size
     if rng.random() < 0.5:

@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _ShopServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
@@ -122,7 +122,14 @@ class _ImageServer(_ShopServer):
 class DemoShop:
     """The demo shop's two servers over one generated catalog; `start()` serves in threads."""
 
-    def __init__(self, out_dir: Path, host: str = "127.0.0.1", port: int = 0, image_port: int = 0, request_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        image_port: int = 0,
+        request_log: Path | None = None,
+    ) -> None:
         self.data = ShopData.load(Path(out_dir))
         self.photo_names = {f"{t.photo_id}.jpg" for items in self.data.reviews.values() for t in items if t.photo_id}
         self.products = {p.product_id: p for p in self.data.products}
@@ -195,7 +202,8 @@ class DemoShop:
     def ranking_html(self, category_id: int) -> str:
         # Class names are generated, as in the real Next.js page: select by link pattern instead.
         items = "".join(
-            f'<div class="css-{p.rank:x}q7"><a class="e1x{p.product_id % 97}" href="{self.url}/productions/{p.product_id}/selling">'
+            f'<div class="css-{p.rank:x}q7"><a class="e1x{p.product_id % 97}" '
+            f'href="{self.url}/productions/{p.product_id}/selling">'
             f"<span>{html.escape(p.name)}</span></a></div>"
             for p in self._ranked(category_id)
         )
@@ -203,7 +211,8 @@ class DemoShop:
 
     def product_html(self, product_id: int) -> str:
         p = self.products[product_id]
-        return f"<!DOCTYPE html><html><head><title>{html.escape(p.name)}</title></head><body><h1>{html.escape(p.name)}</h1></body></html>"
+        name = html.escape(p.name)
+        return f"<!DOCTYPE html><html><head><title>{name}</title></head><body><h1>{name}</h1></body></html>"
 
     def reviews_json(self, product_id: int, page: int) -> dict[str, Any]:
         product = self.products[product_id]

@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-labelstudio
+DATA ?= data
+LABEL_STUDIO_VERSION := 1.23.2
+
+.PHONY: env demo demo-quick test lint stop clean
+
+# The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Label Studio pins its own dependencies: it lives in an environment of its own.
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	touch $@
+
+env: $(VENV)/.installed $(LS_VENV)/.installed
+
+demo: env
+	$(VENV)/bin/reviewlens demo --data-dir $(DATA)
+
+demo-quick: env
+	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --quick
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: env lint
+	$(VENV)/bin/python -m pytest
+
+stop:
+	-$(VENV)/bin/reviewlens label-studio stop --data-dir $(DATA)
+
+clean: stop
+	rm -rf $(DATA)

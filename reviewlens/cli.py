@@ -1,0 +1,266 @@
+"""The `reviewlens` command: one subcommand per stage, the pipeline, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TypeVar
+
+from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.settings import DEFAULT_DATA_DIR, CrawlConfig, DedupeConfig, LabelConfig, Layout, from_mapping
+
+log = logging.getLogger("reviewlens")
+T = TypeVar("T")
+
+
+def _config(args: argparse.Namespace, cls: type[T], **overrides: object) -> T:
+    """Settings from --config (JSON, unknown keys rejected) with flags given on the line on top."""
+    values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(cls, values)
+
+
+def cmd_demo_shop(args: argparse.Namespace) -> None:
+    from reviewlens.demoshop.generate import GeneratorConfig, generate
+    from reviewlens.demoshop.server import DemoShop
+
+    out = generate(
+        GeneratorConfig(
+            seed=args.seed,
+            n_categories=args.categories,
+            products_per_category=args.products,
+            photos_per_product=args.photos,
+        ),
+        args.out,
+    )
+    with DemoShop(out, args.host, args.port, args.image_port, args.request_log) as shop:
+        print(f"demo shop: pages and JSON at {shop.url}, photos at {shop.image_url} (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def cmd_crawl(args: argparse.Namespace) -> None:
+    from crawler.crawl import crawl
+
+    config = _config(
+        args,
+        CrawlConfig,
+        shop=args.shop,
+        shop_url=args.shop_url,
+        ranking_url=args.ranking_url or args.shop_url,
+        image_hosts=tuple(args.image_host) if args.image_host else None,
+        categories=tuple(args.category) if args.category else None,
+        top_n=args.top_n,
+    )
+    print(crawl(config, Layout(args.data_dir)))
+
+
+def cmd_dedupe(args: argparse.Namespace) -> None:
+    from curation.dedupe import dedupe
+
+    print(dedupe(_config(args, DedupeConfig, max_distance=args.max_distance), Layout(args.data_dir)))
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from curation.labeling import pull, push
+    from curation.labelstudio import connect
+
+    config = _config(args, LabelConfig, project_title=args.project_title)
+    client = connect()
+    stage = push if args.action == "push" else pull
+    print(stage(config, Layout(args.data_dir), client))
+
+
+def _label_studio(args: argparse.Namespace) -> LabelStudioServer:
+    home = args.home or Layout(args.data_dir).data_dir / "label-studio"
+    return LabelStudioServer(Path(home), Path(args.document_root or args.data_dir), port=args.port)
+
+
+def cmd_label_studio(args: argparse.Namespace) -> None:
+    server = _label_studio(args)
+    if args.action == "start":
+        creds = server.start()
+        print(
+            f"Label Studio at {server.url}; login {creds.username} "
+            f"(password and token in {server.home}/credentials.json)"
+        )
+    elif args.action == "stop":
+        server.stop()
+    else:
+        print("up" if server.is_up() else "down")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from training.train import config_from_args, train
+
+    print(train(config_from_args(args), Layout(args.data_dir)))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from training.evaluate import evaluate, promote
+
+    layout = Layout(args.data_dir)
+    run_dir = Path(args.run) if args.run else _latest_run(layout)
+    report = evaluate(run_dir, layout)
+    print(report.markdown)
+    print(f"gate: {report.gate['reason']}")
+    if args.promote and report.gate["promote"]:
+        print(f"promoted to {promote(run_dir, layout)}")
+
+
+def _latest_run(layout: Layout) -> Path:
+    runs = sorted(p.parent for p in layout.runs_dir.glob("*/model.pt"))
+    if not runs:
+        raise FileNotFoundError(f"no trained run under {layout.runs_dir}: run `reviewlens train` first")
+    return runs[-1]
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from training.bundle import Ensemble
+    from training.predict import predict
+
+    layout = Layout(args.data_dir)
+    model = (
+        Path(args.model)
+        if args.model
+        else (layout.production_dir if (layout.production_dir / "model.pt").exists() else _latest_run(layout))
+    )
+    ensemble = Ensemble.load(model)
+    for rank, guess in enumerate(predict(ensemble, Path(args.photo)), start=1):
+        print(f"{rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from flows.pipeline import pipeline_flow
+
+    settings = json.loads(Path(args.config).read_text()) if args.config else {}
+    result = pipeline_flow(data_dir=str(args.data_dir), **settings)
+    print(result["evaluate"]["markdown"])
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from reviewlens.demo import run_demo
+
+    run_demo(Path(args.data_dir), port=args.port, quick=args.quick)
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="store, manifest and runs (default: %(default)s)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.train import get_args_parser
+
+    parser = argparse.ArgumentParser(prog="reviewlens", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-shop", help="serve the generated demo shop")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_DATA_DIR / "demo-shop", help="where the catalog and photos are generated"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--image-port", type=int, default=8701)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--categories", type=int, default=4)
+    p.add_argument("--products", type=int, default=5, help="products per category")
+    p.add_argument("--photos", type=int, default=36, help="review photos per product")
+    p.add_argument("--request-log", type=Path, help="append every request received to this JSONL file")
+    p.set_defaults(func=cmd_demo_shop)
+
+    p = sub.add_parser("crawl", help="crawl the shop's best sellers and their review photos")
+    _add_data_dir(p)
+    p.add_argument("--config", help="JSON file of crawl settings")
+    p.add_argument("--shop", help="shop adapter (ohouse)")
+    p.add_argument("--shop-url", help="base URL of the shop's pages and JSON")
+    p.add_argument("--ranking-url", help="base URL of the ranking pages (default: --shop-url)")
+    p.add_argument("--image-host", action="append", help="host:port photos may come from (repeat)")
+    p.add_argument("--category", type=int, action="append", help="category id (repeat)")
+    p.add_argument("--top-n", type=int, help="best sellers per category")
+    p.set_defaults(func=cmd_crawl)
+
+    p = sub.add_parser("dedupe", help="validate, hash and group near-duplicate photos")
+    _add_data_dir(p)
+    p.add_argument("--config", help="JSON file of dedupe settings")
+    p.add_argument("--max-distance", type=int, help="pHash Hamming distance of a near duplicate")
+    p.set_defaults(func=cmd_dedupe)
+
+    p = sub.add_parser("label", help="push tasks to Label Studio, or pull decisions back")
+    p.add_argument("action", choices=["push", "pull"])
+    _add_data_dir(p)
+    p.add_argument("--config", help="JSON file of label settings")
+    p.add_argument("--project-title")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("label-studio", help="start, stop or check the local Label Studio server")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    _add_data_dir(p)
+    p.add_argument("--home", type=Path, help="Label Studio's own data (default: DATA_DIR/label-studio)")
+    p.add_argument("--document-root", type=Path, help="folder it may serve photos from (default: DATA_DIR)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_label_studio)
+
+    p = sub.add_parser("train", help="train the ensemble on the accepted photos", parents=[get_args_parser()])
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="Top-1 / Top-3 of a run, and the promotion gate")
+    p.add_argument("run", nargs="?", help="run folder (default: the newest)")
+    _add_data_dir(p)
+    p.add_argument("--promote", action="store_true", help="promote the run if it passes the gate")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="the three most likely products for a photo")
+    p.add_argument("photo")
+    _add_data_dir(p)
+    p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pipeline", help="run the whole pipeline as a Prefect flow")
+    _add_data_dir(p)
+    p.add_argument(
+        "--config", help="JSON file: {crawl: {...}, dedupe: {...}, label: {...}, train: {...}, demo_shop_dir: ...}"
+    )
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("demo", help="set up and run the pipeline on the demo shop")
+    _add_data_dir(p)
+    p.add_argument("--port", type=int, default=8080, help="Label Studio's port")
+    p.add_argument("--quick", action="store_true", help="a smaller shop and shorter training")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from crawler.fetch import FetchError
+    from crawler.ohouse import LayoutChanged
+    from curation.labelstudio import LabelStudioError
+    from training.members import MissingWeights
+
+    try:
+        args.func(args)
+    except (LabelStudioError, MissingWeights, LayoutChanged, FetchError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"reviewlens {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Dataset snapshots: accepted photos, their products, and a split no duplicate group straddles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from reviewlens.manifest import Manifest
+from reviewlens.settings import Layout
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ProductClass:
+    product_id: str
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Example:
+    sha256: str
+    path: str  # relative to the store's root
+    group_id: str
+    label: int
+    split: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_id: str
+    classes: list[ProductClass]
+    examples: list[Example]
+
+    def split(self, name: str) -> list[Example]:
+        return [e for e in self.examples if e.split == name]
+
+    def save(self, path: Path) -> None:
+        path.write_text(
+            json.dumps(
+                {
+                    "snapshot_id": self.snapshot_id,
+                    "classes": [asdict(c) for c in self.classes],
+                    "examples": [asdict(e) for e in self.examples],
+                },
+                indent=1,
+            )
+        )
+
+
+def _rank(seed: int, group_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{group_id}".encode()).hexdigest()
+
+
+def assign_splits(groups: list[str], val_share: float, test_share: float, seed: int) -> dict[str, str]:
+    """Assigns each group id a split; a product's groups are shuffled by a seeded hash.
+
+    Whole groups go to one split, so a photo and its near duplicates never sit on both sides.
+    Every product with three or more groups gets at least one in val and one in test.
+    """
+    ordered = sorted(set(groups), key=lambda g: _rank(seed, g))
+    n = len(ordered)
+    n_test = max(1, round(n * test_share)) if n >= 3 else 0
+    n_val = max(1, round(n * val_share)) if n >= 3 else 0
+    out = {}
+    for i, g in enumerate(ordered):
+        out[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int = 5) -> Snapshot:
+    """Builds the snapshot of accepted photos and records its split in the manifest.
+
+    A photo trains when it is the kept photo of its duplicate group, posted under one product
+    only, and accepted by the rules. Products with fewer than `min_photos` such photos are left
+    out, as the study left out products with too few photo reviews.
+    """
+    with Manifest(layout.manifest_path) as manifest:
+        rows = manifest.conn.execute(
+            """
+            SELECT c.sha256, p.path, c.group_id, pr.product_id, pr.name, pr.url
+            FROM labels l
+            JOIN curation c USING (sha256)
+            JOIN photos p USING (sha256)
+            JOIN sources s ON s.sha256 = c.sha256
+                AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
+            JOIN products pr ON pr.shop = s.shop AND pr.product_id = s.product_id
+            WHERE l.decision = 'accept' AND c.is_kept = 1 AND c.is_ambiguous = 0
+            ORDER BY pr.product_id, c.sha256
+            """
+        ).fetchall()
+        by_product: dict[str, list[sqlite3.Row]] = {}
+        for r in rows:
+            by_product.setdefault(r["product_id"], []).append(r)
+        kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= min_photos}
+        classes = [ProductClass(pid, rs[0]["name"], rs[0]["url"]) for pid, rs in sorted(kept.items())]
+        examples = []
+        for label, cls in enumerate(classes):
+            product_rows = kept[cls.product_id]
+            splits = assign_splits([r["group_id"] for r in product_rows], val_share, test_share, seed)
+            examples += [
+                Example(r["sha256"], r["path"], r["group_id"], label, splits[r["group_id"]]) for r in product_rows
+            ]
+        digest = hashlib.sha256(json.dumps([(e.sha256, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
+        snapshot = Snapshot(f"snap-{digest}", classes, examples)
+        with manifest.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO splits VALUES (?,?,?)",
+                [(snapshot.snapshot_id, e.sha256, e.split) for e in examples],
+            )
+    return snapshot
+
+
+def load_image(path: Path) -> Image.Image:
+    """Opens a photo upright (EXIF orientation applied) in RGB."""
+    with Image.open(path) as img:
+        img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
+        return ImageOps.exif_transpose(img).convert("RGB")
+
+
+def eval_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    """Resize, centre crop and normalize: the same at evaluation and prediction."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(int(size * 1.14), antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    """Random crops, flips and colour changes, as customers' photos vary in framing and light."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.3, 0.3, 0.2, 0.02),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Examples decoded once, at a little over the training size, and transformed per access."""
+
+    def __init__(self, examples: list[Example], store_dir: Path, size: int, transform: v2.Compose) -> None:
+        self.labels = [e.label for e in examples]
+        keep = v2.Compose([v2.ToImage(), v2.Resize(int(size * 1.14), antialias=True)])
+        # Decoding dominates a small model's step on the CPU: do it once, not once per epoch.
+        self.images = [keep(load_image(store_dir / e.path)) for e in examples]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), self.labels[i]
