@@ -107,7 +107,6 @@ def push(
         rows = _candidates(manifest)
         existing = client.task_ids_by_key(project_id, "sha256")
         new = [r for r in rows if r["sha256"] not in existing]
-        summary.already = len(rows) - len(new)
         for start in range(0, len(new), BATCH):
             batch = new[start : start + BATCH]
             tasks = []
@@ -136,6 +135,7 @@ def push(
                 "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
                 [(r["sha256"], project_id, existing[r["sha256"]], now) for r in rows if r["sha256"] in existing],
             )
+        summary.already = manifest.count("labels", "project_id = ?", project_id) - summary.pushed
     return summary
 
 

@@ -68,7 +68,7 @@ class LabelStudioServer:
         if self.is_up():
             return creds
         if not self.binary.exists():
-            raise RuntimeError(f"Label Studio is not installed at {self.binary}: run `make labelstudio-env`")
+            raise RuntimeError(f"Label Studio is not installed at {self.binary}: run `make env`")
         env = {
             **os.environ,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from reviewlens.demoshop.render import RGB, SHAPES, draw_product
@@ -137,7 +138,9 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
     cx, cy = rng.randint(0, w), rng.randint(0, h)
     light = light.crop((w - cx, h - cy, 2 * w - cx, 2 * h - cy)).point(lambda v: 255 - int(v * rng.uniform(0.3, 0.7)))
     img = Image.composite(img, Image.new("RGB", size, (0, 0, 0)), light)
-    noise = Image.effect_noise(size, rng.uniform(4, 14)).convert("RGB")
+    # Sensor noise from the scene's own seed (Image.effect_noise would use the C library's rand).
+    grain = np.random.default_rng(rng.getrandbits(32)).normal(128, rng.uniform(20, 60), (h, w))
+    noise = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8)).convert("RGB")
     return Image.blend(img, noise, 0.08)
 
 

@@ -1,0 +1,78 @@
+"""Shared fixtures: a small generated shop, its server, and one real Label Studio per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+# Prefect runs on its ephemeral local API, in a home of the test run's own.
+os.environ.setdefault("PREFECT_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"reviewlens-prefect-{os.getpid()}"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from reviewlens.demoshop.generate import GeneratorConfig, generate
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.settings import CrawlConfig, Layout
+
+# Small enough to crawl, label and train in seconds; every kind of rule-breaker is present.
+SMALL_SHOP = GeneratorConfig(seed=7, n_categories=2, products_per_category=3, photos_per_product=30)
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def document_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder Label Studio may serve photos from; test data folders live under it."""
+    root = tmp_path_factory.mktemp("served")
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
+    return root
+
+
+@pytest.fixture(scope="session")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(SMALL_SHOP, tmp_path_factory.mktemp("shop"))
+
+
+@pytest.fixture
+def shop(shop_dir: Path, tmp_path: Path) -> Iterator[DemoShop]:
+    with DemoShop(shop_dir, request_log=tmp_path / "requests.jsonl") as running:
+        yield running
+
+
+@pytest.fixture
+def layout(document_root: Path, tmp_path: Path) -> Layout:
+    # Under the document root, so Label Studio may serve this test's store.
+    return Layout(document_root / tmp_path.name)
+
+
+def crawl_config(shop: DemoShop, **overrides: object) -> CrawlConfig:
+    config = CrawlConfig(
+        shop_url=shop.url,
+        ranking_url=shop.url,
+        image_hosts=(urlsplit(shop.image_url).netloc,),
+        categories=tuple(sorted({p.category_id for p in shop.data.products})),
+        backoff_s=0.01,
+    )
+    return CrawlConfig(**{**config.__dict__, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory, document_root: Path) -> Iterator[LabelStudioServer]:
+    """A real Label Studio server, started once for the whole test session."""
+    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), document_root, port=free_port())
+    creds = server.start()
+    os.environ["LABEL_STUDIO_URL"] = server.url
+    os.environ["LABEL_STUDIO_API_KEY"] = creds.token
+    yield server
+    server.stop()

@@ -1,0 +1,149 @@
+"""The crawler: parsers on saved responses, and crawls of the real demo shop over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from crawler.crawl import crawl
+from crawler.fetch import Fetcher, FetchError
+from crawler.ohouse import LayoutChanged, get_adapter, parse_ranking_html, parse_ranking_json, parse_reviews
+from crawler.store import InvalidImage, PhotoStore
+from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.manifest import Manifest
+from reviewlens.settings import Layout
+from tests.conftest import crawl_config
+
+REVIEWS_PAGE = {
+    "count": 2,
+    "average_all": 4.5,
+    "reviews": [
+        {"id": 11, "created_at": "2026-01-02T00:00:00", "writer_id": 1, "writer_nickname": "a",
+         "card": {"image_url": "https://image.example/1.jpg"}, "review": {"comment": "", "star_avg": 5},
+         "production_information": {"name": "Lamp", "explain": ""}},
+        {"id": 10, "created_at": "2026-01-01T00:00:00", "writer_id": 2, "writer_nickname": "b",
+         "card": {"image_url": ""}, "review": {"comment": "", "star_avg": 4},
+         "production_information": {"name": "Lamp", "explain": ""}},
+    ],
+}
+
+
+def test_parsers_read_the_documented_shapes() -> None:
+    ranked = parse_ranking_json({"products": [{"id": 5, "review_count": 3, "name": "Sofa"}, {"id": 6}]})
+    assert [(p.product_id, p.name, p.review_count) for p in ranked] == [("5", "Sofa", 3), ("6", "", 0)]
+    html = '<div class="x1"><a href="https://ohou.se/productions/42/selling">A</a></div><a href="/productions/7">B</a>'
+    assert parse_ranking_html(html + html) == ["42", "7"]
+    reviews = parse_reviews(REVIEWS_PAGE)
+    assert [(r.review_id, r.photo_url) for r in reviews] == [("11", "https://image.example/1.jpg"), ("10", "")]
+    assert parse_reviews({"count": 2, "reviews": []}) == []
+
+
+@pytest.mark.parametrize(
+    ("parse", "payload", "named"),
+    [
+        (parse_ranking_json, {"items": []}, "products"),
+        (parse_ranking_json, {"products": [{"name": "no id"}]}, "id"),
+        (parse_reviews, {"count": 1}, "reviews"),
+        (parse_reviews, {"reviews": [{"id": 1, "photo": "x"}]}, "card.image_url"),
+    ],
+)
+def test_changed_layout_names_what_moved(parse: object, payload: object, named: str) -> None:
+    with pytest.raises(LayoutChanged, match=named.replace(".", r"\.")):
+        parse(payload)  # type: ignore[operator]
+
+
+def test_ranking_page_without_product_links_is_an_error() -> None:
+    with pytest.raises(LayoutChanged, match="/productions/"):
+        parse_ranking_html("<html><a href='/goods/1'>x</a></html>")
+
+
+def test_unknown_shop_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="valid shops: ohouse"):
+        get_adapter("coupang", "https://x", "https://x")
+
+
+def _jpeg(size: tuple[int, int] = (80, 60)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_store_refuses_what_is_not_a_whole_image(tmp_path: Path) -> None:
+    store = PhotoStore(tmp_path, max_pixels=100_000)
+    good = store.put(_jpeg())
+    assert store.path(good.path).read_bytes() == _jpeg() and good.path.endswith(".jpg")
+    assert store.put(_jpeg()) == good  # stored once by content
+    with pytest.raises(InvalidImage, match="not a decodable image"):
+        store.put(b"<html>not a photo</html>")
+    with pytest.raises(InvalidImage):
+        store.put(_jpeg()[: len(_jpeg()) // 2])  # truncated
+    with pytest.raises(InvalidImage, match="too many pixels"):
+        store.put(_jpeg((400, 400)))
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [Path(good.path).name]
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "http://203.0.113.9/elsewhere.jpg")  # a host nobody allowed
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_redirect_to_a_foreign_host_is_refused_without_fetching_it() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        fetcher = Fetcher(frozenset({host}), "reviewlens-test", retries=0)
+        with pytest.raises(FetchError, match="host not allowed: 203.0.113.9"):
+            fetcher.get(f"http://{host}/photo.jpg")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _requests(shop_log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in shop_log.read_text().splitlines()]
+
+
+def test_crawl_stores_every_photo_once_with_provenance(shop: DemoShop, shop_dir: Path, layout: Layout, tmp_path: Path) -> None:
+    summary = crawl(crawl_config(shop), layout)
+    truth = load_truth(shop_dir)
+    assert summary.photos_stored == len(truth) and summary.photos_failed == 0
+    with Manifest(layout.manifest_path) as m:
+        assert m.count("photos") == len(truth)
+        rows = m.conn.execute("SELECT s.*, p.path FROM sources s JOIN photos p USING (sha256)").fetchall()
+        assert len(rows) == len(truth)
+        for r in rows:
+            t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
+            assert r["product_id"] == str(t.product_id) and r["review_id"] == str(t.review_id)
+            assert (layout.store_dir / r["path"]).read_bytes() == (shop_dir / "photos" / f"{t.photo_id}.jpg").read_bytes()
+        names = {r["name"] for r in m.conn.execute("SELECT name FROM products")}
+        assert names == {p.name for p in shop.data.products}
+    # No writer data is kept: the manifest has no column for it.
+    assert "writer" not in layout.manifest_path.read_bytes().decode("latin-1")
+
+
+def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(shop: DemoShop, layout: Layout, tmp_path: Path) -> None:
+    config = crawl_config(shop)
+    crawl(config, layout)
+    log = tmp_path / "requests.jsonl"
+    before = len(_requests(log))
+    again = crawl(config, layout)
+    assert again.photos_stored == 0
+    review_pages = [r for r in _requests(log)[before:] if "production_reviews.json" in str(r["path"])]
+    assert len(review_pages) == len(shop.data.products)
+    assert all("page=1&" in str(r["path"]) for r in review_pages)
+    with Manifest(layout.manifest_path) as m:
+        assert m.count("sources") == m.count("photos") == sum(1 for _ in load_truth(shop.data.photos_dir.parent))

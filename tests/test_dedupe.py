@@ -1,0 +1,68 @@
+"""Dedupe: exact search, transitive groups, re-posts of the demo shop grouped with their originals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crawler.crawl import crawl
+from curation.dedupe import dedupe, group_pairs, near_pairs
+from curation.hashing import hamming_matrix
+from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.manifest import Manifest, utc_now
+from reviewlens.settings import DedupeConfig, Layout
+from tests.conftest import crawl_config
+
+
+def test_near_pairs_equal_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, size=700, dtype=np.uint64)
+    hashes[100:110] = hashes[0] ^ np.uint64(0b1011)  # planted: 3 bits from hashes[0]
+    got = set(near_pairs(hashes, 10, block=64))
+    expected = {(i, j) for i in range(700) for j in range(i + 1, 700) if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 10}
+    assert got == expected and {(0, 100), (100, 101)} <= got
+
+
+def test_hamming_matrix_counts_bits() -> None:
+    a = np.array([0, 0b111], dtype=np.uint64)
+    assert hamming_matrix(a, np.array([2**64 - 1], dtype=np.uint64)).tolist() == [[64], [61]]
+
+
+def test_threshold_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="0..64"):
+        near_pairs(np.zeros(2, dtype=np.uint64), 65)
+
+
+def test_groups_are_transitive() -> None:
+    assert group_pairs(5, [(0, 1), (1, 2), (3, 4)]) == [0, 0, 0, 3, 3]
+
+
+def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoShop, shop_dir, layout: Layout) -> None:
+    crawl(crawl_config(shop), layout)
+    # A photo that went bad in the store after the crawl: recorded invalid, the batch goes on.
+    with Manifest(layout.manifest_path) as m, m.transaction() as db:
+        (layout.store_dir / "zz").mkdir()
+        (layout.store_dir / "zz" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+        db.execute("INSERT INTO photos VALUES ('zz-bad','zz/bad.jpg','JPEG',10,10,11,?)", (utc_now(),))
+    summary = dedupe(DedupeConfig(), layout)
+    truth = load_truth(shop_dir)
+    assert summary.invalid == 1 and summary.photos == len(truth)
+    with Manifest(layout.manifest_path) as m:
+        bad = m.conn.execute("SELECT status, reason FROM curation WHERE sha256='zz-bad'").fetchone()
+        assert bad["status"] == "invalid" and "undecodable" in bad["reason"]
+        group = {
+            r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
+            for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
+        }
+        kept = m.count("curation", "is_kept = 1")
+    reposts = [t for t in truth.values() if t.duplicate_of]
+    joined = sum(group[t.photo_id] == group[t.duplicate_of] for t in reposts)
+    assert joined / len(reposts) >= 0.9, f"{joined} of {len(reposts)} re-posts grouped with their original"
+    # Distinct photos merged into one group: the price of a threshold loose enough for re-posts.
+    originals = {(t.duplicate_of or t.photo_id) for t in truth.values()}
+    assert kept == len(set(group.values()))
+    assert len(originals) - kept <= 0.03 * len(originals), f"{len(originals) - kept} distinct photos merged"
+    # Regrouping from the cached hashes gives the same answer and hashes nothing again.
+    again = dedupe(DedupeConfig(), layout)
+    assert again.checked == 0 and again.groups == summary.groups

@@ -1,0 +1,86 @@
+"""The whole pipeline as a Prefect flow, against the demo shop and a real Label Studio server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curation.labeling import pull, push
+from curation.labelstudio import LabelStudioError, connect
+from flows.pipeline import pipeline_flow
+from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.manifest import Manifest
+from reviewlens.settings import LabelConfig, Layout
+from tests.conftest import crawl_config
+from training.bundle import Ensemble
+from training.predict import predict
+
+pytestmark = pytest.mark.integration
+
+TRAIN = {"members": ["efficientnet_lite0", "efficientnet_lite1"], "epochs": 1, "image_size": 96, "batch_size": 16}
+
+
+def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout) -> None:
+    crawl = {k: list(v) if isinstance(v, tuple) else v for k, v in crawl_config(shop).__dict__.items()}
+    label = {"project_title": f"pipeline {layout.data_dir.name}"}
+    result = pipeline_flow(data_dir=str(layout.data_dir), crawl=crawl, label=label, train=TRAIN, demo_shop_dir=str(shop_dir))
+    truth = load_truth(shop_dir)
+
+    with Manifest(layout.manifest_path) as m:
+        rows = m.conn.execute(
+            "SELECT s.photo_url, l.decision, l.reason, c.group_id FROM labels l "
+            "JOIN sources s USING (sha256) JOIN curation c USING (sha256)"
+        ).fetchall()
+        groups = {
+            r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
+            for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
+        }
+    # Every kept photo was labeled, and each decision is what the rules give on the ground truth.
+    assert len(rows) == result["dedupe"]["groups"] == result["push"]["pushed"]
+    for r in rows:
+        t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
+        expected = "accept" if t.coverage >= 0.5 and t.n_objects == 1 else "reject"
+        assert r["decision"] == expected, (t, r["reason"])
+    assert {r["decision"] for r in rows} == {"accept", "reject"}
+    # Re-posts land in their original's duplicate group.
+    reposts = [t for t in truth.values() if t.duplicate_of]
+    assert sum(groups[t.photo_id] == groups[t.duplicate_of] for t in reposts) >= 0.9 * len(reposts)
+
+    # The report holds every member's figures and the ensemble's, as JSON and as a table.
+    run_dir = Path(result["evaluate"]["run_dir"])
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["results"]) == {"efficientnet_lite0", "efficientnet_lite1", "ensemble"}
+    for figures in report["results"].values():
+        assert 0 <= figures["top1"] <= figures["top3"] <= 100
+    assert "| Ensemble (soft voting) |" in (run_dir / "report.md").read_text()
+    assert result["evaluate"]["promoted"] and (layout.production_dir / "model.pt").exists()
+
+    # Pushing and pulling again changes nothing, in Label Studio or in the manifest.
+    client = connect()
+    config = LabelConfig(**label)
+    again = push(config, layout, client)
+    assert again.pushed == 0 and again.already == len(rows)
+    assert len(client.task_ids_by_key(again.project_id, "sha256")) == len(rows)
+    pulled = pull(config, layout, client)
+    assert pulled.decided == 0 and pulled.unchanged == len(rows)
+
+    # predict names three catalog products with their links, best first.
+    photo = shop_dir / "photos" / f"{next(iter(truth))}.jpg"
+    guesses = predict(Ensemble.load(layout.production_dir), photo)
+    assert len(guesses) == 3 and guesses[0].score >= guesses[1].score >= guesses[2].score
+    names = {p.name for p in shop.data.products}
+    assert all(g.product.name in names and g.product.url.endswith("/selling") for g in guesses)
+
+
+def test_a_wrong_token_is_refused_with_a_clear_error(label_studio: LabelStudioServer) -> None:
+    with pytest.raises(LabelStudioError, match="refused the token: set LABEL_STUDIO_API_KEY"):
+        connect(label_studio.url, "0" * 40)
+
+
+def test_a_dead_server_is_named(label_studio: LabelStudioServer) -> None:
+    with pytest.raises(LabelStudioError, match="does not answer at http://127.0.0.1:9"):
+        connect("http://127.0.0.1:9", "0" * 40)

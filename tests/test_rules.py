@@ -1,0 +1,43 @@
+"""The two rules applied to annotations."""
+
+from __future__ import annotations
+
+from curation.labeling import prediction
+from curation.detector import Detection
+from curation.rules import SEVERAL, decide
+
+
+def _box(w: float, h: float) -> dict:
+    return {"type": "rectanglelabels", "value": {"x": 0, "y": 0, "width": w, "height": h, "rectanglelabels": ["product"]}}
+
+
+def _choice(value: str) -> dict:
+    return {"type": "choices", "value": {"choices": [value]}}
+
+
+def test_one_large_product_is_accepted() -> None:
+    d = decide([_box(80, 70), _choice("one product")], cancelled=False, min_coverage=0.5)
+    assert (d.decision, d.coverage, d.n_objects) == ("accept", 0.56, 1)
+
+
+def test_small_product_is_rejected_with_its_coverage() -> None:
+    d = decide([_box(50, 50), _choice("one product")], cancelled=False, min_coverage=0.5)
+    assert d.decision == "reject" and "25%" in d.reason and d.coverage == 0.25
+
+
+def test_several_products_by_choice_or_by_boxes() -> None:
+    assert decide([_box(90, 90), _choice(SEVERAL)], False, 0.5).reason == "2 products in the photo"
+    assert decide([_box(90, 90), _box(10, 10), _choice("one product")], False, 0.5).n_objects == 2
+
+
+def test_missing_box_and_skipped_task_are_rejected() -> None:
+    assert decide([_choice("one product")], False, 0.5).reason == "no product box drawn"
+    assert decide([], True, 0.5).reason == "skipped by the annotator"
+
+
+def test_detections_become_a_pre_annotation_in_percent() -> None:
+    pre = prediction([Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0)), Detection("vase", 0.5, (0.0, 0.0, 0.1, 0.1))])
+    box = pre["result"][0]["value"]
+    assert (round(box["x"]), round(box["y"]), round(box["width"]), round(box["height"])) == (10, 20, 50, 80)
+    assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and pre["score"] == 0.9
+    assert prediction([])["result"] == []

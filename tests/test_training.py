@@ -1,0 +1,90 @@
+"""Training pieces: strict weight loading, the member registry, leakage-free splits, Top-k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import models as tvm
+from torchvision.transforms import functional as TF
+
+from tests.conftest import SHARED
+from training import efficientnet_lite
+from training.data import assign_splits
+from training.evaluate import markdown_table, topk
+from training.members import MEMBERS, MissingWeights, get_member
+
+
+def test_efficientnet_lite_loads_packaged_weights_strictly() -> None:
+    for name in efficientnet_lite.PACKAGES:
+        model = efficientnet_lite.efficientnet_lite(name, num_classes=7)
+        assert model(torch.zeros(1, 3, 96, 96)).shape == (1, 7)
+    sd = torch.load(efficientnet_lite.packaged_weights("efficientnet_lite0"), weights_only=True)
+    del sd["_blocks.3._bn1.running_var"]
+    broken = Path(torch.hub.get_dir()).parent / "broken-lite0.pth"
+    torch.save(sd, broken)
+    try:
+        with pytest.raises(RuntimeError, match="running_var"):
+            efficientnet_lite.efficientnet_lite("efficientnet_lite0", 7, weights=broken)
+    finally:
+        broken.unlink()
+
+
+@pytest.mark.skipif(not (SHARED / "data/grocery-store").exists(), reason="../shared/data/grocery-store is absent")
+def test_efficientnet_lite_imagenet_weights_recognise_real_photos() -> None:
+    # ImageNet class 954 is "banana", 945 "bell pepper": real weights name real photos.
+    photos = SHARED / "data/grocery-store/sample_images/natural"
+    for name in efficientnet_lite.PACKAGES:
+        model = efficientnet_lite.efficientnet_lite(name, 1000).eval()
+        sd = torch.load(efficientnet_lite.packaged_weights(name), weights_only=True)
+        model._fc.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
+        for file, imagenet_class in (("Banana.jpg", 954), ("Green-Bell-Pepper.jpg", 945)):
+            img = Image.open(photos / file).convert("RGB")
+            x = TF.normalize(TF.to_tensor(TF.center_crop(TF.resize(img, 256), 224)), efficientnet_lite.MEAN, efficientnet_lite.STD)
+            with torch.no_grad():
+                assert int(model(x[None]).argmax()) == imagenet_class, (name, file)
+
+
+def test_registry_holds_the_study_members_and_names_valid_ones() -> None:
+    assert {"vgg19", "resnet50", "mobilenet_v3_large", "efficientnet_lite0"} <= set(MEMBERS)
+    with pytest.raises(ValueError, match="valid members: efficientnet_lite0, .*vgg19"):
+        get_member("vit_h_14")
+
+
+def test_torchvision_member_loads_a_local_weights_file(tmp_path: Path) -> None:
+    file = tmp_path / "mobilenet.pth"
+    reference = tvm.mobilenet_v3_large(weights=None)
+    torch.save(reference.state_dict(), file)
+    model = get_member("mobilenet_v3_large").build(4, file, True)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
+    assert torch.equal(model.features[0][0].weight, reference.features[0][0].weight)  # type: ignore[index]
+
+
+def test_torchvision_member_without_weights_says_how_to_supply_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No weights on disk, and a proxy on a closed local port: the download fails here, on this machine.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(MissingWeights, match=r"--weights resnet50=/path/to/weights\.pth") as err:
+        get_member("resnet50").build(3, None, True)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_splits_keep_groups_whole_and_fill_every_split() -> None:
+    groups = [f"g{i // 3}" for i in range(60)]  # 20 groups of 3 photos
+    splits = assign_splits(groups, 0.2, 0.2, seed=1)
+    assert set(splits) == set(groups)
+    assert sorted(list(splits.values()).count(s) for s in ("train", "val", "test")) == [4, 4, 12]
+    assert assign_splits(groups, 0.2, 0.2, seed=1) == splits
+    assert assign_splits(groups, 0.2, 0.2, seed=2) != splits
+
+
+def test_topk_and_the_report_table() -> None:
+    probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk(probs, labels, 1) == 33.3 and topk(probs, labels, 3) == 100.0
+    table = markdown_table({"mobilenet_v3_large": {"top1": 71.5, "top3": 89.6}, "ensemble": {"top1": 74.4, "top3": 90.2}}, 9423, 54)
+    assert "| MobileNetV3 | 71.5 | 89.6 |" in table and "| Ensemble (soft voting) | 74.4 | 90.2 |" in table
+    assert "9423 test photos of 54 products" in table
