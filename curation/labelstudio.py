@@ -67,7 +67,8 @@ class LabelStudioClient:
             self.sdk.projects.list(page_size=1)
         except httpx.TransportError as exc:
             raise LabelStudioError(
-                f"Label Studio does not answer at {self.url}: start it (reviewlens label-studio start) or set LABEL_STUDIO_URL"
+                f"Label Studio does not answer at {self.url}: "
+                "start it (reviewlens label-studio start) or set LABEL_STUDIO_URL"
             ) from exc
         except ApiError as exc:
             if exc.status_code in (401, 403):

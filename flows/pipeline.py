@@ -24,7 +24,7 @@ from reviewlens.settings import (
     from_mapping,
 )
 
-RETRAIN_DEPLOYMENT = "retrain/reviewlens-retrain"
+RETRAIN_DEPLOYMENT = "retrain/reviewlens-retrain"  # flow name / deployment name in prefect.yaml
 
 
 @flow(name="crawl")

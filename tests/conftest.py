@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 
 # Prefect runs on its ephemeral local API, in a home of the test run's own.
-os.environ.setdefault("PREFECT_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"reviewlens-prefect-{os.getpid()}"))
+os.environ.setdefault(
+    "PREFECT_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"reviewlens-prefect-{os.getpid()}")
+)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

@@ -25,12 +25,24 @@ REVIEWS_PAGE = {
     "count": 2,
     "average_all": 4.5,
     "reviews": [
-        {"id": 11, "created_at": "2026-01-02T00:00:00", "writer_id": 1, "writer_nickname": "a",
-         "card": {"image_url": "https://image.example/1.jpg"}, "review": {"comment": "", "star_avg": 5},
-         "production_information": {"name": "Lamp", "explain": ""}},
-        {"id": 10, "created_at": "2026-01-01T00:00:00", "writer_id": 2, "writer_nickname": "b",
-         "card": {"image_url": ""}, "review": {"comment": "", "star_avg": 4},
-         "production_information": {"name": "Lamp", "explain": ""}},
+        {
+            "id": 11,
+            "created_at": "2026-01-02T00:00:00",
+            "writer_id": 1,
+            "writer_nickname": "a",
+            "card": {"image_url": "https://image.example/1.jpg"},
+            "review": {"comment": "", "star_avg": 5},
+            "production_information": {"name": "Lamp", "explain": ""},
+        },
+        {
+            "id": 10,
+            "created_at": "2026-01-01T00:00:00",
+            "writer_id": 2,
+            "writer_nickname": "b",
+            "card": {"image_url": ""},
+            "review": {"comment": "", "star_avg": 4},
+            "production_information": {"name": "Lamp", "explain": ""},
+        },
     ],
 }
 
@@ -106,7 +118,7 @@ def test_redirect_to_a_foreign_host_is_refused_without_fetching_it() -> None:
     try:
         host = f"127.0.0.1:{server.server_address[1]}"
         fetcher = Fetcher(frozenset({host}), "reviewlens-test", retries=0)
-        with pytest.raises(FetchError, match="host not allowed: 203.0.113.9"):
+        with pytest.raises(FetchError, match=r"host not allowed: 203\.0\.113\.9"):
             fetcher.get(f"http://{host}/photo.jpg")
     finally:
         server.shutdown()
@@ -117,7 +129,9 @@ def _requests(shop_log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in shop_log.read_text().splitlines()]
 
 
-def test_crawl_stores_every_photo_once_with_provenance(shop: DemoShop, shop_dir: Path, layout: Layout, tmp_path: Path) -> None:
+def test_crawl_stores_every_photo_once_with_provenance(
+    shop: DemoShop, shop_dir: Path, layout: Layout, tmp_path: Path
+) -> None:
     summary = crawl(crawl_config(shop), layout)
     truth = load_truth(shop_dir)
     assert summary.photos_stored == len(truth) and summary.photos_failed == 0
@@ -128,14 +142,18 @@ def test_crawl_stores_every_photo_once_with_provenance(shop: DemoShop, shop_dir:
         for r in rows:
             t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
             assert r["product_id"] == str(t.product_id) and r["review_id"] == str(t.review_id)
-            assert (layout.store_dir / r["path"]).read_bytes() == (shop_dir / "photos" / f"{t.photo_id}.jpg").read_bytes()
+            assert (layout.store_dir / r["path"]).read_bytes() == (
+                shop_dir / "photos" / f"{t.photo_id}.jpg"
+            ).read_bytes()
         names = {r["name"] for r in m.conn.execute("SELECT name FROM products")}
         assert names == {p.name for p in shop.data.products}
     # No writer data is kept: the manifest has no column for it.
     assert "writer" not in layout.manifest_path.read_bytes().decode("latin-1")
 
 
-def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(shop: DemoShop, layout: Layout, tmp_path: Path) -> None:
+def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(
+    shop: DemoShop, layout: Layout, tmp_path: Path
+) -> None:
     config = crawl_config(shop)
     crawl(config, layout)
     log = tmp_path / "requests.jsonl"
@@ -147,3 +165,56 @@ def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(shop: De
     assert all("page=1&" in str(r["path"]) for r in review_pages)
     with Manifest(layout.manifest_path) as m:
         assert m.count("sources") == m.count("photos") == sum(1 for _ in load_truth(shop.data.photos_dir.parent))
+
+
+def _state(layout: Layout) -> tuple[set[tuple[str, ...]], set[str], list[str]]:
+    with Manifest(layout.manifest_path) as m:
+        sources = {
+            tuple(r) for r in m.conn.execute("SELECT shop, review_id, photo_url, product_id, sha256 FROM sources")
+        }
+        photos = {r[0] for r in m.conn.execute("SELECT sha256 FROM photos")}
+    files = sorted(str(p.relative_to(layout.store_dir)) for p in layout.store_dir.rglob("*") if p.is_file())
+    return sources, photos, files
+
+
+def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
+    shop: DemoShop, layout: Layout, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = crawl_config(shop)
+    args = [
+        sys.executable,
+        "-m",
+        "reviewlens.cli",
+        "crawl",
+        "--data-dir",
+        str(layout.data_dir),
+        "--shop-url",
+        shop.url,
+        "--image-host",
+        config.image_hosts[0],
+    ]
+    args += [a for c in config.categories for a in ("--category", str(c))]
+    proc = subprocess.Popen(args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if layout.manifest_path.exists():
+            with Manifest(layout.manifest_path) as m:
+                if m.count("photos") >= 40:
+                    break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Manifest(layout.manifest_path) as m:
+        assert 40 <= m.count("photos") < sum(1 for _ in load_truth(shop.data.photos_dir.parent)), "not killed mid-crawl"
+    subprocess.run(args, check=True)
+
+    reference = Layout(tmp_path / "uninterrupted")
+    crawl(config, reference)
+    assert _state(layout) == _state(reference)
+    assert not list(layout.store_dir.rglob(".tmp-*"))

@@ -20,7 +20,9 @@ def test_near_pairs_equal_brute_force() -> None:
     hashes = rng.integers(0, 2**63, size=700, dtype=np.uint64)
     hashes[100:110] = hashes[0] ^ np.uint64(0b1011)  # planted: 3 bits from hashes[0]
     got = set(near_pairs(hashes, 10, block=64))
-    expected = {(i, j) for i in range(700) for j in range(i + 1, 700) if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 10}
+    expected = {
+        (i, j) for i in range(700) for j in range(i + 1, 700) if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 10
+    }
     assert got == expected and {(0, 100), (100, 101)} <= got
 
 
@@ -30,7 +32,7 @@ def test_hamming_matrix_counts_bits() -> None:
 
 
 def test_threshold_out_of_range_is_refused() -> None:
-    with pytest.raises(ValueError, match="0..64"):
+    with pytest.raises(ValueError, match=r"0\.\.64"):
         near_pairs(np.zeros(2, dtype=np.uint64), 65)
 
 

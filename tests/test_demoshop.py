@@ -56,8 +56,11 @@ def test_catalog_has_distinct_designs_and_known_rule_breakers(shop_dir: Path) ->
 
 def test_server_speaks_the_shop_shapes(shop: DemoShop) -> None:
     category = shop.data.products[0].category_id
-    ranks = requests.get(f"{shop.url}/commerces/ranks.json", params={"v": 2, "type": "best", "category": category,
-                                                                     "page": 1, "per": 20}, timeout=5).json()
+    ranks = requests.get(
+        f"{shop.url}/commerces/ranks.json",
+        params={"v": 2, "type": "best", "category": category, "page": 1, "per": 20},
+        timeout=5,
+    ).json()
     ids = [p["id"] for p in ranks["products"]]
     assert ids and all("review_count" in p for p in ranks["products"])
     page = requests.get(f"{shop.url}/ranks", params={"type": "best", "category_id": category}, timeout=5).text
@@ -65,8 +68,11 @@ def test_server_speaks_the_shop_shapes(shop: DemoShop) -> None:
     pages, reviews = 0, []
     while True:
         pages += 1
-        body = requests.get(f"{shop.url}/production_reviews.json",
-                            params={"production_id": ids[0], "page": pages, "order": "recent"}, timeout=5).json()
+        body = requests.get(
+            f"{shop.url}/production_reviews.json",
+            params={"production_id": ids[0], "page": pages, "order": "recent"},
+            timeout=5,
+        ).json()
         if not body["reviews"]:
             break
         assert len(body["reviews"]) <= REVIEWS_PER_PAGE

@@ -27,7 +27,9 @@ TRAIN = {"members": ["efficientnet_lite0", "efficientnet_lite1"], "epochs": 1, "
 def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout) -> None:
     crawl = {k: list(v) if isinstance(v, tuple) else v for k, v in crawl_config(shop).__dict__.items()}
     label = {"project_title": f"pipeline {layout.data_dir.name}"}
-    result = pipeline_flow(data_dir=str(layout.data_dir), crawl=crawl, label=label, train=TRAIN, demo_shop_dir=str(shop_dir))
+    result = pipeline_flow(
+        data_dir=str(layout.data_dir), crawl=crawl, label=label, train=TRAIN, demo_shop_dir=str(shop_dir)
+    )
     truth = load_truth(shop_dir)
 
     with Manifest(layout.manifest_path) as m:
@@ -82,5 +84,5 @@ def test_a_wrong_token_is_refused_with_a_clear_error(label_studio: LabelStudioSe
 
 
 def test_a_dead_server_is_named(label_studio: LabelStudioServer) -> None:
-    with pytest.raises(LabelStudioError, match="does not answer at http://127.0.0.1:9"):
+    with pytest.raises(LabelStudioError, match=r"does not answer at http://127\.0\.0\.1:9"):
         connect("http://127.0.0.1:9", "0" * 40)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from curation.labeling import prediction
 from curation.detector import Detection
+from curation.labeling import prediction
 from curation.rules import SEVERAL, decide
 
 
 def _box(w: float, h: float) -> dict:
-    return {"type": "rectanglelabels", "value": {"x": 0, "y": 0, "width": w, "height": h, "rectanglelabels": ["product"]}}
+    return {
+        "type": "rectanglelabels",
+        "value": {"x": 0, "y": 0, "width": w, "height": h, "rectanglelabels": ["product"]},
+    }
 
 
 def _choice(value: str) -> dict:

