@@ -20,6 +20,7 @@ from crawler.ohouse import (
     Review,
     get_adapter,
     load_json,
+    parse_ranking_html,
     parse_ranking_json,
     parse_reviews,
 )
@@ -28,6 +29,7 @@ from reviewlens.manifest import Manifest, utc_now
 from reviewlens.settings import CrawlConfig, Layout
 
 log = logging.getLogger(__name__)
+RANKING_SOURCES = ("json", "html")
 
 
 @dataclass
@@ -69,6 +71,10 @@ class _Crawl:
         return load_json(body, what)
 
     def top_products(self, category_id: int) -> list[RankedProduct]:
+        if self.config.ranking_source == "html":
+            body, _ = self.fetcher.get(self.adapter.ranking_html_url(category_id))
+            ids = parse_ranking_html(body.decode("utf-8", errors="replace"))
+            return [RankedProduct(pid, "", 0) for pid in ids[: self.config.top_n]]
         ranked: list[RankedProduct] = []
         page = 1
         while len(ranked) < self.config.top_n:
@@ -79,7 +85,7 @@ class _Crawl:
             page += 1
         return ranked[: self.config.top_n]
 
-    def known(self, product_id: str, review: Review) -> bool:
+    def known(self, review: Review) -> bool:
         row = self.manifest.conn.execute(
             "SELECT 1 FROM sources WHERE shop=? AND review_id=? AND photo_url=?",
             (self.adapter.name, review.review_id, review.photo_url),
@@ -104,7 +110,7 @@ class _Crawl:
                 seen += 1
                 if not review.photo_url:
                     continue
-                if self.known(product_id, review):
+                if self.known(review):
                     hit_known = True
                 else:
                     yield review
@@ -169,6 +175,8 @@ class _Crawl:
 def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     """Crawls the shop into `layout`'s store and manifest; returns counts per outcome."""
     started = time.monotonic()
+    if config.ranking_source not in RANKING_SOURCES:
+        raise ValueError(f"unknown ranking_source '{config.ranking_source}'; valid: {', '.join(RANKING_SOURCES)}")
     adapter = get_adapter(config.shop, config.shop_url, config.ranking_url)
     hosts = frozenset({urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc, *config.image_hosts})
     fetcher = Fetcher(

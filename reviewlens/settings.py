@@ -47,6 +47,8 @@ class CrawlConfig:
     # The study's setting: the 20 best sellers of each category.
     categories: tuple[int, ...] = (10000000, 18000000, 28000000, 11000000)
     top_n: int = 20
+    # Where the ranking comes from: the ranks JSON, or the ranking page's product links.
+    ranking_source: str = "json"
     max_reviews_per_product: int = 4000
     user_agent: str = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
     connect_timeout_s: float = 5.0

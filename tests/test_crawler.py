@@ -218,3 +218,13 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
     crawl(config, reference)
     assert _state(layout) == _state(reference)
     assert not list(layout.store_dir.rglob(".tmp-*"))
+
+
+def test_crawl_from_the_ranking_page_finds_the_same_products(shop: DemoShop, layout: Layout) -> None:
+    crawl(crawl_config(shop, ranking_source="html", top_n=2), layout)
+    with Manifest(layout.manifest_path) as m:
+        rows = m.conn.execute("SELECT product_id, name, rank FROM products ORDER BY category_id, rank").fetchall()
+    expected = [p for p in shop.data.products if p.rank <= 2]
+    assert [(r["product_id"], r["name"]) for r in rows] == [(str(p.product_id), p.name) for p in expected]
+    with pytest.raises(ValueError, match="valid: json, html"):
+        crawl(crawl_config(shop, ranking_source="xml"), layout)
