@@ -13,8 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tqdm import tqdm
+
 from crawler.fetch import Fetcher, FetchError
 from crawler.ohouse import (
+    LayoutChanged,
     OhouseAdapter,
     RankedProduct,
     Review,
@@ -41,6 +44,8 @@ class CrawlSummary:
     bytes: int = 0
     wall_s: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+    # Pages whose layout was not the one the adapter reads: the crawl goes on, then fails loudly.
+    layout_errors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
@@ -118,13 +123,22 @@ class _Crawl:
                 return
 
     def download(self, job: _Job) -> tuple[_Job, StoredPhoto | None, str]:
-        try:
-            body, _ = self.fetcher.get(job.review.photo_url, max_bytes=self.config.max_image_bytes)
-            return job, self.store.put(body), ""
-        except FetchError as exc:
-            return job, None, exc.reason
-        except InvalidImage as exc:
-            return job, None, exc.reason
+        """Fetches and stores one photo; returns it, or the reason it failed."""
+        reason = ""
+        # A body that is not a whole image is asked for again a few times: a CDN hiccup often
+        # serves an error page or a cut file once. What stays bad is recorded as failed.
+        for attempt in range(self.config.retries + 1):
+            try:
+                body, _ = self.fetcher.get(job.review.photo_url, max_bytes=self.config.max_image_bytes)
+                return job, self.store.put(body), ""
+            except FetchError as exc:
+                if not exc.reason.startswith(("too large", "host not allowed", "disallowed")):
+                    return job, None, exc.reason
+                reason = exc.reason
+            except InvalidImage as exc:
+                reason = exc.reason
+            time.sleep(self.config.backoff_s * 2**attempt)
+        return job, None, reason
 
     def record(self, job: _Job, photo: StoredPhoto | None, reason: str) -> None:
         shop, r, now = self.adapter.name, job.review, utc_now()
@@ -178,10 +192,12 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     if config.ranking_source not in RANKING_SOURCES:
         raise ValueError(f"unknown ranking_source '{config.ranking_source}'; valid: {', '.join(RANKING_SOURCES)}")
     adapter = get_adapter(config.shop, config.shop_url, config.ranking_url)
-    hosts = frozenset({urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc, *config.image_hosts})
+    api_hosts = {urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc}
+    rates = {**{h: config.image_rate for h in config.image_hosts}, **{h: config.api_rate for h in api_hosts}}
     fetcher = Fetcher(
-        allowed_hosts=hosts,
+        allowed_hosts=frozenset(rates),
         user_agent=config.user_agent,
+        rates=rates,
         connect_timeout_s=config.connect_timeout_s,
         read_timeout_s=config.read_timeout_s,
         retries=config.retries,
@@ -192,15 +208,40 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     if swept:
         log.info("removed %d temporary files left by an interrupted run", swept)
     summary = CrawlSummary()
-    with Manifest(layout.manifest_path) as manifest, ThreadPoolExecutor(config.image_workers) as pool:
+    with (
+        Manifest(layout.manifest_path) as manifest,
+        ThreadPoolExecutor(config.image_workers) as pool,
+        tqdm(desc="products", unit="product", disable=None) as progress,  # shown on a terminal only
+    ):
         run = _Crawl(config, adapter, fetcher, store, manifest, summary)
         # Photos that failed last time go first, whatever their product's paging does now.
         run.run_jobs(run.failed_jobs(), pool)
         for category_id in config.categories:
-            for rank, ranked in enumerate(run.top_products(category_id), start=1):
+            try:
+                ranked_products = run.top_products(category_id)
+            except (LayoutChanged, FetchError) as exc:
+                _page_failed(summary, f"ranking of category {category_id}", exc)
+                continue
+            progress.total = (progress.total or 0) + len(ranked_products)
+            for rank, ranked in enumerate(ranked_products, start=1):
                 _crawl_product(run, pool, category_id, rank, ranked)
+                progress.update()
+                progress.set_postfix(photos=summary.photos_stored, failed=summary.photos_failed)
     summary.wall_s = time.monotonic() - started
+    if summary.layout_errors:
+        shown = "; ".join(summary.layout_errors[:3])
+        raise LayoutChanged(
+            f"{len(summary.layout_errors)} pages had an unexpected layout ({shown}). Crawled: {summary}"
+        )
     return summary
+
+
+def _page_failed(summary: CrawlSummary, what: str, exc: Exception) -> None:
+    if isinstance(exc, LayoutChanged):
+        summary.layout_errors.append(f"{what}: {exc}")
+        log.error("%s: the page layout changed: %s", what, exc)
+    else:
+        log.warning("%s could not be fetched: %s; it is read again next run", what, exc)
 
 
 def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank: int, ranked: RankedProduct) -> None:
@@ -215,9 +256,9 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
         for review in run.new_reviews(pid, complete):
             name = name or review.product_name
             jobs.append(_Job(pid, category_id, review))
-    except FetchError as exc:
-        # The product's pages are read again next time: it is not marked complete.
-        log.warning("reviews of product %s stopped early: %s", pid, exc)
+    except (FetchError, LayoutChanged) as exc:
+        # The photos found so far are fetched; the product's pages are read again next run.
+        _page_failed(run.summary, f"reviews of product {pid}", exc)
         complete_now = False
     else:
         complete_now = True

@@ -50,6 +50,9 @@ class CrawlConfig:
     # Where the ranking comes from: the ranks JSON, or the ranking page's product links.
     ranking_source: str = "json"
     max_reviews_per_product: int = 4000
+    # Requests per second the crawler allows itself on the page/JSON hosts and on the photo hosts.
+    api_rate: float = 2.0
+    image_rate: float = 10.0
     user_agent: str = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0

@@ -65,6 +65,9 @@ def crawl_config(shop: DemoShop, **overrides: object) -> CrawlConfig:
         image_hosts=(urlsplit(shop.image_url).netloc,),
         categories=tuple(sorted({p.category_id for p in shop.data.products})),
         backoff_s=0.01,
+        # Politeness is measured in its own tests and benchmarks; elsewhere the local shop is fast.
+        api_rate=200.0,
+        image_rate=500.0,
     )
     return CrawlConfig(**{**config.__dict__, **overrides})  # type: ignore[arg-type]
 

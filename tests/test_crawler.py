@@ -103,6 +103,11 @@ def test_store_refuses_what_is_not_a_whole_image(tmp_path: Path) -> None:
 
 class _Redirector(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path == "/robots.txt":
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(302)
         self.send_header("Location", "http://203.0.113.9/elsewhere.jpg")  # a host nobody allowed
         self.send_header("Content-Length", "0")
