@@ -192,6 +192,8 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
     import time
 
     config = crawl_config(shop)
+    config_file = tmp_path / "crawl.json"
+    config_file.write_text(json.dumps(config.__dict__))
     args = [
         sys.executable,
         "-m",
@@ -199,12 +201,9 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
         "crawl",
         "--data-dir",
         str(layout.data_dir),
-        "--shop-url",
-        shop.url,
-        "--image-host",
-        config.image_hosts[0],
+        "--config",
+        str(config_file),
     ]
-    args += [a for c in config.categories for a in ("--category", str(c))]
     proc = subprocess.Popen(args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
