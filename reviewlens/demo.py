@@ -52,6 +52,9 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str,
             "ranking_url": shop.url,
             "image_hosts": [urlsplit(shop.image_url).netloc],
             "categories": [p.category_id for p in _categories(shop)],
+            # The demo shop runs on this machine: it can take more than a real shop's default.
+            "api_rate": 20.0,
+            "image_rate": 50.0,
         }
         train = {k: list(v) if isinstance(v, tuple) else v for k, v in train_config.__dict__.items() if k != "weights"}
         result = pipeline_flow(data_dir=str(data_dir), crawl=crawl, train=train, demo_shop_dir=str(shop_dir))
