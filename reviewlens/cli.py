@@ -26,8 +26,20 @@ def _config(args: argparse.Namespace, cls: type[T], **overrides: object) -> T:
 
 
 def cmd_demo_shop(args: argparse.Namespace) -> None:
+    from reviewlens.demoshop.faults import FaultPlan
     from reviewlens.demoshop.generate import GeneratorConfig, generate
     from reviewlens.demoshop.server import DemoShop
+
+    faults = None
+    if args.faults or args.latency_ms:
+        faults = FaultPlan.parse(
+            args.faults or "",
+            args.fault_rate,
+            seed=args.seed,
+            latency_s=args.latency_ms / 1000,
+            stall_s=args.stall_s,
+            oversize_bytes=args.oversize_bytes,
+        )
 
     out = generate(
         GeneratorConfig(
@@ -38,8 +50,10 @@ def cmd_demo_shop(args: argparse.Namespace) -> None:
         ),
         args.out,
     )
-    with DemoShop(out, args.host, args.port, args.image_port, args.request_log) as shop:
+    with DemoShop(out, args.host, args.port, args.image_port, args.request_log, faults) as shop:
         print(f"demo shop: pages and JSON at {shop.url}, photos at {shop.image_url} (Ctrl-C stops)", flush=True)
+        if faults:
+            print(f"faults: {faults.rates}, latency {faults.latency_s * 1000:.0f} ms", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -177,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--products", type=int, default=5, help="products per category")
     p.add_argument("--photos", type=int, default=36, help="review photos per product")
     p.add_argument("--request-log", type=Path, help="append every request received to this JSONL file")
+    p.add_argument(
+        "--faults",
+        help="'default' (every fault, --fault-rate in all) or NAME=RATE,...: "
+        "5xx, 429, slow, stall, truncate, content_type, drift, redirect, oversize, bomb",
+    )
+    p.add_argument("--fault-rate", type=float, default=0.1, help="share of requests faulted with --faults default")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added to every response")
+    p.add_argument("--stall-s", type=float, default=10.0, help="how long a stalled response hangs")
+    p.add_argument("--oversize-bytes", type=int, default=25_000_000, help="size of an oversized photo")
     p.set_defaults(func=cmd_demo_shop)
 
     p = sub.add_parser("crawl", help="crawl the shop's best sellers and their review photos")

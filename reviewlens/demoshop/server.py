@@ -9,20 +9,23 @@ import html
 import json
 import logging
 import threading
+import time
+import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from reviewlens.demoshop.faults import FaultPlan, bomb_png
 from reviewlens.demoshop.generate import PhotoTruth, Product, load_catalog
 
 log = logging.getLogger(__name__)
 
 REVIEWS_PER_PAGE = 5  # as last observed on the real shop
-ROBOTS = "User-agent: *\nDisallow: /admin\n"
+ROBOTS = "User-agent: *\nDisallow: /private/\n"
 
 
 @dataclass
@@ -43,6 +46,14 @@ class ShopData:
         return cls(load_catalog(out_dir), dict(reviews), out_dir / "photos")
 
 
+@dataclass
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ShopServer
     protocol_version = "HTTP/1.1"
@@ -51,24 +62,73 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
-        self.server.record(self.path, self.headers.get("User-Agent", ""))
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        plan = self.server.shop.faults
+        # robots.txt is never faulted: a crawler's reading of it is tested on its own.
+        fault = plan.pick(self.server.target) if plan and url.path != "/robots.txt" else None
+        self.server.shop.record(self.server.base_url, self.path, self.headers.get("User-Agent", ""), fault)
         try:
-            self.server.route(self, url.path, query)
+            response = self.server.route(url.path, query)
         except (KeyError, ValueError) as exc:
-            self.send_body(400, "application/json", json.dumps({"error": str(exc)}).encode())
+            response = Response(400, "application/json", json.dumps({"error": str(exc)}).encode())
+        try:
+            if plan and plan.latency_s:
+                time.sleep(plan.latency_s)
+            self.send(apply_fault(fault, response, self, plan) if fault and plan else response)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a stall does that): nothing more to send
 
-    def send_body(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+    def send(self, r: Response | None, length: int | None = None) -> None:
+        if r is None:
+            return
+        self.send_response(r.status)
+        self.send_header("Content-Type", r.content_type)
+        self.send_header("Content-Length", str(len(r.body) if length is None else length))
+        for k, v in r.headers.items():
+            self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(r.body)
+
+
+def apply_fault(fault: str, r: Response, h: _Handler, plan: FaultPlan) -> Response | None:
+    """Turns the right response into the faulty one; None when the handler already answered."""
+    shop = h.server.shop
+    if fault == "5xx":
+        return Response(503, "text/html", b"<html>upstream error</html>")
+    if fault == "429":
+        return Response(429, "text/html", b"<html>slow down</html>", {"Retry-After": str(plan.retry_after_s)})
+    if fault == "slow":
+        time.sleep(plan.slow_s)
+        return r
+    if fault == "stall":
+        time.sleep(plan.stall_s)
+        return r
+    if fault == "truncate":
+        h.close_connection = True
+        h.send(Response(r.status, r.content_type, r.body[: len(r.body) // 2]), length=len(r.body))
+        return None
+    if fault == "content_type":
+        return Response(200, r.content_type, b"<html><body>Service temporarily unavailable</body></html>")
+    if fault == "drift":
+        body = r.body.replace(b'"reviews"', b'"review_items"').replace(b'"products"', b'"items"')
+        return Response(r.status, r.content_type, body.replace(b"/productions/", b"/goods/"))
+    if fault == "redirect":
+        # Half to a host nobody allowed, half to a path robots.txt disallows.
+        target = (
+            f"{shop.foreign_url}{h.path}" if zlib.crc32(h.path.encode()) % 2 else f"{h.server.base_url}/private{h.path}"
+        )
+        return Response(302, "text/html", b"", {"Location": target})
+    if fault == "oversize":
+        return Response(r.status, r.content_type, r.body + b"\0" * max(0, plan.oversize_bytes - len(r.body)))
+    if fault == "bomb":
+        return Response(200, "image/png", bomb_png())
+    raise ValueError(f"unknown fault {fault}")
 
 
 class _ShopServer(ThreadingHTTPServer):
     daemon_threads = True
+    target = "page"  # what faults may hit: 'page' or 'image'
 
     def __init__(self, host: str, port: int, shop: DemoShop) -> None:
         super().__init__((host, port), _Handler)
@@ -79,44 +139,44 @@ class _ShopServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def record(self, path: str, user_agent: str) -> None:
-        self.shop.record(self.base_url, path, user_agent)
-
-    def route(self, h: _Handler, path: str, q: dict[str, str]) -> None:
-        raise NotImplementedError
+    def route(self, path: str, q: dict[str, str]) -> Response:
+        if path == "/robots.txt":
+            return Response(200, "text/plain", ROBOTS.encode())
+        return Response(404, "text/plain", b"not found")
 
 
 class _ApiServer(_ShopServer):
-    def route(self, h: _Handler, path: str, q: dict[str, str]) -> None:
+    def route(self, path: str, q: dict[str, str]) -> Response:
         shop = self.shop
-        if path == "/robots.txt":
-            h.send_body(200, "text/plain", ROBOTS.encode())
-        elif path == "/ranks":
-            h.send_body(200, "text/html; charset=utf-8", shop.ranking_html(int(q["category_id"])).encode())
-        elif path == "/commerces/ranks.json":
+        if path == "/ranks":
+            return Response(200, "text/html; charset=utf-8", shop.ranking_html(int(q["category_id"])).encode())
+        if path == "/commerces/ranks.json":
             body = shop.ranking_json(int(q["category"]), int(q.get("page", 1)), int(q.get("per", 20)))
-            h.send_body(200, "application/json", json.dumps(body).encode())
-        elif path == "/production_reviews.json":
+            return Response(200, "application/json", json.dumps(body).encode())
+        if path == "/production_reviews.json":
             body = shop.reviews_json(int(q["production_id"]), int(q.get("page", 1)))
-            h.send_body(200, "application/json", json.dumps(body).encode())
-        elif path.startswith("/productions/") and path.endswith("/selling"):
-            h.send_body(200, "text/html; charset=utf-8", shop.product_html(int(path.split("/")[2])).encode())
-        else:
-            h.send_body(404, "text/plain", b"not found")
+            return Response(200, "application/json", json.dumps(body).encode())
+        if path.startswith("/productions/") and path.endswith("/selling"):
+            return Response(200, "text/html; charset=utf-8", shop.product_html(int(path.split("/")[2])).encode())
+        return super().route(path, q)
 
 
 class _ImageServer(_ShopServer):
-    def route(self, h: _Handler, path: str, q: dict[str, str]) -> None:
-        if path == "/robots.txt":
-            h.send_body(200, "text/plain", ROBOTS.encode())
-            return
+    target = "image"
+
+    def route(self, path: str, q: dict[str, str]) -> Response:
         name = path.rsplit("/", 1)[-1]
-        file = self.shop.data.photos_dir / name
         # Only names the generator wrote are served: no path from the URL reaches the disk.
         if path.startswith("/reviews/") and name in self.shop.photo_names:
-            h.send_body(200, "image/jpeg", file.read_bytes())
-        else:
-            h.send_body(404, "text/plain", b"not found")
+            return Response(200, "image/jpeg", (self.shop.data.photos_dir / name).read_bytes())
+        return super().route(path, q)
+
+
+class _ForeignServer(_ShopServer):
+    """A host that is not the shop's: faulty redirects point here; a polite crawler never comes."""
+
+    def route(self, path: str, q: dict[str, str]) -> Response:
+        return Response(200, "image/jpeg", b"not the shop's photo")
 
 
 class DemoShop:
@@ -129,12 +189,15 @@ class DemoShop:
         port: int = 0,
         image_port: int = 0,
         request_log: Path | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.data = ShopData.load(Path(out_dir))
         self.photo_names = {f"{t.photo_id}.jpg" for items in self.data.reviews.values() for t in items if t.photo_id}
         self.products = {p.product_id: p for p in self.data.products}
         self._api = _ApiServer(host, port, self)
         self._images = _ImageServer(host, image_port, self)
+        self._foreign = _ForeignServer(host, 0, self)
+        self.faults = faults
         self._log_lock = threading.Lock()
         self._request_log = open(request_log, "a", encoding="utf-8") if request_log else None  # noqa: SIM115
         self._threads: list[threading.Thread] = []
@@ -147,24 +210,29 @@ class DemoShop:
     def image_url(self) -> str:
         return self._images.base_url
 
-    def record(self, base: str, path: str, user_agent: str) -> None:
+    @property
+    def foreign_url(self) -> str:
+        return self._foreign.base_url
+
+    def record(self, base: str, path: str, user_agent: str, fault: str | None) -> None:
         """Appends one request to the request log, for tests that check the crawler's manners."""
         if self._request_log is None:
             return
-        line = json.dumps({"t": datetime.now(UTC).timestamp(), "host": base, "path": path, "ua": user_agent})
+        entry = {"t": datetime.now(UTC).timestamp(), "host": base, "path": path, "ua": user_agent, "fault": fault}
+        line = json.dumps(entry)
         with self._log_lock:
             self._request_log.write(line + "\n")
             self._request_log.flush()
 
     def start(self) -> DemoShop:
-        for server in (self._api, self._images):
+        for server in (self._api, self._images, self._foreign):
             t = threading.Thread(target=server.serve_forever, name=f"demo-shop {server.base_url}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
 
     def stop(self) -> None:
-        for server in (self._api, self._images):
+        for server in (self._api, self._images, self._foreign):
             server.shutdown()
             server.server_close()
         if self._request_log:
