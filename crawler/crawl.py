@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -63,6 +64,14 @@ class _Job:
 
 
 @dataclass
+class _Batch:
+    product_id: str | None  # None: photos that failed in an earlier run
+    complete: bool  # every review page of the product was read
+    futures: list[Future[tuple[_Job, StoredPhoto | None, str]]]
+    recorded: int = 0
+
+
+@dataclass
 class _Crawl:
     config: CrawlConfig
     adapter: OhouseAdapter
@@ -70,6 +79,7 @@ class _Crawl:
     store: PhotoStore
     manifest: Manifest
     summary: CrawlSummary
+    batches: deque[_Batch] = field(default_factory=deque)
 
     def fetch_json(self, url: str, what: str) -> object:
         body, _ = self.fetcher.get(url)
@@ -105,6 +115,7 @@ class _Crawl:
         """
         seen = 0
         for page in range(1, 1_000_000):
+            self.collect(block=False)
             url = self.adapter.reviews_url(product_id, page)
             reviews = parse_reviews(self.fetch_json(url, "reviews"))
             self.summary.review_pages += 1
@@ -167,9 +178,35 @@ class _Crawl:
         self.summary.photos_stored += 1
         self.summary.bytes += photo.bytes
 
+    def submit(self, pool: ThreadPoolExecutor, jobs: list[_Job], product_id: str | None, complete: bool) -> None:
+        """Starts downloading `jobs`; their results are recorded by collect(), in this order."""
+        self.batches.append(_Batch(product_id, complete, [pool.submit(self.download, j) for j in jobs]))
+
+    def collect(self, block: bool) -> None:
+        """Records finished downloads in submission order; marks a product complete once all are.
+
+        Called between page fetches, so pages keep their rate while photos download.
+        """
+        while self.batches:
+            batch = self.batches[0]
+            while batch.recorded < len(batch.futures):
+                future = batch.futures[batch.recorded]
+                if not block and not future.done():
+                    return
+                self.record(*future.result())
+                batch.recorded += 1
+            if batch.product_id is not None and batch.complete:
+                with self.manifest.transaction() as db:
+                    db.execute(
+                        "UPDATE products SET reviews_complete_at=? WHERE shop=? AND product_id=?",
+                        (utc_now(), self.adapter.name, batch.product_id),
+                    )
+            self.batches.popleft()
+
     def run_jobs(self, jobs: list[_Job], pool: ThreadPoolExecutor) -> None:
-        for job, photo, reason in pool.map(self.download, jobs):
-            self.record(job, photo, reason)
+        """Downloads and records `jobs`, waiting for all of them."""
+        self.submit(pool, jobs, None, False)
+        self.collect(block=True)
 
     def failed_jobs(self) -> list[_Job]:
         rows = self.manifest.conn.execute(
@@ -227,6 +264,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
                 _crawl_product(run, pool, category_id, rank, ranked)
                 progress.update()
                 progress.set_postfix(photos=summary.photos_stored, failed=summary.photos_failed)
+        run.collect(block=True)
     summary.wall_s = time.monotonic() - started
     if summary.layout_errors:
         shown = "; ".join(summary.layout_errors[:3])
@@ -269,10 +307,5 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
             "seen_at=excluded.seen_at",
             (shop, pid, category_id, name or f"product {pid}", run.adapter.product_url(pid), rank, utc_now()),
         )
-    run.run_jobs(jobs, pool)
-    if complete_now:
-        with run.manifest.transaction() as db:
-            db.execute(
-                "UPDATE products SET reviews_complete_at=? WHERE shop=? AND product_id=?", (utc_now(), shop, pid)
-            )
+    run.submit(pool, jobs, pid, complete_now)
     run.summary.products += 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.hashing import check_photo, hamming_matrix
+from curation.hashing import check_photos, hamming_matrix
 from reviewlens.manifest import Manifest
 from reviewlens.settings import DedupeConfig, Layout
 
@@ -74,20 +74,23 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
     rows = manifest.conn.execute(
         "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"
     ).fetchall()
-    for row in rows:
-        check = check_photo(layout.store_dir / row["path"], config.min_side)
-        with manifest.transaction() as db:
-            db.execute(
-                "INSERT INTO curation (sha256, status, reason, phash) VALUES (?,?,?,?)",
-                (
-                    row["sha256"],
-                    "ok" if check.ok else "invalid",
-                    check.reason or None,
-                    None if check.phash is None else f"{check.phash:016x}",
-                ),
-            )
-        summary.checked += 1
+    checks = check_photos((layout.store_dir / r["path"] for r in rows), config.min_side, config.workers)
+    batch: list[tuple[str, str, str | None, str | None]] = []
+    for row, check in zip(rows, checks, strict=True):
+        phash = None if check.phash is None else f"{check.phash:016x}"
+        batch.append((row["sha256"], "ok" if check.ok else "invalid", check.reason or None, phash))
         summary.invalid += not check.ok
+        # Written in batches: a killed run keeps what it hashed, and the next one hashes the rest.
+        if len(batch) == 500:
+            _save_checks(manifest, batch)
+    _save_checks(manifest, batch)
+    summary.checked = len(rows)
+
+
+def _save_checks(manifest: Manifest, batch: list[tuple[str, str, str | None, str | None]]) -> None:
+    with manifest.transaction() as db:
+        db.executemany("INSERT INTO curation (sha256, status, reason, phash) VALUES (?,?,?,?)", batch)
+    batch.clear()
 
 
 def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:

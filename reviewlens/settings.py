@@ -70,6 +70,7 @@ class DedupeConfig:
     # Hamming distance on the 64-bit pHash at or under which two photos are one photo re-posted;
     # see curation/dedupe.py for the measurement behind it.
     max_distance: int = 10
+    workers: int = 0  # processes that hash photos; 0: one per core
 
 
 @dataclass(frozen=True)
