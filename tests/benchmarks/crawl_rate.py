@@ -36,6 +36,7 @@ def main() -> None:
         config = crawl_config(shop, api_rate=API_RATE, image_rate=IMAGE_RATE, image_workers=WORKERS)
         layout = Layout(root / "crawl")
         summary = crawl(config, layout)
+        crawled = str(summary)
         log = read_log(root / "requests.jsonl")
         api = sorted(float(r["t"]) for r in log if r["host"] == shop.url and r["path"] != "/robots.txt")
         achieved = (len(api) - 1) / (api[-1] - api[0])
@@ -68,7 +69,7 @@ def main() -> None:
             ours = len(urls) / (time.monotonic() - started)
             assert manifest.count("photos") == len(urls)
 
-    print(f"crawl: {summary}")
+    print(f"crawl: {crawled}")
     print(f"api_requests: {len(api)} at a limit of {API_RATE:.1f}/s")
     print(f"api_rate_achieved_per_s: {achieved:.2f}")
     print(f"api_busiest_one_second_window: {busiest} (limit {API_RATE:.0f})")
