@@ -2,9 +2,15 @@
 
 Exact duplicates need no work: the store is content-addressed, so the same bytes posted twice
 are one photo with two `sources` rows. Near duplicates (a re-post resized, recompressed or
-cropped) are pairs whose 64-bit pHash differ in at most `max_distance` bits. The default of 10
-is imagededup's PHash default; on the demo generator's re-posts it finds 98% of pairs with 3
-false pairs in 260k (tests/test_dedupe.py measures it again on each run).
+cropped) are pairs whose 64-bit pHash differ in at most `max_distance` bits, or whose pHash is
+within `max_cross_distance` of the other's centre hash (curation/neardup.py).
+
+The thresholds come from tests/benchmarks/neardup_quality.py on 500 real grocery-store photos:
+at 10 bits (imagededup's default) JPEG quality 40, 50% resizing and +20% brightness are all
+found, and 0.003% of pairs of different photos fall within it (imagededup: 0.004%); 8 bits
+finds the same on real photos, but the demo shop's re-posts need 10. A 10% border crop moves
+pHash past any usable threshold (0.6% found at 12 bits); the centre hash within 6 bits finds
+all of them and adds no false pair. Mirrored re-posts are not found.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.hashing import check_photos, hamming_matrix
+from curation.hashing import check_photos
+from curation.neardup import near_pairs
 from reviewlens.manifest import Manifest
 from reviewlens.settings import DedupeConfig, Layout
 
@@ -35,22 +42,6 @@ class DedupeSummary:
             f"{self.checked} new photos checked ({self.invalid} invalid); {self.photos} valid photos "
             f"in {self.groups} groups ({self.duplicates} duplicates, {self.ambiguous} ambiguous across products)"
         )
-
-
-def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> list[tuple[int, int]]:
-    """Returns index pairs (i < j) of `hashes` (uint64) within `max_distance` bits.
-
-    Compares all pairs in blocks, so memory stays bounded: fine for a shop's tens of thousands.
-    """
-    if not 0 <= max_distance <= 64:
-        raise ValueError(f"max_distance must be within 0..64, got {max_distance}")
-    pairs: list[tuple[int, int]] = []
-    for start in range(0, len(hashes), block):
-        d = hamming_matrix(hashes[start : start + block], hashes)
-        for i, j in zip(*np.nonzero(d <= max_distance), strict=True):
-            if start + i < j:
-                pairs.append((int(start + i), int(j)))
-    return pairs
 
 
 def group_pairs(n: int, pairs: list[tuple[int, int]]) -> list[int]:
@@ -75,10 +66,10 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
         "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"
     ).fetchall()
     checks = check_photos((layout.store_dir / r["path"] for r in rows), config.min_side, config.workers)
-    batch: list[tuple[str, str, str | None, str | None]] = []
+    batch: list[tuple[str, str, str | None, str | None, str | None]] = []
     for row, check in zip(rows, checks, strict=True):
-        phash = None if check.phash is None else f"{check.phash:016x}"
-        batch.append((row["sha256"], "ok" if check.ok else "invalid", check.reason or None, phash))
+        hashes = [None if h is None else f"{h:016x}" for h in (check.phash, check.centre_hash)]
+        batch.append((row["sha256"], "ok" if check.ok else "invalid", check.reason or None, *hashes))
         summary.invalid += not check.ok
         # Written in batches: a killed run keeps what it hashed, and the next one hashes the rest.
         if len(batch) == 500:
@@ -87,9 +78,9 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
     summary.checked = len(rows)
 
 
-def _save_checks(manifest: Manifest, batch: list[tuple[str, str, str | None, str | None]]) -> None:
+def _save_checks(manifest: Manifest, batch: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
     with manifest.transaction() as db:
-        db.executemany("INSERT INTO curation (sha256, status, reason, phash) VALUES (?,?,?,?)", batch)
+        db.executemany("INSERT INTO curation (sha256, status, reason, phash, centre_hash) VALUES (?,?,?,?,?)", batch)
     batch.clear()
 
 
@@ -104,11 +95,13 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
     with Manifest(layout.manifest_path) as manifest:
         _check_new_photos(manifest, layout, config, summary)
         rows = manifest.conn.execute(
-            "SELECT c.sha256, c.phash, p.width * p.height AS pixels, p.stored_at "
+            "SELECT c.sha256, c.phash, c.centre_hash, p.width * p.height AS pixels, p.stored_at "
             "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
         ).fetchall()
-        hashes = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
-        roots = group_pairs(len(rows), near_pairs(hashes, config.max_distance))
+        full = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
+        centre = np.array([int(r["centre_hash"] or r["phash"], 16) for r in rows], dtype=np.uint64)
+        pairs = near_pairs(full, centre, config.max_distance, config.max_cross_distance)
+        roots = group_pairs(len(rows), pairs)
         members: dict[int, list[int]] = {}
         for i, root in enumerate(roots):
             members.setdefault(root, []).append(i)

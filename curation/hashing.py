@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 # The draft decode is asked for at least this size: twice the 32 px pHash resizes to, so the
 # final resize still averages over real pixels.
-DRAFT_SIZE = (64, 64)
+DRAFT_SIZE = (128, 128)
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class PhotoCheck:
     ok: bool
     reason: str  # empty when ok
     phash: int | None
+    centre_hash: int | None = None  # pHash of the middle 80%, which a border crop keeps
     width: int = 0  # the photo's full size, upright
     height: int = 0
 
@@ -50,8 +51,15 @@ def check_photo(path: Path, min_side: int) -> PhotoCheck:
     if orientation in (5, 6, 7, 8):  # rotated a quarter turn: width and height swap
         w, h = h, w
     if min(w, h) < min_side:
-        return PhotoCheck(False, f"too small: {w}x{h}", None, w, h)
-    return PhotoCheck(True, "", int(str(imagehash.phash(upright)), 16), w, h)
+        return PhotoCheck(False, f"too small: {w}x{h}", None, None, w, h)
+    uw, uh = upright.size
+    centre = upright.crop((uw // 10, uh // 10, uw - uw // 10, uh - uh // 10))
+    return PhotoCheck(True, "", phash(upright), phash(centre), w, h)
+
+
+def phash(img: Image.Image) -> int:
+    """imagehash's 64-bit pHash as an integer."""
+    return int(str(imagehash.phash(img)), 16)
 
 
 def _check(args: tuple[Path, int]) -> PhotoCheck:

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS curation (
     status TEXT NOT NULL,         -- 'ok' or 'invalid'
     reason TEXT,
     phash TEXT,                   -- 64-bit perceptual hash, hex
+    centre_hash TEXT,             -- pHash of the photo's middle 80%, hex
     group_id TEXT,                -- sha256 of the photo kept for the duplicate group
     is_kept INTEGER NOT NULL DEFAULT 0,
     -- the same photo was posted under more than one product: kept out of training
@@ -107,6 +108,13 @@ class Manifest:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Adds columns that manifests written by earlier versions lack."""
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(curation)")}
+        if "centre_hash" not in columns:
+            self.conn.execute("ALTER TABLE curation ADD COLUMN centre_hash TEXT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -70,6 +70,8 @@ class DedupeConfig:
     # Hamming distance on the 64-bit pHash at or under which two photos are one photo re-posted;
     # see curation/dedupe.py for the measurement behind it.
     max_distance: int = 10
+    # ...and between one photo's pHash and the other's centre hash (a re-post cropped at the border).
+    max_cross_distance: int = 6
     workers: int = 0  # processes that hash photos; 0: one per core
 
 
