@@ -35,18 +35,31 @@ def pairs_brute(
     return found
 
 
+class MultiIndex:
+    """A multi-index hash of `database` answering range queries exactly."""
+
+    def __init__(self, database: np.ndarray) -> None:
+        import faiss
+
+        self._index = faiss.IndexBinaryMultiHash(64, SUBSTRINGS, SUBSTRING_BITS)
+        self._index.add(_codes(database))
+
+    def query(self, queries: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
+        """(query index, database index) of every pair within `max_distance` bits."""
+        _check(max_distance)
+        self._index.nflip = max_distance // SUBSTRINGS
+        lims, _, ids = self._index.range_search(_codes(queries), max_distance + 1)  # faiss: under the radius
+        rows = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+        return set(zip(rows.tolist(), ids.tolist(), strict=True))
+
+
+def _codes(hashes: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint8).reshape(-1, 8)
+
+
 def pairs_indexed(queries: np.ndarray, database: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
     """The same answer as pairs_brute, through a multi-index hash of `database`."""
-    import faiss
-
-    _check(max_distance)
-    index = faiss.IndexBinaryMultiHash(64, SUBSTRINGS, SUBSTRING_BITS)
-    index.nflip = max_distance // SUBSTRINGS
-    index.add(np.ascontiguousarray(database, dtype=np.uint64).view(np.uint8).reshape(-1, 8))
-    q = np.ascontiguousarray(queries, dtype=np.uint64).view(np.uint8).reshape(-1, 8)
-    lims, _, ids = index.range_search(q, max_distance + 1)  # faiss keeps distances under the radius
-    rows = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
-    return set(zip(rows.tolist(), ids.tolist(), strict=True))
+    return MultiIndex(database).query(queries, max_distance)
 
 
 def pairs_within(queries: np.ndarray, database: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
