@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.detector import MODEL_VERSION, Detection, Detector
+from curation.estimates import RuleEstimate, estimate
 from curation.labelstudio import LabelStudioClient
 from curation.rules import SEVERAL, decide
 from reviewlens.manifest import Manifest, utc_now
@@ -79,6 +80,14 @@ def prediction(detections: list[Detection]) -> dict[str, Any]:
     return {"model_version": MODEL_VERSION, "score": max((d.score for d in detections), default=0.0), "result": result}
 
 
+def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate) -> None:
+    with manifest.transaction() as db:
+        db.execute(
+            "INSERT OR REPLACE INTO estimates VALUES (?,?,?,?,?,?,?)",
+            (sha256, e.coverage, e.n_objects, e.confidence, e.coverage_verdict, e.objects_verdict, MODEL_VERSION),
+        )
+
+
 def _candidates(manifest: Manifest) -> list[Any]:
     return manifest.conn.execute(
         """
@@ -107,26 +116,31 @@ def push(
         rows = _candidates(manifest)
         existing = client.task_ids_by_key(project_id, "sha256")
         new = [r for r in rows if r["sha256"] not in existing]
-        for start in range(0, len(new), BATCH):
-            batch = new[start : start + BATCH]
-            tasks = []
-            for r in batch:
-                path = (layout.store_dir / r["path"]).resolve()
-                tasks.append(
-                    {
-                        "data": {
-                            "image": f"/data/local-files/?d={path.relative_to(root).as_posix()}",
-                            "sha256": r["sha256"],
-                            "product": r["name"],
-                            "product_id": r["product_id"],
-                            "product_url": r["url"],
-                            "photo_url": r["photo_url"],
-                        },
-                        "predictions": [prediction(detector.detect_file(path))],
-                    }
-                )
-            client.import_tasks(project_id, tasks)
-            summary.pushed += len(tasks)
+        tasks = []
+        for r in new:
+            path = (layout.store_dir / r["path"]).resolve()
+            detections = detector.detect_file(path)
+            guess = estimate(detections, config.min_coverage)
+            _save_estimate(manifest, r["sha256"], guess)
+            task = {
+                "data": {
+                    "image": f"/data/local-files/?d={path.relative_to(root).as_posix()}",
+                    "sha256": r["sha256"],
+                    "product": r["name"],
+                    "product_id": r["product_id"],
+                    "product_url": r["url"],
+                    "photo_url": r["photo_url"],
+                    "machine_verdict": guess.verdict,
+                },
+                "predictions": [prediction(detections)],
+            }
+            tasks.append((guess.verdict == "unsure", -guess.confidence, task))
+        # Annotators see tasks in the order they were created: photos the machine cannot decide
+        # come first, then the ones it decided, least confident first.
+        tasks.sort(key=lambda t: (not t[0], -t[1]))
+        for start in range(0, len(tasks), BATCH):
+            client.import_tasks(project_id, [t[2] for t in tasks[start : start + BATCH]])
+        summary.pushed = len(tasks)
         if new or rows:
             existing = client.task_ids_by_key(project_id, "sha256")
         now = utc_now()

@@ -83,6 +83,12 @@ def cmd_dedupe(args: argparse.Namespace) -> None:
     print(dedupe(_config(args, DedupeConfig, max_distance=args.max_distance), Layout(args.data_dir)))
 
 
+def cmd_contact_sheet(args: argparse.Namespace) -> None:
+    from curation.contact_sheet import write_contact_sheet
+
+    print(write_contact_sheet(Layout(args.data_dir), args.out))
+
+
 def cmd_label(args: argparse.Namespace) -> None:
     from curation.labeling import pull, push
     from curation.labelstudio import connect
@@ -218,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of dedupe settings")
     p.add_argument("--max-distance", type=int, help="pHash Hamming distance of a near duplicate")
     p.set_defaults(func=cmd_dedupe)
+
+    p = sub.add_parser("contact-sheet", help="an HTML page of the duplicate groups and rule verdicts")
+    _add_data_dir(p)
+    p.add_argument("--out", type=Path, help="the page's path (default: DATA_DIR/reports/contact-sheet.html)")
+    p.set_defaults(func=cmd_contact_sheet)
 
     p = sub.add_parser("label", help="push tasks to Label Studio, or pull decisions back")
     p.add_argument("action", choices=["push", "pull"])

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from curation.contact_sheet import write_contact_sheet
 from reviewlens.demoshop.generate import GeneratorConfig, Product, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
@@ -65,6 +66,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str,
     print(f"Report:        {run_dir / 'report.md'} (and report.json)")
     print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated['promoted']} ({evaluated['gate']['reason']})")
     print(f"Manifest:      {layout.manifest_path}")
+    print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
     print(f"Label Studio:  {result['push']['project_url']}")
     print(
         f"  login {creds.username} / {creds.password} "

@@ -68,6 +68,15 @@ CREATE TABLE IF NOT EXISTS curation (
     -- the same photo was posted under more than one product: kept out of training
     is_ambiguous INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS estimates (
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    coverage REAL,                -- share of the photo the main detection covers
+    n_objects INTEGER NOT NULL,   -- confident detections
+    confidence REAL NOT NULL,     -- best detection score
+    coverage_verdict TEXT NOT NULL,   -- 'pass', 'fail' or 'unsure'
+    objects_verdict TEXT NOT NULL,
+    model_version TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS labels (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     project_id INTEGER NOT NULL,

@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     ["label", "push"],
     ["label", "pull"],
     ["label-studio", "start"],
+    ["contact-sheet"],
     ["train"],
     ["evaluate"],
     ["predict", "x.jpg"],

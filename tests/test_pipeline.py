@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from curation.contact_sheet import write_contact_sheet
 from curation.labeling import pull, push
 from curation.labelstudio import LabelStudioError, connect
 from flows.pipeline import pipeline_flow
@@ -61,8 +62,22 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert "| Ensemble (soft voting) |" in (run_dir / "report.md").read_text()
     assert result["evaluate"]["promoted"] and (layout.production_dir / "model.pt").exists()
 
-    # Pushing and pulling again changes nothing, in Label Studio or in the manifest.
+    # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first.
     client = connect()
+    with Manifest(layout.manifest_path) as m:
+        assert m.count("estimates") == len(rows)
+    tasks = sorted(client.sdk.tasks.list(project=result["push"]["project_id"], page_size=500), key=lambda t: t.id)
+    verdicts = [t.data["machine_verdict"] for t in tasks]
+    assert "unsure" in verdicts
+    assert verdicts == sorted(verdicts, key=lambda v: v != "unsure")
+
+    # The contact sheet shows every duplicate group and the three verdict sections.
+    page = write_contact_sheet(layout).read_text()
+    duplicated = sum(1 for g in set(groups.values()) if list(groups.values()).count(g) > 1)
+    assert f"Duplicate groups ({duplicated})" in page and duplicated > 0
+    assert all(f"Machine verdict: {v}" in page for v in ("pass", "fail", "unsure"))
+
+    # Pushing and pulling again changes nothing, in Label Studio or in the manifest.
     config = LabelConfig(**label)
     again = push(config, layout, client)
     assert again.pushed == 0 and again.already == len(rows)

@@ -44,3 +44,18 @@ def test_detections_become_a_pre_annotation_in_percent() -> None:
     assert (round(box["x"]), round(box["y"]), round(box["width"]), round(box["height"])) == (10, 20, 50, 80)
     assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and pre["score"] == 0.9
     assert prediction([])["result"] == []
+
+
+def test_estimates_decide_only_where_the_detector_is_sure() -> None:
+    from curation.estimates import estimate
+
+    big = Detection("couch", 0.9, (0.05, 0.05, 0.95, 0.95))
+    small = Detection("vase", 0.8, (0.4, 0.4, 0.6, 0.6))
+    weak = Detection("chair", 0.35, (0.0, 0.0, 0.2, 0.2))
+    assert estimate([big]).verdict == "pass"
+    assert (estimate([small]).coverage_verdict, estimate([small]).verdict) == ("fail", "fail")
+    assert estimate([big, small]).objects_verdict == "fail"
+    assert estimate([big, weak]).objects_verdict == "unsure"
+    assert estimate([weak]).verdict == "unsure" and estimate([]).verdict == "unsure"
+    near_line = Detection("bed", 0.9, (0.0, 0.0, 0.7, 0.75))  # 52.5%: a person decides
+    assert estimate([near_line]).coverage_verdict == "unsure"

@@ -1,0 +1,92 @@
+"""A page to check the machine at a glance: every duplicate group, and the rule verdicts."""
+
+from __future__ import annotations
+
+import html
+import os
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+from reviewlens.manifest import Manifest
+from reviewlens.settings import Layout
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; }
+.row { display: flex; flex-wrap: wrap; gap: 8px; margin-bottom: 14px; align-items: flex-start; }
+figure { margin: 0; width: 150px; font-size: 11px; }
+img { width: 150px; height: 150px; object-fit: contain; background: #eee; border: 3px solid #ccc; }
+.kept img { border-color: #2a2; } .ambiguous img { border-color: #d22; }
+h2 { border-bottom: 1px solid #999; }
+"""
+
+
+def _figure(src: str, caption: str, css: str = "") -> str:
+    img = f'<img loading="lazy" src="{html.escape(src)}">'
+    return f'<figure class="{css}">{img}<figcaption>{caption}</figcaption></figure>'
+
+
+def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: int = 60) -> Path:
+    """Writes an HTML contact sheet under the data folder; returns its path.
+
+    Images link to the store, so the page is small and shows the very bytes that were judged.
+    """
+    out = out or layout.data_dir / "reports" / "contact-sheet.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(layout.store_dir, out.parent))
+    with Manifest(layout.manifest_path) as m:
+        members = m.conn.execute(
+            "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "
+            "(SELECT group_concat(DISTINCT pr.name) FROM sources s JOIN products pr "
+            " ON pr.shop = s.shop AND pr.product_id = s.product_id WHERE s.sha256 = c.sha256) AS products "
+            "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC"
+        ).fetchall()
+        verdicts = m.conn.execute(
+            "SELECT e.*, p.path, l.decision, l.reason FROM estimates e JOIN photos p USING (sha256) "
+            "LEFT JOIN labels l USING (sha256) ORDER BY e.confidence DESC"
+        ).fetchall()
+    groups: dict[str, list[sqlite3.Row]] = defaultdict(list)
+    for r in members:
+        groups[r["group_id"]].append(r)
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>reviewlens contact sheet</title>"
+        f"<style>{STYLE}</style></head><body><h1>reviewlens contact sheet</h1>"
+    ]
+    duplicated = [g for g in groups.values() if len(g) > 1]
+    parts.append(
+        f"<h2>Duplicate groups ({len(duplicated)})</h2><p>Green: the photo kept. Red: posted under "
+        "more than one product, kept out of training until a person decides.</p>"
+    )
+    for group in duplicated:
+        figs = []
+        for r in group:
+            css = "ambiguous" if r["is_ambiguous"] else "kept" if r["is_kept"] else ""
+            caption = f"{r['sha256'][:10]} {r['width']}x{r['height']}<br>{html.escape(r['products'] or '')}"
+            figs.append(_figure((rel / r["path"]).as_posix(), caption, css))
+        parts.append(f"<div class='row'>{''.join(figs)}</div>")
+    by_verdict: dict[str, list[sqlite3.Row]] = defaultdict(list)
+    for r in verdicts:
+        by_verdict[
+            "unsure"
+            if "unsure" in (r["coverage_verdict"], r["objects_verdict"])
+            else "fail"
+            if "fail" in (r["coverage_verdict"], r["objects_verdict"])
+            else "pass"
+        ].append(r)
+    for verdict in ("pass", "fail", "unsure"):
+        shown = by_verdict[verdict][:per_verdict]
+        parts.append(
+            f"<h2>Machine verdict: {verdict} ({len(by_verdict[verdict])}, {len(shown)} shown)</h2><div class='row'>"
+        )
+        for r in shown:
+            coverage = "?" if r["coverage"] is None else f"{r['coverage']:.0%}"
+            person = f"<br>person: {r['decision']}" if r["decision"] else ""
+            caption = (
+                f"coverage {coverage}, {r['n_objects']} object(s), score {r['confidence']:.2f}"
+                f"<br>{r['coverage_verdict']} / {r['objects_verdict']}{person}"
+            )
+            parts.append(_figure((rel / r["path"]).as_posix(), caption))
+        parts.append("</div>")
+    parts.append("</body></html>")
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
