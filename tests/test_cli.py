@@ -53,4 +53,4 @@ def test_unknown_config_keys_are_rejected(tmp_path: Path, capsys: pytest.Capture
     config.write_text('{"max_distance": 8, "max_distanse": 9}')
     assert main(["dedupe", "--config", str(config), "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "unknown DedupeConfig keys: max_distanse" in err and "valid keys: max_distance, min_side" in err
+    assert "unknown DedupeConfig keys: max_distanse" in err and "valid keys: max_cross_distance, max_distance" in err
