@@ -5,7 +5,7 @@ LS_VENV := .venv-labelstudio
 DATA ?= data
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: env demo demo-quick test lint stop clean
+.PHONY: env demo demo-quick test lint bench stop clean
 
 # The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools.
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,12 @@ lint: $(VENV)/.installed
 
 test: env lint
 	$(VENV)/bin/python -m pytest
+
+# Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
+bench: env
+	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
+	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement; do \
+		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
 
 stop:
 	-$(VENV)/bin/reviewlens label-studio stop --data-dir $(DATA)
