@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from email.utils import formatdate
@@ -21,21 +20,11 @@ from reviewlens.demoshop.server import DemoShop
 from reviewlens.manifest import Manifest
 from reviewlens.settings import Layout
 from tests.conftest import crawl_config
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most request times falling in any half-open window of `window` seconds."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+from tests.shoplog import max_in_window, read_log
 
 
 def log_of(tmp_path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    return read_log(tmp_path / "requests.jsonl")
 
 
 def test_rate_limiter_never_exceeds_its_rate_across_threads() -> None:
