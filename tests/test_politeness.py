@@ -73,8 +73,9 @@ def test_retry_after_pauses_the_whole_host(shop: DemoShop, shop_dir: Path, layou
     refused = [r for r in log if r["fault"] == "429"]
     assert refused
     for r in refused:
-        # Requests already on the wire when the 429 came back arrive in its first moments.
-        after = [float(x["t"]) for x in log if x["host"] == r["host"] and 0.1 < float(x["t"]) - float(r["t"]) < 0.9]
+        # Requests already on the wire when the 429 came back arrive in its first moments (a loaded
+        # machine can take a few hundred milliseconds to deliver them).
+        after = [float(x["t"]) for x in log if x["host"] == r["host"] and 0.3 < float(x["t"]) - float(r["t"]) < 0.9]
         assert not after, f"{len(after)} requests to {r['host']} within the second it asked to wait"
 
 
