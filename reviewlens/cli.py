@@ -14,7 +14,6 @@ from typing import TypeVar
 from reviewlens.labelstudio_server import LabelStudioServer
 from reviewlens.settings import DEFAULT_DATA_DIR, CrawlConfig, DedupeConfig, LabelConfig, Layout, from_mapping
 
-log = logging.getLogger("reviewlens")
 T = TypeVar("T")
 
 

@@ -38,19 +38,11 @@ def _torchvision(
 ) -> Callable[[int, Path | None, bool], nn.Module]:
     def build(num_classes: int, weights_file: Path | None, pretrained: bool = True) -> nn.Module:
         model = arch(weights=None)
-        if not pretrained:
-            pass  # a trained model's own weights follow
-        elif weights_file is not None:
+        # Not pretrained: a trained model's own weights are loaded over it by the caller.
+        if pretrained and weights_file is not None:
             model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True), strict=True)
-        else:
-            try:
-                model.load_state_dict(weights_enum.get_state_dict(progress=False, check_hash=True))
-            except (OSError, RuntimeError) as exc:  # URLError is an OSError: no network
-                file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
-                raise MissingWeights(
-                    f"ImageNet weights for {arch.__name__} could not be downloaded ({exc}). Put the file "
-                    f"{Path(weights_enum.url).name} at {file}, or pass --weights {arch.__name__}=/path/to/weights.pth"
-                ) from exc
+        elif pretrained:
+            model.load_state_dict(_imagenet_state_dict(arch.__name__, weights_enum))
         replace_head(model, num_classes)
         return model
 
@@ -61,6 +53,18 @@ def _replace_linear(parent: nn.Module, child: str, n: int) -> None:
     old = parent.get_submodule(child)
     assert isinstance(old, nn.Linear)
     setattr(parent, child, nn.Linear(old.in_features, n))
+
+
+def _imagenet_state_dict(name: str, weights: tvm.WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's download of the ImageNet weights, or an error that says how to supply them."""
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError: no network
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise MissingWeights(
+            f"ImageNet weights for {name} could not be downloaded ({exc}). Put the file "
+            f"{file.name} at {file}, or pass --weights {name}=/path/to/weights.pth"
+        ) from exc
 
 
 def _vgg_head(m: nn.Module, n: int) -> None:
