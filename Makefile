@@ -40,7 +40,7 @@ test: env lint
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env
 	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
-	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement; do \
+	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement grocery_accuracy; do \
 		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
 
 stop:
