@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from curation.contact_sheet import write_contact_sheet
-from reviewlens.demoshop.generate import GeneratorConfig, Product, generate
+from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from reviewlens.settings import Layout, TrainConfig
@@ -49,10 +48,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str,
     with DemoShop(shop_dir, port=SHOP_PORT, image_port=IMAGE_PORT) as shop:
         print(f"3/3 running the pipeline against the demo shop at {shop.url}", flush=True)
         crawl = {
-            "shop_url": shop.url,
-            "ranking_url": shop.url,
-            "image_hosts": [urlsplit(shop.image_url).netloc],
-            "categories": [p.category_id for p in _categories(shop)],
+            **shop.crawl_settings(),
             # The demo shop runs on this machine: it can take more than a real shop's default.
             "api_rate": 20.0,
             "image_rate": 50.0,
@@ -75,10 +71,3 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str,
     sample = next(iter(sorted((shop_dir / "photos").glob("*.jpg"))))
     print(f"Try:           .venv/bin/reviewlens predict {sample} --data-dir {data_dir}")
     return result
-
-
-def _categories(shop: DemoShop) -> list[Product]:
-    seen: dict[int, Product] = {}
-    for p in shop.data.products:
-        seen.setdefault(p.category_id, p)
-    return list(seen.values())

@@ -6,7 +6,6 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -20,7 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.settings import CrawlConfig, Layout
+from reviewlens.settings import CrawlConfig, Layout, from_mapping
 
 # Small enough to crawl, label and train in seconds; every kind of rule-breaker is present.
 SMALL_SHOP = GeneratorConfig(seed=7, n_categories=2, products_per_category=3, photos_per_product=30)
@@ -59,17 +58,9 @@ def layout(document_root: Path, tmp_path: Path) -> Layout:
 
 
 def crawl_config(shop: DemoShop, **overrides: object) -> CrawlConfig:
-    config = CrawlConfig(
-        shop_url=shop.url,
-        ranking_url=shop.url,
-        image_hosts=(urlsplit(shop.image_url).netloc,),
-        categories=tuple(sorted({p.category_id for p in shop.data.products})),
-        backoff_s=0.01,
-        # Politeness is measured in its own tests and benchmarks; elsewhere the local shop is fast.
-        api_rate=200.0,
-        image_rate=500.0,
-    )
-    return CrawlConfig(**{**config.__dict__, **overrides})  # type: ignore[arg-type]
+    # Politeness is measured in its own tests and benchmarks; elsewhere the local shop is fast.
+    fast = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
+    return from_mapping(CrawlConfig, {**shop.crawl_settings(), **fast, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -214,6 +214,15 @@ class DemoShop:
     def foreign_url(self) -> str:
         return self._foreign.base_url
 
+    def crawl_settings(self) -> dict[str, Any]:
+        """The crawl settings that point the Ohouse adapter at this shop (JSON-ready)."""
+        return {
+            "shop_url": self.url,
+            "ranking_url": self.url,
+            "image_hosts": [urlsplit(self.image_url).netloc],
+            "categories": sorted({p.category_id for p in self.data.products}),
+        }
+
     def record(self, base: str, path: str, user_agent: str, fault: str | None) -> None:
         """Appends one request to the request log, for tests that check the crawler's manners."""
         if self._request_log is None:
