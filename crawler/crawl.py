@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from crawler.fetch import Fetcher, FetchError
+from crawler.fetch import Fetcher, FetchError, transient
 from crawler.ohouse import (
     LayoutChanged,
     OhouseAdapter,
@@ -34,6 +35,9 @@ from reviewlens.settings import CrawlConfig, Layout
 
 log = logging.getLogger(__name__)
 RANKING_SOURCES = ("json", "html")
+# Times a page with an odd answer (moved layout, foreign redirect) is asked for again in one run.
+PAGE_RETRIES = 2
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,19 +85,34 @@ class _Crawl:
     summary: CrawlSummary
     batches: deque[_Batch] = field(default_factory=deque)
 
-    def fetch_json(self, url: str, what: str) -> object:
-        body, _ = self.fetcher.get(url)
-        return load_json(body, what)
+    def fetch_page(self, url: str, parse: Callable[[bytes], T]) -> T:
+        """Fetches and parses one page, asking again a few times when its answer is odd.
+
+        A redirect off the allowed hosts or a page missing its fields is often an edge server's
+        passing glitch; one that persists is raised, to be named in the crawl's error.
+        """
+        for attempt in range(PAGE_RETRIES + 1):
+            try:
+                body, _ = self.fetcher.get(url)
+                return parse(body)
+            except (LayoutChanged, FetchError) as exc:
+                if (isinstance(exc, FetchError) and transient(exc.reason)) or attempt == PAGE_RETRIES:
+                    raise
+                time.sleep(self.config.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
     def top_products(self, category_id: int) -> list[RankedProduct]:
         if self.config.ranking_source == "html":
-            body, _ = self.fetcher.get(self.adapter.ranking_html_url(category_id))
-            ids = parse_ranking_html(body.decode("utf-8", errors="replace"))
+            ids = self.fetch_page(
+                self.adapter.ranking_html_url(category_id),
+                lambda body: parse_ranking_html(body.decode("utf-8", errors="replace")),
+            )
             return [RankedProduct(pid, "", 0) for pid in ids[: self.config.top_n]]
         ranked: list[RankedProduct] = []
         page = 1
         while len(ranked) < self.config.top_n:
-            found = parse_ranking_json(self.fetch_json(self.adapter.ranking_json_url(category_id, page), "ranking"))
+            url = self.adapter.ranking_json_url(category_id, page)
+            found = self.fetch_page(url, lambda b: parse_ranking_json(load_json(b, "ranking")))
             if not found:
                 break
             ranked += found
@@ -117,7 +136,7 @@ class _Crawl:
         for page in range(1, 1_000_000):
             self.collect(block=False)
             url = self.adapter.reviews_url(product_id, page)
-            reviews = parse_reviews(self.fetch_json(url, "reviews"))
+            reviews = self.fetch_page(url, lambda b: parse_reviews(load_json(b, "reviews")))
             self.summary.review_pages += 1
             if not reviews:
                 return

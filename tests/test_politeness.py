@@ -100,8 +100,8 @@ def test_redirects_never_reach_a_foreign_host_or_a_disallowed_path(
 def test_default_fault_mix_ends_with_every_photo_intact_after_one_rerun(
     shop: DemoShop, shop_dir: Path, layout: Layout
 ) -> None:
-    shop.faults = FaultPlan.parse("default", 0.1, seed=11, stall_s=1.5, slow_s=0.2, oversize_bytes=3_000_000)
-    config = crawl_config(shop, read_timeout_s=0.5, max_image_bytes=2_000_000, max_image_pixels=40_000_000)
+    shop.faults = FaultPlan.parse("default", 0.1, seed=11, stall_s=3.0, slow_s=0.2, oversize_bytes=3_000_000)
+    config = crawl_config(shop, read_timeout_s=1.5, max_image_bytes=2_000_000, max_image_pixels=40_000_000)
     for _ in range(2):
         try:
             crawl(config, layout)
