@@ -8,7 +8,7 @@ import pytest
 from crawler.crawl import crawl
 from curation.dedupe import dedupe, group_pairs
 from curation.hashing import hamming_matrix
-from curation.neardup import near_pairs, pairs_brute, pairs_indexed
+from curation.neardup import MultiIndex, near_pairs, pairs_brute, pairs_indexed
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.manifest import Manifest, utc_now
@@ -36,6 +36,25 @@ def test_the_index_gives_exactly_the_brute_force_answer(max_distance: int) -> No
         hashes[3 * k + 1] = hashes[3 * k] ^ np.uint64(sum(1 << int(b) for b in bits))
     queries = hashes[::7]
     assert pairs_indexed(queries, hashes, max_distance) == pairs_brute(queries, hashes, max_distance)
+    # The self-join reuses the database's tables for the queries.
+    assert pairs_indexed(hashes, hashes, max_distance) == pairs_brute(hashes, hashes, max_distance)
+
+
+@pytest.mark.parametrize("tables", [3, 5, 7])
+def test_any_number_of_tables_gives_the_brute_force_answer(tables: int) -> None:
+    rng = np.random.default_rng(tables)
+    hashes = rng.integers(0, 2**64 - 1, size=2000, dtype=np.uint64, endpoint=True)
+    hashes[1::2] = hashes[::2] ^ np.uint64(0b1011_0000_0001 << tables)  # 4 bits away, across substrings
+    hashes[-50:] = hashes[0]  # a crowded bucket
+    for max_distance in (0, 4, 9):
+        got = MultiIndex(hashes, tables).query(hashes[:300], max_distance)
+        assert got == pairs_brute(hashes[:300], hashes, max_distance)
+
+
+def test_a_crowded_index_grows_its_answer_room() -> None:
+    hashes = np.zeros(3000, dtype=np.uint64)  # every pair is a pair: far more than the first room
+    rows, ids = MultiIndex(hashes).search(hashes, 0)
+    assert len(rows) == 3000 * 3000 and len(set(zip(rows[:5000].tolist(), ids[:5000].tolist(), strict=True))) == 5000
 
 
 def test_hamming_matrix_counts_bits() -> None:
