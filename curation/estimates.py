@@ -1,6 +1,12 @@
-"""Automatic estimates of the two rules from the COCO detector, to order and pre-fill labeling.
+"""Automatic estimates of the two rules, to order and pre-fill labeling.
 
-A verdict is 'pass', 'fail' or 'unsure'. Only confident detections count, and a coverage near
+Two sources: the COCO detector, which knows a few kinds of furniture and decor, and the
+co-localiser (curation/colocalise.py), which finds the object a product's review photos share
+whatever its kind. Where the co-localiser has the photo, its box gives the coverage; a second
+confident COCO object fails the one-product rule, and a second object the co-localiser sees
+only makes that rule unsure.
+
+A verdict is 'pass', 'fail' or 'unsure'. Only confident findings count, and a coverage near
 the 50% line is left to a person: the machine answers where it is likely right and sends the
 rest, first, to annotators. tests/benchmarks/rules_agreement.py measures how often it is right.
 """
@@ -9,19 +15,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from curation.colocalise import Location
 from curation.detector import Detection
 
 # A detection at least this confident is believed; weaker ones only make a verdict unsure.
 SURE_SCORE = 0.6
 # Coverage this far either side of the rule's line is decided by the machine.
-COVERAGE_MARGIN = 0.1
+COVERAGE_MARGIN = 0.15
 
 
 @dataclass(frozen=True)
 class RuleEstimate:
-    coverage: float | None  # share of the photo the main detection's box covers
-    n_objects: int  # confident detections
-    confidence: float  # the best detection's score, 0 when none
+    coverage: float | None  # share of the photo the product's box covers
+    n_objects: int  # confident objects found
+    confidence: float  # 0..1: the best detection's score, or how far the coverage is from the line
     coverage_verdict: str
     objects_verdict: str
 
@@ -41,19 +48,34 @@ def _area(d: Detection) -> float:
     return (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])
 
 
-def estimate(detections: list[Detection], min_coverage: float = 0.5) -> RuleEstimate:
-    """Estimates coverage and object count of one photo from its detections."""
+def estimate(detections: list[Detection], min_coverage: float = 0.5, located: Location | None = None) -> RuleEstimate:
+    """Estimates coverage and object count of one photo from its detections and its location."""
     sure = [d for d in detections if d.score >= SURE_SCORE]
     top = max((d.score for d in detections), default=0.0)
+    if located is not None and located.n_objects:
+        coverage = located.coverage
+        confidence = round(min(1.0, abs(coverage - min_coverage) / min_coverage), 4)
+        if len(sure) > 1:
+            objects_verdict = "fail"
+        elif located.n_objects == 1 and coverage >= min_coverage + COVERAGE_MARGIN:
+            objects_verdict = "pass"
+        else:
+            # A product that leaves much of the frame free may share it with one the
+            # co-localiser folded into the background: a person looks.
+            objects_verdict = "unsure"
+        n_objects = max(located.n_objects, len(sure))
+        return RuleEstimate(coverage, n_objects, confidence, _coverage_verdict(coverage, min_coverage), objects_verdict)
     if not sure:
         return RuleEstimate(None, 0, top, "unsure", "unsure")
     coverage = round(max(_area(d) for d in sure), 4)
-    if coverage >= min_coverage + COVERAGE_MARGIN:
-        coverage_verdict = "pass"
-    elif coverage < min_coverage - COVERAGE_MARGIN:
-        coverage_verdict = "fail"
-    else:
-        coverage_verdict = "unsure"
     weak = len(detections) - len(sure)
     objects_verdict = "fail" if len(sure) > 1 else "unsure" if weak else "pass"
-    return RuleEstimate(coverage, len(sure), top, coverage_verdict, objects_verdict)
+    return RuleEstimate(coverage, len(sure), top, _coverage_verdict(coverage, min_coverage), objects_verdict)
+
+
+def _coverage_verdict(coverage: float, min_coverage: float) -> str:
+    if coverage >= min_coverage + COVERAGE_MARGIN:
+        return "pass"
+    if coverage < min_coverage - COVERAGE_MARGIN:
+        return "fail"
+    return "unsure"

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation.colocalise import LOCALISER_VERSION, CoLocaliser, Location
 from curation.detector import MODEL_VERSION, Detection, Detector
 from curation.estimates import RuleEstimate, estimate
 from curation.labelstudio import LabelStudioClient
+from curation.product_choice import pull_choices, push_choices
 from curation.rules import SEVERAL, decide
 from reviewlens.manifest import Manifest, utc_now
 from reviewlens.settings import LabelConfig, Layout
@@ -30,9 +32,13 @@ class PushSummary:
     pushed: int = 0
     already: int = 0
     project_url: str = ""
+    choices: int = 0  # photos posted under several products, sent for a person to choose
 
     def __str__(self) -> str:
-        return f"{self.pushed} tasks pushed, {self.already} already in project {self.project_id} ({self.project_url})"
+        return (
+            f"{self.pushed} tasks pushed, {self.already} already in project {self.project_id} ({self.project_url}); "
+            f"{self.choices} photos posted under several products sent to choose their product"
+        )
 
 
 @dataclass
@@ -42,11 +48,12 @@ class PullSummary:
     accepted: int = 0
     rejected: int = 0
     unchanged: int = 0
+    chosen: int = 0  # new answers on which product a photo shows
 
     def __str__(self) -> str:
         return (
             f"{self.decided} new decisions ({self.accepted} accepted, {self.rejected} rejected), "
-            f"{self.unchanged} unchanged, project {self.project_id}"
+            f"{self.unchanged} unchanged, project {self.project_id}; {self.chosen} products chosen"
         )
 
 
@@ -55,73 +62,121 @@ def document_root(layout: Layout) -> Path:
     return Path(os.environ.get("LOCAL_FILES_DOCUMENT_ROOT") or layout.data_dir).resolve()
 
 
-def prediction(detections: list[Detection]) -> dict[str, Any]:
-    """Turns detector output into a Label Studio pre-annotation of the project's view."""
+def prediction(
+    detections: list[Detection], located: Location | None = None, guess: RuleEstimate | None = None
+) -> dict[str, Any]:
+    """Turns the machine's findings into a Label Studio pre-annotation of the project's view.
+
+    With a location, the annotator starts from the product's box and the machine's object
+    count; without, from the detector's boxes.
+    """
+    boxes = [(d.box, d.score) for d in detections]
+    n_objects = len(detections)
+    version = MODEL_VERSION
+    if located is not None and located.n_objects and guess is not None:
+        boxes, n_objects, version = [(located.box, guess.confidence)], guess.n_objects, _version(located)
     result: list[dict[str, Any]] = [
         {
             "from_name": "product",
             "to_name": "image",
             "type": "rectanglelabels",
-            "score": d.score,
+            "score": score,
             "value": {
-                "x": 100 * d.box[0],
-                "y": 100 * d.box[1],
-                "width": 100 * (d.box[2] - d.box[0]),
-                "height": 100 * (d.box[3] - d.box[1]),
+                "x": 100 * box[0],
+                "y": 100 * box[1],
+                "width": 100 * (box[2] - box[0]),
+                "height": 100 * (box[3] - box[1]),
                 "rotation": 0,
                 "rectanglelabels": ["product"],
             },
         }
-        for d in detections
+        for box, score in boxes
     ]
-    if detections:
-        choice = SEVERAL if len(detections) > 1 else "one product"
+    if boxes:
+        choice = SEVERAL if n_objects > 1 else "one product"
         result.append({"from_name": "objects", "to_name": "image", "type": "choices", "value": {"choices": [choice]}})
-    return {"model_version": MODEL_VERSION, "score": max((d.score for d in detections), default=0.0), "result": result}
+    return {"model_version": version, "score": max((s for _, s in boxes), default=0.0), "result": result}
 
 
-def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate) -> None:
+def _version(located: Location | None) -> str:
+    return MODEL_VERSION if located is None else f"{MODEL_VERSION}+{LOCALISER_VERSION}"
+
+
+def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Location | None) -> None:
     with manifest.transaction() as db:
         db.execute(
             "INSERT OR REPLACE INTO estimates VALUES (?,?,?,?,?,?,?)",
-            (sha256, e.coverage, e.n_objects, e.confidence, e.coverage_verdict, e.objects_verdict, MODEL_VERSION),
+            (sha256, e.coverage, e.n_objects, e.confidence, e.coverage_verdict, e.objects_verdict, _version(located)),
         )
+
+
+def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[Any]) -> dict[str, Location]:
+    """Locations of the photos in `rows`, each product co-localised over all its usable photos."""
+    located: dict[str, Location] = {}
+    for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
+        photos = manifest.conn.execute(
+            """
+            SELECT DISTINCT c.sha256, p.path FROM curation c
+            JOIN photos p USING (sha256) JOIN sources s ON s.sha256 = c.sha256
+            WHERE c.status = 'ok' AND c.is_kept = 1 AND c.is_ambiguous = 0 AND s.shop = ? AND s.product_id = ?
+            ORDER BY c.sha256
+            """,
+            (shop, product_id),
+        ).fetchall()
+        found = localiser.locate([layout.store_dir / p["path"] for p in photos])
+        if found is None:
+            log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses", shop, product_id,
+                     len(photos))  # fmt: skip
+            continue
+        located.update(zip((p["sha256"] for p in photos), found, strict=True))
+    return located
 
 
 def _candidates(manifest: Manifest) -> list[Any]:
     return manifest.conn.execute(
         """
-        SELECT c.sha256, p.path, s.photo_url, pr.product_id, pr.name, pr.url
+        SELECT c.sha256, p.path, s.photo_url, s.shop, pr.product_id, pr.name, pr.url
         FROM curation c
         JOIN photos p USING (sha256)
         JOIN sources s ON s.sha256 = c.sha256
             AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
-        JOIN products pr ON pr.shop = s.shop AND pr.product_id = s.product_id
+        LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
+        -- a photo posted under several products goes out once a person has chosen one
+        JOIN products pr ON pr.shop = s.shop AND pr.product_id = COALESCE(pc.product_id, s.product_id)
         LEFT JOIN labels l ON l.sha256 = c.sha256
-        WHERE c.status = 'ok' AND c.is_kept = 1 AND c.is_ambiguous = 0 AND l.sha256 IS NULL
+        WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
+            AND l.sha256 IS NULL
         ORDER BY s.review_created_at DESC, c.sha256
         """
     ).fetchall()
 
 
 def push(
-    config: LabelConfig, layout: Layout, client: LabelStudioClient, detector: Detector | None = None
+    config: LabelConfig,
+    layout: Layout,
+    client: LabelStudioClient,
+    detector: Detector | None = None,
+    localiser: CoLocaliser | None = None,
 ) -> PushSummary:
     """Creates a pre-annotated task for each kept photo not yet pushed; returns counts."""
     detector = detector or Detector(config.detector_min_score)
+    localiser = localiser or CoLocaliser()
     root = document_root(layout)
     project_id = client.ensure_project(config.project_title, layout.store_dir)
     summary = PushSummary(project_id, project_url=client.project_url(project_id))
+    summary.choices = push_choices(config, layout, client, root)
     with Manifest(layout.manifest_path) as manifest:
         rows = _candidates(manifest)
         existing = client.task_ids_by_key(project_id, "sha256")
         new = [r for r in rows if r["sha256"] not in existing]
+        located = _locate(manifest, layout, localiser, new)
         tasks = []
         for r in new:
             path = (layout.store_dir / r["path"]).resolve()
             detections = detector.detect_file(path)
-            guess = estimate(detections, config.min_coverage)
-            _save_estimate(manifest, r["sha256"], guess)
+            where = located.get(r["sha256"])
+            guess = estimate(detections, config.min_coverage, where)
+            _save_estimate(manifest, r["sha256"], guess, where)
             task = {
                 "data": {
                     "image": f"/data/local-files/?d={path.relative_to(root).as_posix()}",
@@ -132,7 +187,7 @@ def push(
                     "photo_url": r["photo_url"],
                     "machine_verdict": guess.verdict,
                 },
-                "predictions": [prediction(detections)],
+                "predictions": [prediction(detections, where, guess)],
             }
             tasks.append((guess.verdict == "unsure", -guess.confidence, task))
         # Annotators see tasks in the order they were created: photos the machine cannot decide
@@ -157,6 +212,7 @@ def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> Pull
     """Applies the rules to every answered task and records accept or reject with the reason."""
     project_id = client.ensure_project(config.project_title, layout.store_dir)
     summary = PullSummary(project_id)
+    summary.chosen = pull_choices(config, layout, client)
     with Manifest(layout.manifest_path) as manifest:
         for done in client.completed(project_id):
             sha = done.data.get("sha256")

@@ -33,6 +33,15 @@ LABEL_CONFIG = """<View>
 </View>"""
 
 
+# The second view: a photo posted under several products, and which of them it shows. The
+# choices come from each task's $candidates, so one project serves every such photo.
+CHOICE_CONFIG = """<View>
+  <Header value="This photo was posted under several products. Which one does it show?"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <Choices name="product_id" toName="image" value="$candidates" choice="single" required="true"/>
+</View>"""
+
+
 class LabelStudioError(RuntimeError):
     """Label Studio could not be reached or refused the request; the message says what to do."""
 
@@ -77,13 +86,13 @@ class LabelStudioClient:
                 ) from exc
             raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from exc
 
-    def ensure_project(self, title: str, store_dir: Path) -> int:
+    def ensure_project(self, title: str, store_dir: Path, label_config: str = LABEL_CONFIG) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
         existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
         if existing:
             project_id = int(existing[0].id)
         else:
-            project = self.sdk.projects.create(title=title, label_config=LABEL_CONFIG, show_skip_button=True)
+            project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
             project_id = int(project.id)  # type: ignore[arg-type]
         store = str(Path(store_dir).resolve())
         storages = self.sdk.import_storage.local.list(project=project_id)

@@ -115,18 +115,27 @@ def pipeline_flow(
     label_config = from_mapping(LabelConfig, label or {})
     pushed = label_push_task(label_config, data_dir)
     if demo_shop_dir:
-        scripted_annotator_task(pushed["project_id"], demo_shop_dir)
+        scripted_annotator_task(label_config, data_dir, demo_shop_dir)
     pulled = label_pull_task(label_config, data_dir)
+    if pulled["chosen"]:
+        # Photos whose product a person just chose go through the rules in the same run.
+        label_push_task(label_config, data_dir)
+        if demo_shop_dir:
+            scripted_annotator_task(label_config, data_dir, demo_shop_dir)
+        chosen = pulled["chosen"]
+        pulled = {**label_pull_task(label_config, data_dir), "chosen": chosen}
     run_dir = train_task(from_mapping(TrainConfig, train or {}), data_dir)
     evaluated = evaluate_task(run_dir, data_dir, promote)
     return {"crawl": crawled, "dedupe": deduped, "push": pushed, "pull": pulled, "evaluate": evaluated}
 
 
 @task
-def scripted_annotator_task(project_id: int, demo_shop_dir: str) -> int:
-    from curation.labelstudio import connect
-    from reviewlens.demoshop.annotator import annotate_all
+def scripted_annotator_task(config: LabelConfig, data_dir: str, demo_shop_dir: str) -> int:
+    from curation.labelstudio import CHOICE_CONFIG, connect
+    from reviewlens.demoshop.annotator import annotate_all, choose_all
 
-    answered = annotate_all(connect(), project_id, Path(demo_shop_dir))
-    get_run_logger().info("scripted annotator answered %d tasks", answered)
-    return answered
+    client, shop, store = connect(), Path(demo_shop_dir), Layout(Path(data_dir)).store_dir
+    answered = annotate_all(client, client.ensure_project(config.project_title, store), shop)
+    chosen = choose_all(client, client.ensure_project(config.choice_project_title, store, CHOICE_CONFIG), shop)
+    get_run_logger().info("scripted annotator answered %d rule tasks and %d product choices", answered, chosen)
+    return answered + chosen

@@ -89,6 +89,15 @@ CREATE TABLE IF NOT EXISTS labels (
     n_objects INTEGER,
     decided_at TEXT
 );
+CREATE TABLE IF NOT EXISTS product_choices (  -- a person's choice for a photo posted under several products
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    project_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    pushed_at TEXT NOT NULL,
+    annotation_id INTEGER,
+    product_id TEXT,              -- the chosen product; NULL while undecided or when none fits
+    decided_at TEXT
+);
 CREATE TABLE IF NOT EXISTS splits (
     snapshot TEXT NOT NULL,
     sha256 TEXT NOT NULL,

@@ -78,6 +78,8 @@ class DedupeConfig:
 @dataclass(frozen=True)
 class LabelConfig:
     project_title: str = "reviewlens: review photos"
+    # Where a person chooses the product of a photo posted under several products.
+    choice_project_title: str = "reviewlens: which product"
     # The study's first rule: the product covers at least half of the photo.
     min_coverage: float = 0.5
     # Detections under this score are not shown to annotators as pre-annotations.

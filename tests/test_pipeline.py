@@ -42,8 +42,11 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
             for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
-    # Every kept photo was labeled, and each decision is what the rules give on the ground truth.
-    assert len(rows) == result["dedupe"]["groups"] == result["push"]["pushed"]
+    # Every kept photo was labeled, and each decision is what the rules give on the ground truth;
+    # photos posted under two products went out once a person had chosen their product.
+    crossed = [t for t in truth.values() if t.kind == "cross"]
+    assert crossed and len(rows) == result["dedupe"]["groups"]
+    assert result["push"]["pushed"] == len(rows) - result["pull"]["chosen"]
     for r in rows:
         t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
         expected = "accept" if t.coverage >= 0.5 and t.n_objects == 1 else "reject"
@@ -52,6 +55,24 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     # Re-posts land in their original's duplicate group.
     reposts = [t for t in truth.values() if t.duplicate_of]
     assert all(groups[t.photo_id] == groups[t.duplicate_of] for t in reposts)
+    # Each photo posted under two products got the product it shows, and trains as that product.
+    with Manifest(layout.manifest_path) as m:
+        chosen = {
+            r["group_id"]: r["product_id"]
+            for r in m.conn.execute(
+                "SELECT c.group_id, pc.product_id FROM product_choices pc JOIN curation c USING (sha256)"
+            )
+        }
+    assert len(chosen) == result["pull"]["chosen"] >= len(crossed)
+    for t in crossed:
+        assert chosen[groups[t.photo_id]] == str(truth[t.duplicate_of].product_id)
+    snapshot = json.loads((Path(result["evaluate"]["run_dir"]) / "snapshot.json").read_text())
+    trained_as = {
+        e["group_id"]: snapshot["classes"][e["label"]]["product_id"]
+        for e in snapshot["examples"]
+        if e["group_id"] in chosen
+    }
+    assert trained_as and all(chosen[g] == p for g, p in trained_as.items())
 
     # The report holds every member's figures and the ensemble's, as JSON and as a table.
     run_dir = Path(result["evaluate"]["run_dir"])
@@ -62,12 +83,13 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert "| Ensemble (soft voting) |" in (run_dir / "report.md").read_text()
     assert result["evaluate"]["promoted"] and (layout.production_dir / "model.pt").exists()
 
-    # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first.
+    # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first
     client = connect()
     with Manifest(layout.manifest_path) as m:
         assert m.count("estimates") == len(rows)
     tasks = sorted(client.sdk.tasks.list(project=result["push"]["project_id"], page_size=500), key=lambda t: t.id)
-    verdicts = [t.data["machine_verdict"] for t in tasks]
+    # (each push orders its own tasks; the run's second push held the photos whose product was chosen)
+    verdicts = [t.data["machine_verdict"] for t in tasks][: result["push"]["pushed"]]
     assert "unsure" in verdicts
     assert verdicts == sorted(verdicts, key=lambda v: v != "unsure")
 
@@ -80,10 +102,10 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     # Pushing and pulling again changes nothing, in Label Studio or in the manifest.
     config = LabelConfig(**label)
     again = push(config, layout, client)
-    assert again.pushed == 0 and again.already == len(rows)
+    assert again.pushed == 0 and again.already == len(rows) and again.choices == 0
     assert len(client.task_ids_by_key(again.project_id, "sha256")) == len(rows)
     pulled = pull(config, layout, client)
-    assert pulled.decided == 0 and pulled.unchanged == len(rows)
+    assert pulled.decided == 0 and pulled.unchanged == len(rows) and pulled.chosen == 0
 
     # predict names three catalog products with their links, best first.
     photo = shop_dir / "photos" / f"{next(iter(truth))}.jpg"

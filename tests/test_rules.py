@@ -59,3 +59,16 @@ def test_estimates_decide_only_where_the_detector_is_sure() -> None:
     assert estimate([weak]).verdict == "unsure" and estimate([]).verdict == "unsure"
     near_line = Detection("bed", 0.9, (0.0, 0.0, 0.7, 0.75))  # 52.5%: a person decides
     assert estimate([near_line]).coverage_verdict == "unsure"
+
+
+def test_a_product_choice_reads_back_as_its_product_id() -> None:
+    from curation.product_choice import NONE_OF_THESE, chosen_product
+
+    ids = {"Oak chair (100001)": "100001", "Oak chair, grey (100002)": "100002"}
+
+    def answer(label: str) -> list[dict]:
+        return [{"from_name": "product_id", "type": "choices", "value": {"choices": [label]}}]
+
+    assert chosen_product(answer("Oak chair, grey (100002)"), ids) == "100002"
+    assert chosen_product(answer(NONE_OF_THESE), ids) is None
+    assert chosen_product([], ids) is None

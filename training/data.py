@@ -93,8 +93,10 @@ def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int
             JOIN photos p USING (sha256)
             JOIN sources s ON s.sha256 = c.sha256
                 AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
-            JOIN products pr ON pr.shop = s.shop AND pr.product_id = s.product_id
-            WHERE l.decision = 'accept' AND c.is_kept = 1 AND c.is_ambiguous = 0
+            LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
+            -- a photo posted under several products trains as the one a person chose, if any
+            JOIN products pr ON pr.shop = s.shop AND pr.product_id = COALESCE(pc.product_id, s.product_id)
+            WHERE l.decision = 'accept' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
             ORDER BY pr.product_id, c.sha256
             """
         ).fetchall()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.labelstudio import LabelStudioClient
+from curation.product_choice import NONE_OF_THESE
 from curation.rules import SEVERAL
 from reviewlens.demoshop.generate import PhotoTruth, load_truth
 
@@ -44,5 +45,25 @@ def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> 
     for task_id, data in list(client.unannotated(project_id)):
         photo_id = str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
         client.annotate(task_id, answer(truth[photo_id]))
+        done += 1
+    return done
+
+
+def product_of(truth: dict[str, PhotoTruth], photo_id: str) -> str:
+    """The product a photo really shows: a cross post shows its original's product."""
+    t = truth[photo_id]
+    return str(truth[t.duplicate_of].product_id if t.kind == "cross" and t.duplicate_of else t.product_id)
+
+
+def choose_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
+    """Answers every unanswered product-choice task with the product the photo shows; returns how many."""
+    truth = load_truth(shop_dir)
+    done = 0
+    for task_id, data in list(client.unannotated(project_id)):
+        photo_id = str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
+        shown = product_of(truth, photo_id)
+        label = next((k for k, v in data["product_ids"].items() if v == shown), NONE_OF_THESE)
+        result = {"from_name": "product_id", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
+        client.annotate(task_id, [result])
         done += 1
     return done

@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,6 +56,10 @@ class GeneratorConfig:
     small_share: float = 0.12
     multi_share: float = 0.10
     repost_share: float = 0.10
+    # Photos posted again under another product of the same category (the same photo, recompressed):
+    # dedupe flags them and a person chooses the product. Drawn after all else, so the other
+    # photos do not change with this number.
+    cross_posts: int = 4
     # One review in this many has no photo (the real JSON then carries an empty image_url).
     no_photo_every: int = 12
 
@@ -78,7 +82,7 @@ class PhotoTruth:
     product_id: int
     review_id: int
     created_at: str
-    kind: str  # 'clean', 'small', 'multi', 'repost' or 'none' (a review without a photo)
+    kind: str  # 'clean', 'small', 'multi', 'repost', 'cross' (another product's photo) or 'none' (no photo)
     width: int
     height: int
     bbox: tuple[int, int, int, int]  # the product's box: left, top, right, bottom
@@ -307,10 +311,44 @@ def generate(config: GeneratorConfig, out_dir: Path) -> Path:
                     duplicate_of=duplicate_of,
                 )
             )
+    truths += _cross_posts(config, products, truths, photos_dir)
     (out_dir / "catalog.json").write_text(json.dumps([asdict(p) for p in products], indent=1))
     (out_dir / "truth.json").write_text(json.dumps([asdict(t) for t in truths], indent=1))
     done.write_text(json.dumps({"config_hash": stamp, "config": asdict(config)}))
     return out_dir
+
+
+def _cross_posts(
+    config: GeneratorConfig, products: list[Product], truths: list[PhotoTruth], photos_dir: Path
+) -> list[PhotoTruth]:
+    """Clean photos of one product posted again, each as the newest review of another product."""
+    rng = random.Random(f"{config.seed}-cross")
+    clean = [t for t in truths if t.kind == "clean"]
+    posts: list[PhotoTruth] = []
+    for k in range(min(config.cross_posts, len(clean))):
+        original = rng.choice(clean)
+        category = next(p.category_id for p in products if p.product_id == original.product_id)
+        others = [p for p in products if p.category_id == category and p.product_id != original.product_id]
+        if not others:
+            continue
+        target = rng.choice(others)
+        last = max((t for t in truths + posts if t.product_id == target.product_id), key=lambda t: t.review_id)
+        photo_id = f"{target.product_id}-x{k:02d}"
+        with Image.open(photos_dir / f"{original.photo_id}.jpg") as img:
+            (photos_dir / f"{photo_id}.jpg").write_bytes(_jpeg(img.convert("RGB"), rng.randint(70, 85)))
+        created = datetime.fromisoformat(last.created_at) + timedelta(hours=1)
+        posts.append(
+            replace(
+                original,
+                photo_id=photo_id,
+                product_id=target.product_id,
+                review_id=last.review_id + 1,
+                created_at=created.isoformat(),
+                kind="cross",
+                duplicate_of=original.photo_id,
+            )
+        )
+    return posts
 
 
 def _no_photo(product: Product, review_no: int, created: datetime) -> PhotoTruth:

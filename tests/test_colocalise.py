@@ -1,0 +1,91 @@
+"""The co-localiser finds the product a product's review photos share, on generated photos."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
+from curation.detector import Detection
+from curation.estimates import estimate
+from curation.labeling import prediction
+from curation.rules import SEVERAL
+from reviewlens.demoshop.generate import load_truth
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+@pytest.fixture(scope="module")
+def located(shop_dir: Path) -> list[tuple[object, Location]]:
+    truth = load_truth(shop_dir)
+    by_product = defaultdict(list)
+    for t in truth.values():
+        by_product[t.product_id].append(t)
+    localiser = CoLocaliser()
+    pairs = []
+    for photos in by_product.values():
+        found = localiser.locate([shop_dir / "photos" / f"{t.photo_id}.jpg" for t in photos])
+        assert found is not None
+        pairs.extend(zip(photos, found, strict=True))
+    return pairs
+
+
+def test_the_product_box_matches_the_truth_in_clean_photos(located: list) -> None:
+    clean = [(t, loc) for t, loc in located if t.kind == "clean"]
+    overlaps = [
+        _iou(loc.box, (t.bbox[0] / t.width, t.bbox[1] / t.height, t.bbox[2] / t.width, t.bbox[3] / t.height))
+        for t, loc in clean
+    ]
+    assert len(clean) > 100 and np.mean(np.array(overlaps) >= 0.5) >= 0.8
+
+
+def test_sure_verdicts_agree_with_the_truth(located: list) -> None:
+    verdicts = [(t, estimate([], 0.5, loc)) for t, loc in located]
+    sure = [(t, e) for t, e in verdicts if e.verdict != "unsure"]
+    agree = [(e.verdict == "pass") == (t.coverage >= 0.5 and t.n_objects == 1) for t, e in sure]
+    assert len(sure) >= 0.55 * len(verdicts) and np.mean(agree) >= 0.9
+    # Photos with a second product are seldom passed.
+    multi = [e.verdict for t, e in verdicts if t.n_objects > 1]
+    assert multi and multi.count("pass") <= 0.2 * len(multi)
+
+
+def test_too_few_photos_are_left_to_the_detector(shop_dir: Path) -> None:
+    photos = sorted((shop_dir / "photos").glob("*.jpg"))[: MIN_PHOTOS - 1]
+    assert CoLocaliser().locate(photos) is None
+
+
+def test_the_common_object_wins_whatever_the_component_sign() -> None:
+    # Descriptors of a made-up set: an object pattern in a block of cells, random elsewhere.
+    rng = np.random.default_rng(0)
+    obj = rng.normal(size=16) * 3
+    descriptors = rng.normal(size=(12, 12, 12, 16))
+    descriptors[:, 2:10, 3:9] += obj
+    for loc in locate_in(descriptors):
+        assert loc.box == pytest.approx((3 / 12, 2 / 12, 9 / 12, 10 / 12), abs=0.07) and loc.n_objects == 1
+    assert all(loc.n_objects == 1 for loc in locate_in(-descriptors + 0.0))
+
+
+def test_estimates_from_a_location() -> None:
+    big, small = Location((0.05, 0.05, 0.95, 0.95), 1), Location((0.3, 0.3, 0.6, 0.6), 1)
+    assert estimate([], 0.5, big).verdict == "pass"
+    assert estimate([], 0.5, small).verdict == "fail"
+    assert estimate([], 0.5, Location((0.0, 0.0, 0.75, 0.75), 1)).coverage_verdict == "unsure"  # 56%
+    second = Location(big.box, 2)
+    assert (estimate([], 0.5, second).objects_verdict, estimate([], 0.5, second).verdict) == ("unsure", "unsure")
+    two_chairs = [Detection("chair", 0.9, (0.0, 0.0, 0.5, 1.0)), Detection("chair", 0.8, (0.5, 0.0, 1.0, 1.0))]
+    assert estimate(two_chairs, 0.5, big).objects_verdict == "fail"
+
+
+def test_a_location_becomes_the_pre_annotated_box() -> None:
+    where = Location((0.1, 0.2, 0.6, 1.0), 2)
+    pre = prediction([Detection("vase", 0.7, (0.0, 0.0, 0.1, 0.1))], where, estimate([], 0.5, where))
+    boxes = [r["value"] for r in pre["result"] if r["type"] == "rectanglelabels"]
+    assert len(boxes) == 1 and (round(boxes[0]["x"]), round(boxes[0]["width"])) == (10, 50)
+    assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and "ddt" in pre["model_version"]
