@@ -36,8 +36,18 @@ def test_catalog_has_distinct_designs_and_known_rule_breakers(shop_dir: Path) ->
     assert len(products) == SMALL_SHOP.n_categories * SMALL_SHOP.products_per_category
     assert len({(p.shape, p.pattern, p.colours) for p in products}) == len(products)
     truth = load_truth(shop_dir)
-    per_product = Counter(t.product_id for t in truth.values())
+    per_product = Counter(t.product_id for t in truth.values() if t.kind != "cross")
     assert set(per_product.values()) == {SMALL_SHOP.photos_per_product}
+    # Cross posts: another product's clean photo, of the same category, as the newest review.
+    crossed = [t for t in truth.values() if t.kind == "cross"]
+    assert len(crossed) == SMALL_SHOP.cross_posts
+    category = {p.product_id: p.category_id for p in products}
+    for t in crossed:
+        original = truth[t.duplicate_of or ""]
+        assert original.kind == "clean" and original.product_id != t.product_id
+        assert category[original.product_id] == category[t.product_id]
+        newest = max(u.created_at for u in truth.values() if u.product_id == t.product_id and u.kind != "cross")
+        assert t.created_at > newest
     kinds = Counter(t.kind for t in truth.values())
     n = len(truth)
     assert kinds["small"] == round(SMALL_SHOP.photos_per_product * SMALL_SHOP.small_share) * len(products)
