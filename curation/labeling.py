@@ -118,7 +118,9 @@ def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: li
             """
             SELECT DISTINCT c.sha256, p.path FROM curation c
             JOIN photos p USING (sha256) JOIN sources s ON s.sha256 = c.sha256
-            WHERE c.status = 'ok' AND c.is_kept = 1 AND c.is_ambiguous = 0 AND s.shop = ? AND s.product_id = ?
+            LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
+            WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
+                AND s.shop = ? AND COALESCE(pc.product_id, s.product_id) = ?
             ORDER BY c.sha256
             """,
             (shop, product_id),
@@ -198,12 +200,9 @@ def push(
         summary.pushed = len(tasks)
         if new or rows:
             existing = client.task_ids_by_key(project_id, "sha256")
-        now = utc_now()
-        with manifest.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
-                [(r["sha256"], project_id, existing[r["sha256"]], now) for r in rows if r["sha256"] in existing],
-            )
+        manifest.record_pushed(
+            "labels", project_id, {r["sha256"]: existing[r["sha256"]] for r in rows if r["sha256"] in existing}
+        )
         summary.already = manifest.count("labels", "project_id = ?", project_id) - summary.pushed
     return summary
 

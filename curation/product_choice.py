@@ -77,12 +77,9 @@ def push_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient,
             )
         client.import_tasks(project_id, tasks)
         existing = client.task_ids_by_key(project_id, "sha256")
-        now = utc_now()
-        with manifest.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO product_choices (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
-                [(r["sha256"], project_id, existing[r["sha256"]], now) for r in rows if r["sha256"] in existing],
-            )
+        manifest.record_pushed(
+            "product_choices", project_id, {r["sha256"]: existing[r["sha256"]] for r in rows if r["sha256"] in existing}
+        )
         return len(tasks)
 
 

@@ -150,6 +150,20 @@ class Manifest:
         row = self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()
         return int(row[0])
 
+    def record_pushed(self, table: str, project_id: int, task_ids: dict[str, int]) -> None:
+        """Notes in `table` (labels or product_choices) the Label Studio task of each photo.
+
+        A photo noted already keeps its row: pushing again never forgets a decision.
+        """
+        if table not in ("labels", "product_choices"):
+            raise ValueError(f"not a table of pushed tasks: {table}")
+        now = utc_now()
+        with self.transaction() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO {table} (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
+                [(sha, project_id, task_id, now) for sha, task_id in task_ids.items()],
+            )
+
     def close(self) -> None:
         self.conn.close()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from curation.colocalise import LOCALISER_VERSION
 from curation.contact_sheet import write_contact_sheet
 from curation.labeling import pull, push
 from curation.labelstudio import LabelStudioError, connect
@@ -63,7 +64,12 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
                 "SELECT c.group_id, pc.product_id FROM product_choices pc JOIN curation c USING (sha256)"
             )
         }
+        versions = [
+            r[0] for r in m.conn.execute("SELECT model_version FROM estimates JOIN product_choices USING (sha256)")
+        ]
     assert len(chosen) == result["pull"]["chosen"] >= len(crossed)
+    # ... and was located among the photos of the product chosen for it.
+    assert len(versions) == len(chosen) and all(LOCALISER_VERSION in v for v in versions)
     for t in crossed:
         assert chosen[groups[t.photo_id]] == str(truth[t.duplicate_of].product_id)
     snapshot = json.loads((Path(result["evaluate"]["run_dir"]) / "snapshot.json").read_text())
