@@ -17,8 +17,8 @@ from curation.hashing import hamming_matrix
 # Below this many hashes, comparing all pairs is as fast as building an index.
 INDEX_FROM = 20_000
 # Four 16-bit substrings: at 1M hashes a bucket holds about 15 of them, and d = 10 joins each
-# with 137 buckets per table. Three or five tables answer d = 8 as fast but d = 10 five times
-# slower (tests/benchmarks/neardup_scale.py, --tables).
+# with 137 buckets per table. Three tables answer d = 8 a little faster but d = 10 five times
+# slower, five tables d = 10 six times slower (tests/benchmarks/neardup_scale.py --tables N).
 TABLES = 4
 # Each table's keys are cut into this many ranges of parallel work.
 PARTS = 8
