@@ -17,6 +17,9 @@ body { font-family: sans-serif; margin: 1.5em; }
 figure { margin: 0; width: 150px; font-size: 11px; }
 img { width: 150px; height: 150px; object-fit: contain; background: #eee; border: 3px solid #ccc; }
 .kept img { border-color: #2a2; } .ambiguous img { border-color: #d22; }
+.framed { position: relative; width: 150px; }
+.framed img { height: auto; display: block; border-width: 0; }
+.box { position: absolute; border: 2px solid #f0f; box-sizing: border-box; }
 h2 { border-bottom: 1px solid #999; }
 """
 
@@ -24,6 +27,19 @@ h2 { border-bottom: 1px solid #999; }
 def _figure(src: str, caption: str, css: str = "") -> str:
     img = f'<img loading="lazy" src="{html.escape(src)}">'
     return f'<figure class="{css}">{img}<figcaption>{caption}</figcaption></figure>'
+
+
+def _framed(src: str, box: str | None, caption: str) -> str:
+    """A thumbnail at the photo's own shape with the machine's product box drawn over it."""
+    overlay = ""
+    if box:
+        left, top, right, bottom = (100 * float(v) for v in box.split(","))
+        overlay = (
+            f'<div class="box" style="left:{left:.1f}%;top:{top:.1f}%;'
+            f'width:{right - left:.1f}%;height:{bottom - top:.1f}%"></div>'
+        )
+    img = f'<img loading="lazy" src="{html.escape(src)}">'
+    return f'<figure><div class="framed">{img}{overlay}</div><figcaption>{caption}</figcaption></figure>'
 
 
 def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: int = 60) -> Path:
@@ -66,17 +82,14 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
         parts.append(f"<div class='row'>{''.join(figs)}</div>")
     by_verdict: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for r in verdicts:
-        by_verdict[
-            "unsure"
-            if "unsure" in (r["coverage_verdict"], r["objects_verdict"])
-            else "fail"
-            if "fail" in (r["coverage_verdict"], r["objects_verdict"])
-            else "pass"
-        ].append(r)
+        rules = (r["coverage_verdict"], r["objects_verdict"])
+        # As RuleEstimate.verdict: one failed rule fails the photo.
+        by_verdict["fail" if "fail" in rules else "unsure" if "unsure" in rules else "pass"].append(r)
     for verdict in ("pass", "fail", "unsure"):
         shown = by_verdict[verdict][:per_verdict]
         parts.append(
-            f"<h2>Machine verdict: {verdict} ({len(by_verdict[verdict])}, {len(shown)} shown)</h2><div class='row'>"
+            f"<h2>Machine verdict: {verdict} ({len(by_verdict[verdict])}, {len(shown)} shown)</h2>"
+            "<p>Magenta: the product's box as the machine found it.</p><div class='row'>"
         )
         for r in shown:
             coverage = "?" if r["coverage"] is None else f"{r['coverage']:.0%}"
@@ -85,7 +98,7 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
                 f"coverage {coverage}, {r['n_objects']} object(s), score {r['confidence']:.2f}"
                 f"<br>{r['coverage_verdict']} / {r['objects_verdict']}{person}"
             )
-            parts.append(_figure((rel / r["path"]).as_posix(), caption))
+            parts.append(_framed((rel / r["path"]).as_posix(), r["box"], caption))
         parts.append("</div>")
     parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")

@@ -31,6 +31,7 @@ class RuleEstimate:
     confidence: float  # 0..1: the best detection's score, or how far the coverage is from the line
     coverage_verdict: str
     objects_verdict: str
+    box: tuple[float, float, float, float] | None = None  # the product's, as fractions of the frame
 
     @property
     def unsure(self) -> bool:
@@ -64,13 +65,16 @@ def estimate(detections: list[Detection], min_coverage: float = 0.5, located: Lo
             # co-localiser folded into the background: a person looks.
             objects_verdict = "unsure"
         n_objects = max(located.n_objects, len(sure))
-        return RuleEstimate(coverage, n_objects, confidence, _coverage_verdict(coverage, min_coverage), objects_verdict)
+        verdict = _coverage_verdict(coverage, min_coverage)
+        return RuleEstimate(coverage, n_objects, confidence, verdict, objects_verdict, located.box)
     if not sure:
         return RuleEstimate(None, 0, top, "unsure", "unsure")
-    coverage = round(max(_area(d) for d in sure), 4)
+    main = max(sure, key=_area)
+    coverage = round(_area(main), 4)
     weak = len(detections) - len(sure)
     objects_verdict = "fail" if len(sure) > 1 else "unsure" if weak else "pass"
-    return RuleEstimate(coverage, len(sure), top, _coverage_verdict(coverage, min_coverage), objects_verdict)
+    verdict = _coverage_verdict(coverage, min_coverage)
+    return RuleEstimate(coverage, len(sure), top, verdict, objects_verdict, main.box)
 
 
 def _coverage_verdict(coverage: float, min_coverage: float) -> str:

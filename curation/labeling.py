@@ -105,8 +105,18 @@ def _version(located: Location | None) -> str:
 def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Location | None) -> None:
     with manifest.transaction() as db:
         db.execute(
-            "INSERT OR REPLACE INTO estimates VALUES (?,?,?,?,?,?,?)",
-            (sha256, e.coverage, e.n_objects, e.confidence, e.coverage_verdict, e.objects_verdict, _version(located)),
+            "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
+            "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                sha256,
+                e.coverage,
+                e.n_objects,
+                e.confidence,
+                e.coverage_verdict,
+                e.objects_verdict,
+                _version(located),
+                None if e.box is None else ",".join(f"{v:.4f}" for v in e.box),
+            ),
         )
 
 

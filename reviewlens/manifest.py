@@ -70,12 +70,13 @@ CREATE TABLE IF NOT EXISTS curation (
 );
 CREATE TABLE IF NOT EXISTS estimates (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
-    coverage REAL,                -- share of the photo the main detection covers
-    n_objects INTEGER NOT NULL,   -- confident detections
-    confidence REAL NOT NULL,     -- best detection score
+    coverage REAL,                -- share of the photo the product's box covers
+    n_objects INTEGER NOT NULL,   -- confident objects found
+    confidence REAL NOT NULL,     -- 0..1, see curation/estimates.py
     coverage_verdict TEXT NOT NULL,   -- 'pass', 'fail' or 'unsure'
     objects_verdict TEXT NOT NULL,
-    model_version TEXT NOT NULL
+    model_version TEXT NOT NULL,
+    box TEXT                      -- the product's box: 'left,top,right,bottom' as fractions of the frame
 );
 CREATE TABLE IF NOT EXISTS labels (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
@@ -133,6 +134,8 @@ class Manifest:
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(curation)")}
         if "centre_hash" not in columns:
             self.conn.execute("ALTER TABLE curation ADD COLUMN centre_hash TEXT")
+        if "box" not in {r[1] for r in self.conn.execute("PRAGMA table_info(estimates)")}:
+            self.conn.execute("ALTER TABLE estimates ADD COLUMN box TEXT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

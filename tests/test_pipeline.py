@@ -101,6 +101,10 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
 
     # The contact sheet shows every duplicate group and the three verdict sections.
     page = write_contact_sheet(layout).read_text()
+    # ... with the machine's product box over each photo it found one in.
+    with Manifest(layout.manifest_path) as m:
+        assert m.count("estimates", "box IS NOT NULL") == m.count("estimates", "coverage IS NOT NULL") > 0
+    assert 'class="box"' in page
     duplicated = sum(1 for g in set(groups.values()) if list(groups.values()).count(g) > 1)
     assert f"Duplicate groups ({duplicated})" in page and duplicated > 0
     assert all(f"Machine verdict: {v}" in page for v in ("pass", "fail", "unsure"))
