@@ -18,6 +18,7 @@ from collections.abc import Callable
 from curation.colocalise import CoLocaliser, Location
 from curation.detector import Detector
 from curation.estimates import RuleEstimate, estimate
+from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from tests.benchmarks._shop import workdir
 
@@ -54,7 +55,9 @@ def main() -> None:
     localiser = CoLocaliser()
     by_product: dict[str, list[str]] = defaultdict(list)
     for t in truth.values():
-        by_product[t.product_id].append(t.photo_id)
+        # A photo posted under another product too is located once a person has chosen the
+        # product it shows (curation/product_choice.py): among that product's photos.
+        by_product[product_of(truth, t.photo_id)].append(t.photo_id)
     located: dict[str, Location] = {}
     for photos in by_product.values():
         found = localiser.locate([path[p] for p in photos])
