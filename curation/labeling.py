@@ -125,14 +125,7 @@ def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: li
     located: dict[str, Location] = {}
     for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
         photos = manifest.conn.execute(
-            """
-            SELECT DISTINCT c.sha256, p.path FROM curation c
-            JOIN photos p USING (sha256) JOIN sources s ON s.sha256 = c.sha256
-            LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
-            WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
-                AND s.shop = ? AND COALESCE(pc.product_id, s.product_id) = ?
-            ORDER BY c.sha256
-            """,
+            "SELECT sha256, path FROM usable_photos WHERE shop = ? AND product_id = ? ORDER BY sha256",
             (shop, product_id),
         ).fetchall()
         found = localiser.locate([layout.store_dir / p["path"] for p in photos])
@@ -147,18 +140,12 @@ def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: li
 def _candidates(manifest: Manifest) -> list[Any]:
     return manifest.conn.execute(
         """
-        SELECT c.sha256, p.path, s.photo_url, s.shop, pr.product_id, pr.name, pr.url
-        FROM curation c
-        JOIN photos p USING (sha256)
-        JOIN sources s ON s.sha256 = c.sha256
-            AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
-        LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
-        -- a photo posted under several products goes out once a person has chosen one
-        JOIN products pr ON pr.shop = s.shop AND pr.product_id = COALESCE(pc.product_id, s.product_id)
-        LEFT JOIN labels l ON l.sha256 = c.sha256
-        WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
-            AND l.sha256 IS NULL
-        ORDER BY s.review_created_at DESC, c.sha256
+        SELECT u.sha256, u.path, u.photo_url, u.shop, pr.product_id, pr.name, pr.url
+        FROM usable_photos u
+        JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+        LEFT JOIN labels l ON l.sha256 = u.sha256
+        WHERE l.sha256 IS NULL
+        ORDER BY u.review_created_at DESC, u.sha256
         """
     ).fetchall()
 

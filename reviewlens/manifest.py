@@ -99,6 +99,16 @@ CREATE TABLE IF NOT EXISTS product_choices (  -- a person's choice for a photo p
     product_id TEXT,              -- the chosen product; NULL while undecided or when none fits
     decided_at TEXT
 );
+-- The photos labeling and training may use, each with the one product it shows: the kept photo
+-- of its duplicate group, posted under one product, or under several and a person chose one.
+CREATE VIEW IF NOT EXISTS usable_photos AS
+SELECT c.sha256, c.group_id, p.path, s.photo_url, s.review_created_at, s.shop,
+    COALESCE(pc.product_id, s.product_id) AS product_id
+FROM curation c
+JOIN photos p USING (sha256)
+JOIN sources s ON s.sha256 = c.sha256 AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
+LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
+WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL);
 CREATE TABLE IF NOT EXISTS splits (
     snapshot TEXT NOT NULL,
     sha256 TEXT NOT NULL,

@@ -80,24 +80,20 @@ def assign_splits(groups: list[str], val_share: float, test_share: float, seed: 
 def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int = 5) -> Snapshot:
     """Builds the snapshot of accepted photos and records its split in the manifest.
 
-    A photo trains when it is the kept photo of its duplicate group, posted under one product
-    only, and accepted by the rules. Products with fewer than `min_photos` such photos are left
+    A photo trains when it is usable (the manifest's usable_photos: the kept photo of its
+    duplicate group, posted under one product only or given one by a person) and accepted by
+    the rules. Products with fewer than `min_photos` such photos are left
     out, as the study left out products with too few photo reviews.
     """
     with Manifest(layout.manifest_path) as manifest:
         rows = manifest.conn.execute(
             """
-            SELECT c.sha256, p.path, c.group_id, pr.product_id, pr.name, pr.url
+            SELECT u.sha256, u.path, u.group_id, pr.product_id, pr.name, pr.url
             FROM labels l
-            JOIN curation c USING (sha256)
-            JOIN photos p USING (sha256)
-            JOIN sources s ON s.sha256 = c.sha256
-                AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
-            LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
-            -- a photo posted under several products trains as the one a person chose, if any
-            JOIN products pr ON pr.shop = s.shop AND pr.product_id = COALESCE(pc.product_id, s.product_id)
-            WHERE l.decision = 'accept' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL)
-            ORDER BY pr.product_id, c.sha256
+            JOIN usable_photos u USING (sha256)
+            JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+            WHERE l.decision = 'accept'
+            ORDER BY pr.product_id, u.sha256
             """
         ).fetchall()
         by_product: dict[str, list[sqlite3.Row]] = {}
