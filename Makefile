@@ -34,8 +34,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The tests run in a home made new for each run: nothing a machine kept from earlier work
+# (caches, torch's downloads, Prefect's database) can make a test pass.
 test: env lint
-	$(VENV)/bin/python -m pytest
+	@fresh=$$(mktemp -d) && echo "tests run with HOME=$$fresh" && \
+	HOME=$$fresh XDG_CACHE_HOME=$$fresh/.cache TORCH_HOME=$$fresh/.cache/torch PREFECT_HOME=$$fresh/.prefect \
+	$(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
 
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env

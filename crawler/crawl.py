@@ -17,9 +17,14 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from crawler.fetch import Fetcher, FetchError, transient
+from core import queries as q
+from core.errors import ConfigError
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import CrawlConfig
+from crawler.errors import CrawlError, LayoutChanged
+from crawler.fetch import Fetcher
 from crawler.ohouse import (
-    LayoutChanged,
     OhouseAdapter,
     RankedProduct,
     Review,
@@ -29,14 +34,10 @@ from crawler.ohouse import (
     parse_ranking_json,
     parse_reviews,
 )
-from crawler.store import InvalidImage, PhotoStore, StoredPhoto
-from reviewlens.manifest import Manifest, utc_now
-from reviewlens.settings import CrawlConfig, Layout
+from crawler.store import PhotoStore, StoredPhoto
 
 log = logging.getLogger(__name__)
 RANKING_SOURCES = ("json", "html")
-# Times a page with an odd answer (moved layout, foreign redirect) is asked for again in one run.
-PAGE_RETRIES = 2
 T = TypeVar("T")
 
 
@@ -86,20 +87,9 @@ class _Crawl:
     batches: deque[_Batch] = field(default_factory=deque)
 
     def fetch_page(self, url: str, parse: Callable[[bytes], T]) -> T:
-        """Fetches and parses one page, asking again a few times when its answer is odd.
-
-        A redirect off the allowed hosts or a page missing its fields is often an edge server's
-        passing glitch; one that persists is raised, to be named in the crawl's error.
-        """
-        for attempt in range(PAGE_RETRIES + 1):
-            try:
-                body, _ = self.fetcher.get(url)
-                return parse(body)
-            except (LayoutChanged, FetchError) as exc:
-                if (isinstance(exc, FetchError) and transient(exc.reason)) or attempt == PAGE_RETRIES:
-                    raise
-                time.sleep(self.config.backoff_s * 2**attempt)
-        raise AssertionError("unreachable")
+        """Fetches and parses one page; an odd answer (a moved field, a foreign redirect) is asked
+        for again under the fetcher's retry policy, and one that persists is raised."""
+        return self.fetcher.fetch(url, parse)
 
     def top_products(self, category_id: int) -> list[RankedProduct]:
         if self.config.ranking_source == "html":
@@ -120,11 +110,7 @@ class _Crawl:
         return ranked[: self.config.top_n]
 
     def known(self, review: Review) -> bool:
-        row = self.manifest.conn.execute(
-            "SELECT 1 FROM sources WHERE shop=? AND review_id=? AND photo_url=?",
-            (self.adapter.name, review.review_id, review.photo_url),
-        ).fetchone()
-        return row is not None
+        return self.manifest.row(q.SOURCE_KNOWN, self.adapter.name, review.review_id, review.photo_url) is not None
 
     def new_reviews(self, product_id: str, complete: bool) -> Iterator[Review]:
         """Yields reviews with a photo not yet stored, newest first.
@@ -153,47 +139,30 @@ class _Crawl:
                 return
 
     def download(self, job: _Job) -> tuple[_Job, StoredPhoto | None, str]:
-        """Fetches and stores one photo; returns it, or the reason it failed."""
-        reason = ""
-        # A body that is not a whole image is asked for again a few times: a CDN hiccup often
-        # serves an error page or a cut file once. What stays bad is recorded as failed.
-        for attempt in range(self.config.retries + 1):
-            try:
-                body, _ = self.fetcher.get(job.review.photo_url, max_bytes=self.config.max_image_bytes)
-                return job, self.store.put(body), ""
-            except FetchError as exc:
-                if not exc.reason.startswith(("too large", "host not allowed", "disallowed")):
-                    return job, None, exc.reason
-                reason = exc.reason
-            except InvalidImage as exc:
-                reason = exc.reason
-            time.sleep(self.config.backoff_s * 2**attempt)
-        return job, None, reason
+        """Fetches and stores one photo; returns it, or the reason it failed.
+
+        A body that is not a whole image is asked for again like a failed request: a CDN
+        hiccup often serves an error page or a cut file once. What stays bad is recorded.
+        """
+        try:
+            return job, self.fetcher.fetch(job.review.photo_url, self.store.put, self.config.max_image_bytes), ""
+        except CrawlError as exc:
+            return job, None, exc.reason
 
     def record(self, job: _Job, photo: StoredPhoto | None, reason: str) -> None:
         shop, r, now = self.adapter.name, job.review, utc_now()
         with self.manifest.transaction() as db:
             if photo is None:
-                db.execute(
-                    "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT DO UPDATE SET "
-                    "reason=excluded.reason, attempts=attempts+1, last_try=excluded.last_try",
-                    (shop, r.review_id, r.photo_url, job.product_id, job.category_id, r.created_at, reason, now),
-                )
+                db.run(q.UPSERT_FAILURE, shop, r.review_id, r.photo_url, job.product_id, job.category_id, r.created_at,
+                       reason, now)  # fmt: skip
                 self.summary.photos_failed += 1
                 key = reason.split(":")[0]
                 self.summary.failures[key] = self.summary.failures.get(key, 0) + 1
                 return
-            db.execute(
-                "INSERT OR IGNORE INTO photos VALUES (?,?,?,?,?,?,?)",
-                (photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now),
-            )
-            db.execute(
-                "INSERT OR IGNORE INTO sources VALUES (?,?,?,?,?,?,?,?)",
-                (shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256, r.created_at, now),
-            )
-            db.execute(
-                "DELETE FROM failures WHERE shop=? AND review_id=? AND photo_url=?", (shop, r.review_id, r.photo_url)
-            )
+            db.run(q.INSERT_PHOTO, photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now)
+            db.run(q.INSERT_SOURCE, shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256,
+                   r.created_at, now)  # fmt: skip
+            db.run(q.DELETE_FAILURE, shop, r.review_id, r.photo_url)
         self.summary.photos_stored += 1
         self.summary.bytes += photo.bytes
 
@@ -215,11 +184,7 @@ class _Crawl:
                 self.record(*future.result())
                 batch.recorded += 1
             if batch.product_id is not None and batch.complete:
-                with self.manifest.transaction() as db:
-                    db.execute(
-                        "UPDATE products SET reviews_complete_at=? WHERE shop=? AND product_id=?",
-                        (utc_now(), self.adapter.name, batch.product_id),
-                    )
+                self.manifest.write(q.PRODUCT_REVIEWS_COMPLETE, utc_now(), self.adapter.name, batch.product_id)
             self.batches.popleft()
 
     def run_jobs(self, jobs: list[_Job], pool: ThreadPoolExecutor) -> None:
@@ -228,10 +193,7 @@ class _Crawl:
         self.collect(block=True)
 
     def failed_jobs(self) -> list[_Job]:
-        rows = self.manifest.conn.execute(
-            "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop=?",
-            (self.adapter.name,),
-        ).fetchall()
+        rows = self.manifest.rows(q.FAILED_PHOTOS, self.adapter.name)
         return [
             _Job(
                 r["product_id"],
@@ -246,7 +208,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     """Crawls the shop into `layout`'s store and manifest; returns counts per outcome."""
     started = time.monotonic()
     if config.ranking_source not in RANKING_SOURCES:
-        raise ValueError(f"unknown ranking_source '{config.ranking_source}'; valid: {', '.join(RANKING_SOURCES)}")
+        raise ConfigError(f"unknown ranking_source '{config.ranking_source}'; valid: {', '.join(RANKING_SOURCES)}")
     adapter = get_adapter(config.shop, config.shop_url, config.ranking_url)
     api_hosts = {urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc}
     rates = {**{h: config.image_rate for h in config.image_hosts}, **{h: config.api_rate for h in api_hosts}}
@@ -275,7 +237,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
         for category_id in config.categories:
             try:
                 ranked_products = run.top_products(category_id)
-            except (LayoutChanged, FetchError) as exc:
+            except CrawlError as exc:
                 _page_failed(summary, f"ranking of category {category_id}", exc)
                 continue
             progress.total = (progress.total or 0) + len(ranked_products)
@@ -293,7 +255,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     return summary
 
 
-def _page_failed(summary: CrawlSummary, what: str, exc: Exception) -> None:
+def _page_failed(summary: CrawlSummary, what: str, exc: CrawlError) -> None:
     if isinstance(exc, LayoutChanged):
         summary.layout_errors.append(f"{what}: {exc}")
         log.error("%s: the page layout changed: %s", what, exc)
@@ -303,9 +265,7 @@ def _page_failed(summary: CrawlSummary, what: str, exc: Exception) -> None:
 
 def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank: int, ranked: RankedProduct) -> None:
     shop, pid = run.adapter.name, ranked.product_id
-    row = run.manifest.conn.execute(
-        "SELECT name, reviews_complete_at FROM products WHERE shop=? AND product_id=?", (shop, pid)
-    ).fetchone()
+    row = run.manifest.row(q.PRODUCT_SEEN, shop, pid)
     complete = row is not None and row["reviews_complete_at"] is not None
     name = ranked.name or (row["name"] if row else "")
     jobs: list[_Job] = []
@@ -313,18 +273,21 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
         for review in run.new_reviews(pid, complete):
             name = name or review.product_name
             jobs.append(_Job(pid, category_id, review))
-    except (FetchError, LayoutChanged) as exc:
+    except CrawlError as exc:
         # The photos found so far are fetched; the product's pages are read again next run.
         _page_failed(run.summary, f"reviews of product {pid}", exc)
         complete_now = False
     else:
         complete_now = True
-    with run.manifest.transaction() as db:
-        db.execute(
-            "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "
-            "category_id=excluded.category_id, name=excluded.name, url=excluded.url, rank=excluded.rank, "
-            "seen_at=excluded.seen_at",
-            (shop, pid, category_id, name or f"product {pid}", run.adapter.product_url(pid), rank, utc_now()),
-        )
+    run.manifest.write(
+        q.UPSERT_PRODUCT,
+        shop,
+        pid,
+        category_id,
+        name or f"product {pid}",
+        run.adapter.product_url(pid),
+        rank,
+        utc_now(),
+    )
     run.submit(pool, jobs, pid, complete_now)
     run.summary.products += 1

@@ -14,11 +14,10 @@ from urllib.parse import urlencode
 
 from bs4 import BeautifulSoup
 
+from core.errors import ConfigError
+from crawler.errors import LayoutChanged
+
 PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
-
-
-class LayoutChanged(Exception):
-    """A page or JSON no longer has the shape the adapter reads."""
 
 
 @dataclass(frozen=True)
@@ -130,5 +129,5 @@ ADAPTERS = {"ohouse": OhouseAdapter}
 def get_adapter(name: str, shop_url: str, ranking_url: str) -> OhouseAdapter:
     """Returns the adapter registered as `name`; an unknown name lists the valid ones."""
     if name not in ADAPTERS:
-        raise ValueError(f"unknown shop '{name}'; valid shops: {', '.join(sorted(ADAPTERS))}")
+        raise ConfigError(f"unknown shop '{name}'; valid shops: {', '.join(sorted(ADAPTERS))}")
     return ADAPTERS[name](shop_url=shop_url.rstrip("/"), ranking_url=ranking_url.rstrip("/"))

@@ -1,6 +1,7 @@
 """Manners toward a host: its robots.txt, a request rate it never sees exceeded, and its pauses.
 
-One HostPolicy per host is shared by every thread that fetches from it.
+One RateLimiter and one Robots per host are shared by every thread that fetches from it
+(crawler/fetch.py keeps them).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import collections
 import threading
 import time
 import urllib.robotparser
-from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+
+from core.errors import ConfigError
 
 # A host that asks for a pause longer than this is treated as down for this run.
 MAX_RETRY_AFTER_S = 300.0
@@ -25,11 +27,10 @@ class RateLimiter:
     `pause_until` stops every request to the host until a time the host asked for.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float) -> None:
         if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
+            raise ConfigError(f"a request rate must be positive, got {rate}")
         self.rate = rate
-        self._clock = clock
         self._lock = threading.Lock()
         self._starts: collections.deque[float] = collections.deque()
         self._next = 0.0
@@ -44,7 +45,7 @@ class RateLimiter:
         capacity = max(1, int(self.rate))
         while True:
             with self._lock:
-                now = self._clock()
+                now = time.monotonic()
                 while self._starts and now - self._starts[0] >= WINDOW_S:
                     self._starts.popleft()
                 ready = max(self._next, self._paused_until)

@@ -12,15 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from crawler.errors import InvalidImage
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
-
-
-class InvalidImage(Exception):
-    """Bytes that are not a whole, acceptable image; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

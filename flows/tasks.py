@@ -2,47 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
-from crawler.crawl import crawl
-from curation.dedupe import dedupe
-from curation.labeling import pull, push
-from curation.labelstudio import connect
-from reviewlens.settings import CrawlConfig, DedupeConfig, LabelConfig, Layout, TrainConfig
+from core.layout import Layout
+from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
+from crawler.crawl import CrawlSummary, crawl
+from crawler.errors import LayoutChanged
+from curation.dedupe.grouping import DedupeSummary, dedupe
+from curation.labeling.client import connect
+from curation.labeling.sync import PullSummary, PushSummary, pull, push
 from training.evaluate import evaluate, promote
 from training.train import train
 
 
-@task(retries=2, retry_delay_seconds=30)
-def crawl_task(config: CrawlConfig, data_dir: str) -> dict[str, Any]:
+def _not_a_layout_change(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """A changed page layout fails the same way every time: only other failures are retried."""
+    return not isinstance(state.result(raise_on_failure=False), LayoutChanged)
+
+
+@task(retries=2, retry_delay_seconds=30, retry_condition_fn=_not_a_layout_change)
+def crawl_task(config: CrawlConfig, data_dir: str) -> CrawlSummary:
     summary = crawl(config, Layout(Path(data_dir)))
     get_run_logger().info("crawl: %s", summary)
-    return asdict(summary)
+    return summary
 
 
 @task
-def dedupe_task(config: DedupeConfig, data_dir: str) -> dict[str, Any]:
+def dedupe_task(config: DedupeConfig, data_dir: str) -> DedupeSummary:
     summary = dedupe(config, Layout(Path(data_dir)))
     get_run_logger().info("dedupe: %s", summary)
-    return asdict(summary)
+    return summary
 
 
 @task(retries=2, retry_delay_seconds=10)
-def label_push_task(config: LabelConfig, data_dir: str) -> dict[str, Any]:
+def label_push_task(config: LabelConfig, data_dir: str) -> PushSummary:
     summary = push(config, Layout(Path(data_dir)), connect())
     get_run_logger().info("label push: %s", summary)
-    return asdict(summary)
+    return summary
 
 
 @task(retries=2, retry_delay_seconds=10)
-def label_pull_task(config: LabelConfig, data_dir: str) -> dict[str, Any]:
+def label_pull_task(config: LabelConfig, data_dir: str) -> PullSummary:
     summary = pull(config, Layout(Path(data_dir)), connect())
     get_run_logger().info("label pull: %s", summary)
-    return asdict(summary)
+    return summary
 
 
 @task
@@ -52,8 +61,17 @@ def train_task(config: TrainConfig, data_dir: str) -> str:
     return str(run_dir)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    run_dir: str
+    results: dict[str, dict[str, float]]  # member (and "ensemble") -> top1, top3 in percent
+    gate: dict[str, Any]
+    promoted: bool
+    markdown: str
+
+
 @task
-def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> dict[str, Any]:
+def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> Evaluation:
     layout = Layout(Path(data_dir))
     report = evaluate(Path(run_dir), layout)
     logger = get_run_logger()
@@ -63,10 +81,4 @@ def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> dict[
         logger.info("promoted to %s: %s", promote(Path(run_dir), layout), report.gate["reason"])
     else:
         logger.info("not promoted: %s", report.gate["reason"])
-    return {
-        "run_dir": run_dir,
-        "results": report.results,
-        "gate": report.gate,
-        "promoted": promoted,
-        "markdown": report.markdown,
-    }
+    return Evaluation(run_dir, report.results, report.gate, promoted, report.markdown)

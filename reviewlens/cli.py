@@ -3,24 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from core.errors import ConfigError, ReviewlensError
+from core.layout import DEFAULT_DATA_DIR, Layout
+from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.settings import DEFAULT_DATA_DIR, CrawlConfig, DedupeConfig, LabelConfig, Layout, from_mapping
 
 T = TypeVar("T")
 
 
-def _config(args: argparse.Namespace, cls: type[T], **overrides: object) -> T:
-    """Settings from --config (JSON, unknown keys rejected) with flags given on the line on top."""
-    values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not JSON: {exc}") from exc
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """--config FILE and a flag per field of settings class `cls`, each defaulting to the class's."""
+    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields; flags given override it")
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, Mapping):
+            parser.add_argument(flag, action="append", metavar="KEY=VALUE", help=f"{f.name} entry (repeat)")
+        elif isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            shown = " ".join(map(str, default))
+            parser.add_argument(flag, nargs="+", type=kind, metavar=f.name.upper(), help=f"(default: {shown})")
+        else:
+            parser.add_argument(flag, type=type(default), help=f"(default: {default})")
+
+
+def config_from_flags(args: argparse.Namespace, cls: type[T]) -> T:
+    """Settings from --config, with the flags given on the line on top; unknown keys are rejected."""
+    values = _read_json(args.config) if args.config else {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"the config file {args.config} must hold a JSON object")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        given = getattr(args, f.name)
+        if given is None:
+            continue
+        if f.name == "weights":
+            pairs = [item.partition("=") for item in given]
+            if bad := [k for k, sep, _ in pairs if not sep]:
+                raise ConfigError(f"--weights takes MEMBER=FILE, got '{bad[0]}'")
+            given = {k: v for k, _, v in pairs}
+        values[f.name] = given
     return from_mapping(cls, values)
 
 
@@ -63,36 +103,28 @@ def cmd_demo_shop(args: argparse.Namespace) -> None:
 def cmd_crawl(args: argparse.Namespace) -> None:
     from crawler.crawl import crawl
 
-    config = _config(
-        args,
-        CrawlConfig,
-        shop=args.shop,
-        shop_url=args.shop_url,
-        ranking_url=args.ranking_url or args.shop_url,
-        image_hosts=tuple(args.image_host) if args.image_host else None,
-        categories=tuple(args.category) if args.category else None,
-        top_n=args.top_n,
-    )
-    print(crawl(config, Layout(args.data_dir)))
+    if args.shop_url and not args.ranking_url:
+        args.ranking_url = args.shop_url  # a shop whose ranking pages live on its own host
+    print(crawl(config_from_flags(args, CrawlConfig), Layout(args.data_dir)))
 
 
 def cmd_dedupe(args: argparse.Namespace) -> None:
-    from curation.dedupe import dedupe
+    from curation.dedupe.grouping import dedupe
 
-    print(dedupe(_config(args, DedupeConfig, max_distance=args.max_distance), Layout(args.data_dir)))
+    print(dedupe(config_from_flags(args, DedupeConfig), Layout(args.data_dir)))
 
 
 def cmd_contact_sheet(args: argparse.Namespace) -> None:
-    from curation.contact_sheet import write_contact_sheet
+    from curation.dedupe.contact_sheet import write_contact_sheet
 
     print(write_contact_sheet(Layout(args.data_dir), args.out))
 
 
 def cmd_label(args: argparse.Namespace) -> None:
-    from curation.labeling import pull, push
-    from curation.labelstudio import connect
+    from curation.labeling.client import connect
+    from curation.labeling.sync import pull, push
 
-    config = _config(args, LabelConfig, project_title=args.project_title)
+    config = config_from_flags(args, LabelConfig)
     client = connect()
     stage = push if args.action == "push" else pull
     print(stage(config, Layout(args.data_dir), client))
@@ -118,16 +150,17 @@ def cmd_label_studio(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from training.train import config_from_args, train
+    from training.train import train
 
-    print(train(config_from_args(args), Layout(args.data_dir)))
+    print(train(config_from_flags(args, TrainConfig), Layout(args.data_dir)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate, promote
+    from training.runs import latest_run
 
     layout = Layout(args.data_dir)
-    run_dir = Path(args.run) if args.run else _latest_run(layout)
+    run_dir = Path(args.run) if args.run else latest_run(layout)
     report = evaluate(run_dir, layout)
     print(report.markdown)
     print(f"gate: {report.gate['reason']}")
@@ -135,34 +168,41 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"promoted to {promote(run_dir, layout)}")
 
 
-def _latest_run(layout: Layout) -> Path:
-    runs = sorted(p.parent for p in layout.runs_dir.glob("*/model.pt"))
-    if not runs:
-        raise FileNotFoundError(f"no trained run under {layout.runs_dir}: run `reviewlens train` first")
-    return runs[-1]
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     from training.bundle import Ensemble
     from training.predict import predict
+    from training.runs import latest_run
 
     layout = Layout(args.data_dir)
     model = (
         Path(args.model)
         if args.model
-        else (layout.production_dir if (layout.production_dir / "model.pt").exists() else _latest_run(layout))
+        else (layout.production_dir if (layout.production_dir / "model.pt").exists() else latest_run(layout))
     )
     ensemble = Ensemble.load(model)
     for rank, guess in enumerate(predict(ensemble, Path(args.photo)), start=1):
         print(f"{rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
 
 
+PIPELINE_SETTINGS: dict[str, type[Any]] = {
+    "crawl": CrawlConfig,
+    "dedupe": DedupeConfig,
+    "label": LabelConfig,
+    "train": TrainConfig,
+}
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from flows.pipeline import pipeline_flow
 
-    settings = json.loads(Path(args.config).read_text()) if args.config else {}
-    result = pipeline_flow(data_dir=str(args.data_dir), **settings)
-    print(result["evaluate"]["markdown"])
+    settings = _read_json(args.config) if args.config else {}
+    if unknown := sorted(set(settings) - set(PIPELINE_SETTINGS)):
+        raise ConfigError(f"unknown pipeline settings: {', '.join(unknown)}; valid: {', '.join(PIPELINE_SETTINGS)}")
+    configs: dict[str, Any] = {
+        stage: from_mapping(cls, settings.get(stage, {})) for stage, cls in PIPELINE_SETTINGS.items()
+    }
+    result = pipeline_flow(data_dir=str(args.data_dir), **configs)
+    print(result.evaluate.markdown)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -178,8 +218,6 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import get_args_parser
-
     parser = argparse.ArgumentParser(prog="reviewlens", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,19 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crawl", help="crawl the shop's best sellers and their review photos")
     _add_data_dir(p)
-    p.add_argument("--config", help="JSON file of crawl settings")
-    p.add_argument("--shop", help="shop adapter (ohouse)")
-    p.add_argument("--shop-url", help="base URL of the shop's pages and JSON")
-    p.add_argument("--ranking-url", help="base URL of the ranking pages (default: --shop-url)")
-    p.add_argument("--image-host", action="append", help="host:port photos may come from (repeat)")
-    p.add_argument("--category", type=int, action="append", help="category id (repeat)")
-    p.add_argument("--top-n", type=int, help="best sellers per category")
+    add_config_flags(p, CrawlConfig)
     p.set_defaults(func=cmd_crawl)
 
     p = sub.add_parser("dedupe", help="validate, hash and group near-duplicate photos")
     _add_data_dir(p)
-    p.add_argument("--config", help="JSON file of dedupe settings")
-    p.add_argument("--max-distance", type=int, help="pHash Hamming distance of a near duplicate")
+    add_config_flags(p, DedupeConfig)
     p.set_defaults(func=cmd_dedupe)
 
     p = sub.add_parser("contact-sheet", help="an HTML page of the duplicate groups and rule verdicts")
@@ -232,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="push tasks to Label Studio, or pull decisions back")
     p.add_argument("action", choices=["push", "pull"])
     _add_data_dir(p)
-    p.add_argument("--config", help="JSON file of label settings")
-    p.add_argument("--project-title")
+    add_config_flags(p, LabelConfig)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("label-studio", help="start, stop or check the local Label Studio server")
@@ -244,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_label_studio)
 
-    p = sub.add_parser("train", help="train the ensemble on the accepted photos", parents=[get_args_parser()])
+    p = sub.add_parser("train", help="train the ensemble on the accepted photos")
     _add_data_dir(p)
+    add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Top-1 / Top-3 of a run, and the promotion gate")
@@ -283,14 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from crawler.fetch import FetchError
-    from crawler.ohouse import LayoutChanged
-    from curation.labelstudio import LabelStudioError
-    from training.members import MissingWeights
-
     try:
         args.func(args)
-    except (LabelStudioError, MissingWeights, LayoutChanged, FetchError, FileNotFoundError, ValueError, OSError) as exc:
+    except ReviewlensError as exc:  # what the user can fix; anything else is a bug and keeps its traceback
         print(f"reviewlens {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

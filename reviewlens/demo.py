@@ -1,7 +1,7 @@
 """`reviewlens demo`: the pipeline end to end on the demo shop, on this machine, with real servers.
 
-Generates the shop, serves it, starts Label Studio, runs the pipeline flow with the scripted
-annotator, and says where to look.
+Generates the shop, serves it, starts Label Studio, runs the demo's flow (the pipeline's tasks
+with the scripted annotator answering in Label Studio where people would), and says where to look.
 """
 
 from __future__ import annotations
@@ -10,20 +10,61 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from curation.contact_sheet import write_contact_sheet
+from prefect import flow, get_run_logger, task
+
+from core.layout import Layout
+from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
+from curation.dedupe.contact_sheet import write_contact_sheet
+from curation.labeling.client import connect
+from curation.labeling.shapes import CHOICE_VIEW, RULES_VIEW
+from flows.pipeline import PipelineResult, retrain_flow
+from flows.tasks import crawl_task, dedupe_task, label_pull_task, label_push_task
+from reviewlens.demoshop.annotator import annotate_all, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.settings import Layout, TrainConfig
 
 # Fixed ports keep photo URLs, and so the manifest's provenance, the same from run to run.
 SHOP_PORT, IMAGE_PORT = 8700, 8701
 
 
-def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str, object]:
-    """Runs the demo; returns the pipeline's result."""
-    from flows.pipeline import pipeline_flow
+@task
+def scripted_annotator_task(label: LabelConfig, data_dir: str, shop_dir: str) -> int:
+    """Answers every open task of both projects from the demo shop's ground truth."""
+    client, shop, store = connect(), Path(shop_dir), Layout(Path(data_dir)).store_dir
+    answered = annotate_all(client, client.ensure_project(label.project_title, store, RULES_VIEW), shop)
+    chosen = choose_all(client, client.ensure_project(label.choice_project_title, store, CHOICE_VIEW), shop)
+    get_run_logger().info("scripted annotator answered %d rule tasks and %d product choices", answered, chosen)
+    return answered + chosen
 
+
+@flow(name="demo")
+def demo_flow(
+    data_dir: str,
+    shop_dir: str,
+    crawl: CrawlConfig,
+    train: TrainConfig | None = None,
+    label: LabelConfig | None = None,
+    promote: bool = True,
+) -> PipelineResult:
+    """The pipeline's stages, with the scripted annotator answering after each label push."""
+    label = label or LabelConfig()
+    crawled = crawl_task(crawl, data_dir)
+    deduped = dedupe_task(DedupeConfig(), data_dir)
+    pushed = label_push_task(label, data_dir)
+    scripted_annotator_task(label, data_dir, shop_dir)
+    pulled = label_pull_task(label, data_dir)
+    if pulled.chosen:
+        # Photos whose product was just chosen go through the rules in the same run.
+        label_push_task(label, data_dir)
+        scripted_annotator_task(label, data_dir, shop_dir)
+        pulled = replace(label_pull_task(label, data_dir), chosen=pulled.chosen)
+    evaluated = retrain_flow(data_dir, train, promote)
+    return PipelineResult(crawled, deduped, pushed, pulled, evaluated)
+
+
+def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineResult:
+    """Runs the demo; returns the flow's result."""
     data_dir = Path(data_dir).resolve()
     layout = Layout(data_dir)
     shop_config = GeneratorConfig()
@@ -47,23 +88,18 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> dict[str,
     )
     with DemoShop(shop_dir, port=SHOP_PORT, image_port=IMAGE_PORT) as shop:
         print(f"3/3 running the pipeline against the demo shop at {shop.url}", flush=True)
-        crawl = {
-            **shop.crawl_settings(),
-            # The demo shop runs on this machine: it can take more than a real shop's default.
-            "api_rate": 20.0,
-            "image_rate": 50.0,
-        }
-        train = {k: list(v) if isinstance(v, tuple) else v for k, v in train_config.__dict__.items() if k != "weights"}
-        result = pipeline_flow(data_dir=str(data_dir), crawl=crawl, train=train, demo_shop_dir=str(shop_dir))
-    evaluated = result["evaluate"]
-    run_dir = Path(evaluated["run_dir"])
+        # The demo shop runs on this machine: it can take more than a real shop's default rates.
+        crawl = from_mapping(CrawlConfig, {**shop.crawl_settings(), "api_rate": 20.0, "image_rate": 50.0})
+        result = demo_flow(str(data_dir), str(shop_dir), crawl, train_config)
+    evaluated = result.evaluate
+    run_dir = Path(evaluated.run_dir)
     print()
-    print(evaluated["markdown"])
+    print(evaluated.markdown)
     print(f"Report:        {run_dir / 'report.md'} (and report.json)")
-    print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated['promoted']} ({evaluated['gate']['reason']})")
+    print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated.promoted} ({evaluated.gate['reason']})")
     print(f"Manifest:      {layout.manifest_path}")
     print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
-    print(f"Label Studio:  {result['push']['project_url']}")
+    print(f"Label Studio:  {result.push.project_url}")
     print(
         f"  login {creds.username} / {creds.password} "
         f"(kept in {server.home / 'credentials.json'}; `make stop` stops it)"

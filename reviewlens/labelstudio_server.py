@@ -18,7 +18,13 @@ from pathlib import Path
 
 import requests
 
+from core.errors import ReviewlensError
+
 DEFAULT_BIN = Path(".venv-labelstudio/bin/label-studio")
+
+
+class ServerError(ReviewlensError):
+    """The local Label Studio is not installed, exited, or does not answer; the message says where to look."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class LabelStudioServer:
         if self.is_up():
             return creds
         if not self.binary.exists():
-            raise RuntimeError(f"Label Studio is not installed at {self.binary}: run `make env`")
+            raise ServerError(f"Label Studio is not installed at {self.binary}: run `make env`")
         env = {
             **os.environ,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
@@ -102,12 +108,12 @@ class LabelStudioServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"Label Studio exited with {proc.returncode}: see {self.home / 'label-studio.log'}")
+                raise ServerError(f"Label Studio exited with {proc.returncode}: see {self.home / 'label-studio.log'}")
             if self.is_up():
                 return creds
             time.sleep(1.0)
         self.stop()
-        raise RuntimeError(f"Label Studio did not answer at {self.url} within {timeout_s:.0f}s")
+        raise ServerError(f"Label Studio did not answer at {self.url} within {timeout_s:.0f}s")
 
     def stop(self) -> None:
         """Stops the server this home folder started, if it runs."""

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Prefect runs on its ephemeral local API, in a home of the test run's own.
-os.environ.setdefault(
-    "PREFECT_HOME", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"reviewlens-prefect-{os.getpid()}")
-)
+# Prefect runs on its ephemeral local API, in a home of the test run's own that goes with it
+# (`make test` also points HOME and the caches at a new folder).
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="reviewlens-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from core.layout import Layout
+from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.settings import CrawlConfig, Layout, from_mapping
 
 # Small enough to crawl, label and train in seconds; every kind of rule-breaker is present.
 SMALL_SHOP = GeneratorConfig(seed=7, n_categories=2, products_per_category=3, photos_per_product=30)

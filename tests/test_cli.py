@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from reviewlens.cli import main
+from core.settings import TrainConfig
+from reviewlens.cli import build_parser, config_from_flags, main
 
 SUBCOMMANDS = [
     ["demo-shop"],
@@ -54,3 +56,35 @@ def test_unknown_config_keys_are_rejected(tmp_path: Path, capsys: pytest.Capture
     assert main(["dedupe", "--config", str(config), "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "unknown DedupeConfig keys: max_distanse" in err and "valid keys: max_cross_distance, max_distance" in err
+
+
+def test_train_takes_every_setting_from_a_file_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "train.json"
+    config.write_text('{"epochs": 2, "label_smoothing": 0.2, "members": ["efficientnet_lite1"]}')
+    words = ["train", "--config", str(config), "--epochs", "3", "--weights", "resnet50=/w/resnet50.pth"]
+    settings = config_from_flags(build_parser().parse_args(words), TrainConfig)
+    assert (settings.epochs, settings.label_smoothing, settings.members) == (3, 0.2, ("efficientnet_lite1",))
+    assert settings.weights == {"resnet50": "/w/resnet50.pth"}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "reviewlens.cli", "train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in help_text]
+    assert missing == []
+
+
+def test_a_bad_value_is_a_user_error_and_a_bug_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "train.json"
+    config.write_text('{"epochs": "many"}')
+    assert main(["train", "--config", str(config), "--data-dir", str(tmp_path)]) == 1
+    assert "bad TrainConfig values: epochs" in capsys.readouterr().err
+    assert main(["train", "--members", "vit_h_14", "--data-dir", str(tmp_path)]) == 1
+    assert "valid members: efficientnet_lite0" in capsys.readouterr().err
+
+    def broken(*args: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("training.train.train", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["train", "--data-dir", str(tmp_path)])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
-from curation.detector import Detection
-from curation.estimates import estimate
-from curation.labeling import prediction
-from curation.rules import SEVERAL
+from curation.labeling.rule_tasks import machine_prediction
+from curation.labeling.shapes import SEVERAL
+from curation.preannotate.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
+from curation.preannotate.detector import Detection
+from curation.preannotate.estimates import estimate
 from reviewlens.demoshop.generate import load_truth
 
 
@@ -85,7 +85,7 @@ def test_estimates_from_a_location() -> None:
 
 def test_a_location_becomes_the_pre_annotated_box() -> None:
     where = Location((0.1, 0.2, 0.6, 1.0), 2)
-    pre = prediction([Detection("vase", 0.7, (0.0, 0.0, 0.1, 0.1))], where, estimate([], 0.5, where))
+    pre = machine_prediction([Detection("vase", 0.7, (0.0, 0.0, 0.1, 0.1))], where, estimate([], 0.5, where))
     boxes = [r["value"] for r in pre["result"] if r["type"] == "rectanglelabels"]
     assert len(boxes) == 1 and (round(boxes[0]["x"]), round(boxes[0]["width"])) == (10, 50)
     assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and "ddt" in pre["model_version"]

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.layout import Layout
+from core.manifest import Manifest
 from crawler.crawl import crawl
-from crawler.fetch import Fetcher, FetchError
-from crawler.ohouse import LayoutChanged, get_adapter, parse_ranking_html, parse_ranking_json, parse_reviews
-from crawler.store import InvalidImage, PhotoStore
+from crawler.errors import FetchError, InvalidImage, LayoutChanged
+from crawler.fetch import Fetcher
+from crawler.ohouse import get_adapter, parse_ranking_html, parse_ranking_json, parse_reviews
+from crawler.store import PhotoStore
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
 from tests.conftest import crawl_config
+from tests.db import count
 
 REVIEWS_PAGE = {
     "count": 2,
@@ -141,7 +143,7 @@ def test_crawl_stores_every_photo_once_with_provenance(
     truth = load_truth(shop_dir)
     assert summary.photos_stored == len(truth) and summary.photos_failed == 0
     with Manifest(layout.manifest_path) as m:
-        assert m.count("photos") == len(truth)
+        assert count(m, "photos") == len(truth)
         rows = m.conn.execute("SELECT s.*, p.path FROM sources s JOIN photos p USING (sha256)").fetchall()
         assert len(rows) == len(truth)
         for r in rows:
@@ -169,7 +171,7 @@ def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(
     assert len(review_pages) == len(shop.data.products)
     assert all("page=1&" in str(r["path"]) for r in review_pages)
     with Manifest(layout.manifest_path) as m:
-        assert m.count("sources") == m.count("photos") == sum(1 for _ in load_truth(shop.data.photos_dir.parent))
+        assert count(m, "sources") == count(m, "photos") == sum(1 for _ in load_truth(shop.data.photos_dir.parent))
 
 
 def _state(layout: Layout) -> tuple[set[tuple[str, ...]], set[str], list[str]]:
@@ -209,13 +211,15 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
     while time.monotonic() < deadline:
         if layout.manifest_path.exists():
             with Manifest(layout.manifest_path) as m:
-                if m.count("photos") >= 40:
+                if count(m, "photos") >= 40:
                     break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with Manifest(layout.manifest_path) as m:
-        assert 40 <= m.count("photos") < sum(1 for _ in load_truth(shop.data.photos_dir.parent)), "not killed mid-crawl"
+        assert 40 <= count(m, "photos") < sum(1 for _ in load_truth(shop.data.photos_dir.parent)), (
+            "not killed mid-crawl"
+        )
     subprocess.run(args, check=True)
 
     reference = Layout(tmp_path / "uninterrupted")

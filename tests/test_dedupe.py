@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig
 from crawler.crawl import crawl
-from curation.dedupe import dedupe, group_pairs
-from curation.hashing import hamming_matrix
-from curation.neardup import MultiIndex, near_pairs, pairs_brute, pairs_indexed
+from curation.dedupe.grouping import dedupe, group_pairs
+from curation.dedupe.hashing import hamming_matrix
+from curation.dedupe.neardup import MultiIndex, near_pairs, pairs_brute, pairs_indexed
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest, utc_now
-from reviewlens.settings import DedupeConfig, Layout
 from tests.conftest import crawl_config
+from tests.db import count
 
 
 def test_near_pairs_equal_brute_force() -> None:
@@ -74,10 +76,10 @@ def test_groups_are_transitive() -> None:
 def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoShop, shop_dir, layout: Layout) -> None:
     crawl(crawl_config(shop), layout)
     # A photo that went bad in the store after the crawl: recorded invalid, the batch goes on.
-    with Manifest(layout.manifest_path) as m, m.transaction() as db:
+    with Manifest(layout.manifest_path) as m:
         (layout.store_dir / "zz").mkdir()
         (layout.store_dir / "zz" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-        db.execute("INSERT INTO photos VALUES ('zz-bad','zz/bad.jpg','JPEG',10,10,11,?)", (utc_now(),))
+        m.conn.execute("INSERT INTO photos VALUES ('zz-bad','zz/bad.jpg','JPEG',10,10,11,?)", (utc_now(),))
     summary = dedupe(DedupeConfig(), layout)
     truth = load_truth(shop_dir)
     assert summary.invalid == 1 and summary.photos == len(truth)
@@ -88,7 +90,7 @@ def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoS
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
             for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
-        kept = m.count("curation", "is_kept = 1")
+        kept = count(m, "curation", "is_kept = 1")
     reposts = [t for t in truth.values() if t.duplicate_of]
     joined = sum(group[t.photo_id] == group[t.duplicate_of] for t in reposts)
     assert joined == len(reposts), f"{joined} of {len(reposts)} re-posts grouped with their original"

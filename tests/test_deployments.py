@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from core.layout import Layout
+from core.manifest import Manifest
 from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
 from tests.conftest import crawl_config, free_port
+from tests.db import count
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,4 +116,4 @@ def test_a_process_worker_runs_a_deployed_stage(prefect_env: dict[str, str], sho
     runs = _api(prefect_env, "/flow_runs/filter")
     assert [r["state_type"] for r in runs] == ["COMPLETED"], worker.stdout[-3000:]  # type: ignore[index,union-attr]
     with Manifest(layout.manifest_path) as m:
-        assert m.count("curation") == m.count("photos") > 0
+        assert count(m, "curation") == count(m, "photos") > 0

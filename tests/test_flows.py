@@ -1,18 +1,26 @@
-"""The retrain trigger: accepted photos counted since the newest training run."""
+"""The flows: typed settings, no Prefect retry of a changed layout, and the retrain trigger."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flows.pipeline import accepted_since_last_training
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
+import pytest
+from prefect.exceptions import ParameterTypeError
+
+from core.layout import Layout
+from core.manifest import Manifest
+from crawler.errors import LayoutChanged
+from flows.pipeline import crawl_flow
+from reviewlens.demoshop.faults import FaultPlan
+from reviewlens.demoshop.server import DemoShop
+from tests.conftest import crawl_config
+from tests.shoplog import read_log
+from training.runs import accepted_since_last_run
 
 
 def _label(m: Manifest, sha: str, decision: str, decided_at: str) -> None:
-    with m.transaction() as db:
-        db.execute("INSERT INTO photos VALUES (?, 'p', 'JPEG', 1, 1, 1, '')", (sha,))
-        db.execute("INSERT INTO labels VALUES (?, 1, 1, '', 1, ?, '', 1.0, 1, ?)", (sha, decision, decided_at))
+    m.conn.execute("INSERT INTO photos VALUES (?, 'p', 'JPEG', 1, 1, 1, '')", (sha,))
+    m.conn.execute("INSERT INTO labels VALUES (?, 1, 1, '', 1, ?, '', 1.0, 1, ?)", (sha, decision, decided_at))
 
 
 def test_only_acceptances_after_the_newest_run_count(tmp_path: Path) -> None:
@@ -21,9 +29,26 @@ def test_only_acceptances_after_the_newest_run_count(tmp_path: Path) -> None:
         _label(m, "a", "accept", "2026-03-01T10:00:00+00:00")
         _label(m, "b", "accept", "2026-03-02T10:00:00+00:00")
         _label(m, "c", "reject", "2026-03-02T11:00:00+00:00")
-    assert accepted_since_last_training(str(tmp_path)) == 2
+    assert accepted_since_last_run(layout) == 2
     run = layout.runs_dir / "20260301T120000Z-snap-abc"
     run.mkdir(parents=True)
-    assert accepted_since_last_training(str(tmp_path)) == 2  # a run without a model never finished
+    assert accepted_since_last_run(layout) == 2  # a run without a model never finished
     (run / "model.pt").write_bytes(b"")
-    assert accepted_since_last_training(str(tmp_path)) == 1
+    assert accepted_since_last_run(layout) == 1
+
+
+def test_prefect_never_retries_a_changed_layout(shop: DemoShop, layout: Layout, tmp_path: Path) -> None:
+    # A redesigned shop fails the same way every time: the crawl task fails on its first run,
+    # where a retry would crawl the shop again after its delay.
+    shop.faults = FaultPlan({"drift": 1.0})
+    with pytest.raises(LayoutChanged, match="field 'products' not found"):
+        crawl_flow(str(layout.data_dir), crawl_config(shop, retries=0))
+    rankings = [r for r in read_log(tmp_path / "requests.jsonl") if str(r["path"]).startswith("/commerces/ranks")]
+    assert len(rankings) == len(shop.crawl_settings()["categories"])
+
+
+def test_flows_take_typed_settings_and_refuse_unknown_keys(layout: Layout) -> None:
+    with pytest.raises(ParameterTypeError, match="top_nn"):
+        crawl_flow(str(layout.data_dir), {"top_nn": 3})  # type: ignore[arg-type]
+    with pytest.raises(ParameterTypeError, match="top_n"):
+        crawl_flow(str(layout.data_dir), {"top_n": "three"})  # type: ignore[arg-type]

@@ -1,4 +1,8 @@
-"""The whole pipeline as a Prefect flow, against the demo shop and a real Label Studio server."""
+"""The whole pipeline as Prefect flows, against the demo shop and a real Label Studio server.
+
+The demo's flow runs the stages with the scripted annotator answering; the production pipeline
+then runs again over the same data and changes nothing it should not.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from curation.colocalise import LOCALISER_VERSION
-from curation.contact_sheet import write_contact_sheet
-from curation.labeling import pull, push
-from curation.labelstudio import LabelStudioError, connect
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import LabelConfig, TrainConfig, from_mapping
+from curation.dedupe.contact_sheet import write_contact_sheet
+from curation.labeling.client import LabelStudioError, connect
+from curation.preannotate.colocalise import LOCALISER_VERSION
 from flows.pipeline import pipeline_flow
+from reviewlens.demo import demo_flow
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.manifest import Manifest
-from reviewlens.settings import LabelConfig, Layout
 from tests.conftest import crawl_config
+from tests.db import count
 from training.bundle import Ensemble
 from training.predict import predict
 
@@ -27,11 +33,9 @@ TRAIN = {"members": ["efficientnet_lite0", "efficientnet_lite1"], "epochs": 1, "
 
 
 def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout) -> None:
-    crawl = {k: list(v) if isinstance(v, tuple) else v for k, v in crawl_config(shop).__dict__.items()}
-    label = {"project_title": f"pipeline {layout.data_dir.name}"}
-    result = pipeline_flow(
-        data_dir=str(layout.data_dir), crawl=crawl, label=label, train=TRAIN, demo_shop_dir=str(shop_dir)
-    )
+    label = LabelConfig(project_title=f"pipeline {layout.data_dir.name}")
+    train = from_mapping(TrainConfig, TRAIN)
+    result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
     truth = load_truth(shop_dir)
 
     with Manifest(layout.manifest_path) as m:
@@ -46,8 +50,8 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     # Every kept photo was labeled, and each decision is what the rules give on the ground truth;
     # photos posted under two products went out once a person had chosen their product.
     crossed = [t for t in truth.values() if t.kind == "cross"]
-    assert crossed and len(rows) == result["dedupe"]["groups"]
-    assert result["push"]["pushed"] == len(rows) - result["pull"]["chosen"]
+    assert crossed and len(rows) == result.dedupe.groups
+    assert result.push.pushed == len(rows) - result.pull.chosen
     for r in rows:
         t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
         expected = "accept" if t.coverage >= 0.5 and t.n_objects == 1 else "reject"
@@ -67,12 +71,12 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
         versions = [
             r[0] for r in m.conn.execute("SELECT model_version FROM estimates JOIN product_choices USING (sha256)")
         ]
-    assert len(chosen) == result["pull"]["chosen"] >= len(crossed)
+    assert len(chosen) == result.pull.chosen >= len(crossed)
     # ... and was located among the photos of the product chosen for it.
     assert len(versions) == len(chosen) and all(LOCALISER_VERSION in v for v in versions)
     for t in crossed:
         assert chosen[groups[t.photo_id]] == str(truth[t.duplicate_of].product_id)
-    snapshot = json.loads((Path(result["evaluate"]["run_dir"]) / "snapshot.json").read_text())
+    snapshot = json.loads((Path(result.evaluate.run_dir) / "snapshot.json").read_text())
     trained_as = {
         e["group_id"]: snapshot["classes"][e["label"]]["product_id"]
         for e in snapshot["examples"]
@@ -81,21 +85,21 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert trained_as and all(chosen[g] == p for g, p in trained_as.items())
 
     # The report holds every member's figures and the ensemble's, as JSON and as a table.
-    run_dir = Path(result["evaluate"]["run_dir"])
+    run_dir = Path(result.evaluate.run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     assert set(report["results"]) == {"efficientnet_lite0", "efficientnet_lite1", "ensemble"}
     for figures in report["results"].values():
         assert 0 <= figures["top1"] <= figures["top3"] <= 100
     assert "| Ensemble (soft voting) |" in (run_dir / "report.md").read_text()
-    assert result["evaluate"]["promoted"] and (layout.production_dir / "model.pt").exists()
+    assert result.evaluate.promoted and (layout.production_dir / "model.pt").exists()
 
     # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first
     client = connect()
     with Manifest(layout.manifest_path) as m:
-        assert m.count("estimates") == len(rows)
-    tasks = sorted(client.sdk.tasks.list(project=result["push"]["project_id"], page_size=500), key=lambda t: t.id)
+        assert count(m, "estimates") == len(rows)
+    tasks = sorted(client.sdk.tasks.list(project=result.push.project_id, page_size=500), key=lambda t: t.id)
     # (each push orders its own tasks; the run's second push held the photos whose product was chosen)
-    verdicts = [t.data["machine_verdict"] for t in tasks][: result["push"]["pushed"]]
+    verdicts = [t.data["machine_verdict"] for t in tasks][: result.push.pushed]
     assert "unsure" in verdicts
     assert verdicts == sorted(verdicts, key=lambda v: v != "unsure")
 
@@ -103,19 +107,21 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     page = write_contact_sheet(layout).read_text()
     # ... with the machine's product box over each photo it found one in.
     with Manifest(layout.manifest_path) as m:
-        assert m.count("estimates", "box IS NOT NULL") == m.count("estimates", "coverage IS NOT NULL") > 0
+        assert count(m, "estimates", "box IS NOT NULL") == count(m, "estimates", "coverage IS NOT NULL") > 0
     assert 'class="box"' in page
     duplicated = sum(1 for g in set(groups.values()) if list(groups.values()).count(g) > 1)
     assert f"Duplicate groups ({duplicated})" in page and duplicated > 0
     assert all(f"Machine verdict: {v}" in page for v in ("pass", "fail", "unsure"))
 
-    # Pushing and pulling again changes nothing, in Label Studio or in the manifest.
-    config = LabelConfig(**label)
-    again = push(config, layout, client)
-    assert again.pushed == 0 and again.already == len(rows) and again.choices == 0
-    assert len(client.task_ids_by_key(again.project_id, "sha256")) == len(rows)
-    pulled = pull(config, layout, client)
-    assert pulled.decided == 0 and pulled.unchanged == len(rows) and pulled.chosen == 0
+    # The production pipeline over the same shop and data: it crawls nothing new, pushes and
+    # pulls nothing again (in Label Studio or the manifest), and retrains on the same photos.
+    again = pipeline_flow(str(layout.data_dir), crawl_config(shop), label=label, train=train)
+    assert again.crawl.photos_stored == 0 and again.dedupe.checked == 0
+    assert again.push.pushed == 0 and again.push.already == len(rows) and again.push.choices == 0
+    assert len(client.task_ids_by_key(again.push.project_id, "sha256")) == len(rows)
+    assert again.pull.decided == 0 and again.pull.unchanged == len(rows) and again.pull.chosen == 0
+    retrained = json.loads((Path(again.evaluate.run_dir) / "snapshot.json").read_text())
+    assert retrained["snapshot_id"] == snapshot["snapshot_id"] and again.evaluate.run_dir != result.evaluate.run_dir
 
     # predict names three catalog products with their links, best first.
     photo = shop_dir / "photos" / f"{next(iter(truth))}.jpg"

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.layout import Layout
+from core.manifest import Manifest
 from crawler.crawl import crawl
-from crawler.ohouse import LayoutChanged
+from crawler.errors import LayoutChanged
 from crawler.polite import WINDOW_S, RateLimiter, retry_after_seconds
 from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
 from tests.conftest import crawl_config
+from tests.db import count
 from tests.shoplog import max_in_window, read_log
 
 
@@ -94,7 +95,7 @@ def test_redirects_never_reach_a_foreign_host_or_a_disallowed_path(
     shop.faults = None
     crawl(crawl_config(shop), layout)  # the shop behaves again: the re-run completes the store
     with Manifest(layout.manifest_path) as m:
-        assert m.count("photos") == len(load_truth(shop_dir)) and m.count("failures") == 0
+        assert count(m, "photos") == len(load_truth(shop_dir)) and count(m, "failures") == 0
 
 
 def test_default_fault_mix_ends_with_every_photo_intact_after_one_rerun(
@@ -110,7 +111,7 @@ def test_default_fault_mix_ends_with_every_photo_intact_after_one_rerun(
     truth = load_truth(shop_dir)
     with Manifest(layout.manifest_path) as m:
         rows = m.conn.execute("SELECT sha256, path FROM photos").fetchall()
-        assert m.count("failures") == 0
+        assert count(m, "failures") == 0
     assert len(rows) == len(truth)
     for r in rows:  # intact: the bytes hash to their name and decode whole
         data = (layout.store_dir / r["path"]).read_bytes()
@@ -125,4 +126,4 @@ def test_a_redesigned_shop_fails_loudly_and_stores_nothing(shop: DemoShop, layou
     with pytest.raises(LayoutChanged, match="field 'products' not found"):
         crawl(crawl_config(shop), layout)
     with Manifest(layout.manifest_path) as m:
-        assert m.count("photos") == m.count("sources") == 0
+        assert count(m, "photos") == count(m, "sources") == 0

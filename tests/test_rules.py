@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from curation.detector import Detection
-from curation.labeling import prediction
-from curation.rules import SEVERAL, decide
+from curation.labeling.rule_tasks import machine_prediction
+from curation.labeling.rules import decide
+from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
+from curation.preannotate.detector import Detection
 
 
 def _box(w: float, h: float) -> dict:
@@ -39,15 +40,17 @@ def test_missing_box_and_skipped_task_are_rejected() -> None:
 
 
 def test_detections_become_a_pre_annotation_in_percent() -> None:
-    pre = prediction([Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0)), Detection("vase", 0.5, (0.0, 0.0, 0.1, 0.1))])
+    pre = machine_prediction(
+        [Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0)), Detection("vase", 0.5, (0.0, 0.0, 0.1, 0.1))]
+    )
     box = pre["result"][0]["value"]
     assert (round(box["x"]), round(box["y"]), round(box["width"]), round(box["height"])) == (10, 20, 50, 80)
     assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and pre["score"] == 0.9
-    assert prediction([])["result"] == []
+    assert machine_prediction([])["result"] == []
 
 
 def test_estimates_decide_only_where_the_detector_is_sure() -> None:
-    from curation.estimates import estimate
+    from curation.preannotate.estimates import estimate
 
     big = Detection("couch", 0.9, (0.05, 0.05, 0.95, 0.95))
     small = Detection("vase", 0.8, (0.4, 0.4, 0.6, 0.6))
@@ -62,8 +65,6 @@ def test_estimates_decide_only_where_the_detector_is_sure() -> None:
 
 
 def test_a_product_choice_reads_back_as_its_product_id() -> None:
-    from curation.product_choice import NONE_OF_THESE, chosen_product
-
     ids = {"Oak chair (100001)": "100001", "Oak chair, grey (100002)": "100002"}
 
     def answer(label: str) -> list[dict]:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig
 from crawler.crawl import crawl
-from curation.dedupe import dedupe
-from curation.neardup import near_pairs
+from curation.dedupe.grouping import dedupe
+from curation.dedupe.neardup import near_pairs
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest, utc_now
-from reviewlens.settings import DedupeConfig, Layout
 from tests.conftest import crawl_config
 from training.data import make_snapshot
 
@@ -21,8 +22,8 @@ def test_no_pair_within_the_threshold_crosses_splits(shop: DemoShop, shop_dir: P
     config = DedupeConfig()
     dedupe(config, layout)
     with Manifest(layout.manifest_path) as m:
-        with m.transaction() as db:  # every kept photo accepted, as if annotators said so
-            db.execute(
+        with m.conn:  # every kept photo accepted, as if annotators said so
+            m.conn.execute(
                 "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
                 "SELECT sha256, 1, rowid, ?, 'accept', ? FROM curation WHERE is_kept = 1",
                 (utc_now(), utc_now()),
@@ -30,7 +31,7 @@ def test_no_pair_within_the_threshold_crosses_splits(shop: DemoShop, shop_dir: P
         rows = m.conn.execute(
             "SELECT sha256, phash, centre_hash, group_id FROM curation WHERE status = 'ok'"
         ).fetchall()
-    snapshot = make_snapshot(layout, val_share=0.2, test_share=0.2, seed=0)
+    snapshot = make_snapshot(layout, val_share=0.2, test_share=0.2, seed=0, min_photos=5)
     split_of_group = {e.group_id: e.split for e in snapshot.examples}
     assert {"train", "val", "test"} == set(split_of_group.values())
     # Every photo, kept or not, takes its group's split: the re-posts left out would land there.

@@ -10,26 +10,23 @@ from PIL import Image
 from torchvision import models as tvm
 from torchvision.transforms import functional as TF
 
+from models import efficientnet_lite
 from tests.conftest import SHARED
-from training import efficientnet_lite
 from training.data import assign_splits
 from training.evaluate import markdown_table, topk
 from training.members import MEMBERS, MissingWeights, get_member
 
 
-def test_efficientnet_lite_loads_packaged_weights_strictly() -> None:
+def test_efficientnet_lite_loads_packaged_weights_strictly(tmp_path: Path) -> None:
     for name in efficientnet_lite.PACKAGES:
         model = efficientnet_lite.efficientnet_lite(name, num_classes=7)
         assert model(torch.zeros(1, 3, 96, 96)).shape == (1, 7)
     sd = torch.load(efficientnet_lite.packaged_weights("efficientnet_lite0"), weights_only=True)
     del sd["_blocks.3._bn1.running_var"]
-    broken = Path(torch.hub.get_dir()).parent / "broken-lite0.pth"
+    broken = tmp_path / "broken-lite0.pth"
     torch.save(sd, broken)
-    try:
-        with pytest.raises(RuntimeError, match="running_var"):
-            efficientnet_lite.efficientnet_lite("efficientnet_lite0", 7, weights=broken)
-    finally:
-        broken.unlink()
+    with pytest.raises(RuntimeError, match="running_var"):
+        efficientnet_lite.efficientnet_lite("efficientnet_lite0", 7, weights=broken)
 
 
 @pytest.mark.skipif(not (SHARED / "data/grocery-store").exists(), reason="../shared/data/grocery-store is absent")

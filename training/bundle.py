@@ -9,15 +9,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.settings import TrainConfig, from_mapping
 from training.data import ProductClass, eval_transform, load_image
 from training.members import Member, get_member
+from training.runs import NoTrainedModel
 
 
 @dataclass
 class Ensemble:
     classes: list[ProductClass]
     members: list[tuple[Member, nn.Module]]
-    image_size: int
+    config: TrainConfig  # the settings that trained it: its evaluation transform follows them
     snapshot_id: str
 
     @classmethod
@@ -26,7 +28,7 @@ class Ensemble:
         path = Path(path)
         file = path / "model.pt" if path.is_dir() else path
         if not file.exists():
-            raise FileNotFoundError(f"no trained model at {file}: run `reviewlens train` first")
+            raise NoTrainedModel(f"no trained model at {file}: run `reviewlens train` first")
         bundle: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=False)
         classes = [ProductClass(**c) for c in bundle["classes"]]
         members = []
@@ -35,7 +37,7 @@ class Ensemble:
             model = member.build(len(classes), None, False)
             model.load_state_dict(saved["state_dict"], strict=True)
             members.append((member, model.eval()))
-        return cls(classes, members, int(bundle["config"]["image_size"]), bundle["snapshot_id"])
+        return cls(classes, members, from_mapping(TrainConfig, bundle["config"]), bundle["snapshot_id"])
 
     @torch.inference_mode()
     def member_probs(self, paths: list[Path], batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -43,7 +45,7 @@ class Ensemble:
         images = [load_image(p) for p in paths]
         out = {}
         for member, model in self.members:
-            tf = eval_transform(self.image_size, member.mean, member.std)
+            tf = eval_transform(self.config.image_size, self.config.resize_ratio, member.mean, member.std)
             chunks = [
                 model(torch.stack([tf(im) for im in images[i : i + batch_size]])).softmax(-1)
                 for i in range(0, len(images), batch_size)

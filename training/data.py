@@ -13,8 +13,9 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
+from core import queries as q
+from core.layout import Layout
+from core.manifest import Manifest
 
 SPLITS = ("train", "val", "test")
 
@@ -77,27 +78,16 @@ def assign_splits(groups: list[str], val_share: float, test_share: float, seed: 
     return out
 
 
-def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int = 5) -> Snapshot:
+def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int) -> Snapshot:
     """Builds the snapshot of accepted photos and records its split in the manifest.
 
     A photo trains when it is usable (the manifest's usable_photos: the kept photo of its
     duplicate group, posted under one product only or given one by a person) and accepted by
-    the rules. Products with fewer than `min_photos` such photos are left
-    out, as the study left out products with too few photo reviews.
+    the rules. Products with fewer than `min_photos` such photos are left out.
     """
     with Manifest(layout.manifest_path) as manifest:
-        rows = manifest.conn.execute(
-            """
-            SELECT u.sha256, u.path, u.group_id, pr.product_id, pr.name, pr.url
-            FROM labels l
-            JOIN usable_photos u USING (sha256)
-            JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
-            WHERE l.decision = 'accept'
-            ORDER BY pr.product_id, u.sha256
-            """
-        ).fetchall()
         by_product: dict[str, list[sqlite3.Row]] = {}
-        for r in rows:
+        for r in manifest.rows(q.ACCEPTED_PHOTOS):
             by_product.setdefault(r["product_id"], []).append(r)
         kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= min_photos}
         classes = [ProductClass(pid, rs[0]["name"], rs[0]["url"]) for pid, rs in sorted(kept.items())]
@@ -111,10 +101,7 @@ def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int
         digest = hashlib.sha256(json.dumps([(e.sha256, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
         snapshot = Snapshot(f"snap-{digest}", classes, examples)
         with manifest.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO splits VALUES (?,?,?)",
-                [(snapshot.snapshot_id, e.sha256, e.split) for e in examples],
-            )
+            db.run_many(q.RECORD_SPLIT, [(snapshot.snapshot_id, e.sha256, e.split) for e in examples])
     return snapshot
 
 
@@ -125,12 +112,12 @@ def load_image(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(img).convert("RGB")
 
 
-def eval_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    """Resize, centre crop and normalize: the same at evaluation and prediction."""
+def eval_transform(size: int, resize_ratio: float, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    """Resize to `size` * `resize_ratio`, centre crop and normalize: the same at evaluation and prediction."""
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(int(size * 1.14), antialias=True),
+            v2.Resize(int(size * resize_ratio), antialias=True),
             v2.CenterCrop(size),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean, std),
@@ -152,11 +139,11 @@ def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) 
 
 
 class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Examples decoded once, at a little over the training size, and transformed per access."""
+    """Examples decoded once, short side at `keep_size` (the evaluation resize), transformed per access."""
 
-    def __init__(self, examples: list[Example], store_dir: Path, size: int, transform: v2.Compose) -> None:
+    def __init__(self, examples: list[Example], store_dir: Path, keep_size: int, transform: v2.Compose) -> None:
         self.labels = [e.label for e in examples]
-        keep = v2.Compose([v2.ToImage(), v2.Resize(int(size * 1.14), antialias=True)])
+        keep = v2.Compose([v2.ToImage(), v2.Resize(keep_size, antialias=True)])
         # Decoding dominates a small model's step on the CPU: do it once, not once per epoch.
         self.images = [keep(load_image(store_dir / e.path)) for e in examples]
         self.transform = transform

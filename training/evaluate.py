@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from reviewlens.settings import Layout
+from core.layout import Layout
 from training.bundle import Ensemble, soft_vote
 
 DISPLAY = {
@@ -33,11 +33,11 @@ def topk(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return round(100 * float(hits.float().mean()), 1)
 
 
-def _test_set(run_dir: Path) -> tuple[list[str], list[str], list[str]]:
+def _test_set(run_dir: Path) -> tuple[list[str], list[str]]:
+    """The run's test photos (paths under the store) and the product each shows."""
     snapshot = json.loads((run_dir / "snapshot.json").read_text())
     test = [e for e in snapshot["examples"] if e["split"] == "test"]
-    product_of = [snapshot["classes"][e["label"]]["product_id"] for e in test]
-    return [e["path"] for e in test], product_of, [e["sha256"] for e in test]
+    return [e["path"] for e in test], [snapshot["classes"][e["label"]]["product_id"] for e in test]
 
 
 def score(ensemble: Ensemble, store_dir: Path, paths: list[str], products: list[str]) -> dict[str, dict[str, float]]:
@@ -84,7 +84,7 @@ def evaluate(run_dir: Path, layout: Layout, min_gain: float = 0.0) -> Report:
     """
     run_dir = Path(run_dir)
     ensemble = Ensemble.load(run_dir)
-    paths, products, _ = _test_set(run_dir)
+    paths, products = _test_set(run_dir)
     results = score(ensemble, layout.store_dir, paths, products)
     gate = promotion_gate(results["ensemble"]["top1"], layout, paths, products, min_gain)
     report = Report(run_dir, results, len(paths), len(ensemble.classes), gate)

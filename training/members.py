@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from training import efficientnet_lite
+from core.errors import ConfigError, ReviewlensError
+from models import efficientnet_lite
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class MissingWeights(RuntimeError):
+class MissingWeights(ReviewlensError):
     """ImageNet weights for a member could not be had; the message says how to supply them."""
 
 
@@ -119,5 +120,5 @@ MEMBERS: dict[str, Member] = {
 def get_member(name: str) -> Member:
     """Returns the member registered as `name`; an unknown name lists the valid ones."""
     if name not in MEMBERS:
-        raise ValueError(f"unknown ensemble member '{name}'; valid members: {', '.join(sorted(MEMBERS))}")
+        raise ConfigError(f"unknown ensemble member '{name}'; valid members: {', '.join(sorted(MEMBERS))}")
     return MEMBERS[name]

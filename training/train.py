@@ -1,16 +1,16 @@
 """Training: each ensemble member fine-tuned on a snapshot's train split, best epoch kept by val.
 
-Laid out after torchvision's classification references: train_one_epoch, evaluate, main(args).
+Laid out after torchvision's classification references: train_one_epoch, a member's training
+loop, and train() writing a run folder whose model.pt keeps the settings that made it.
+Evaluation is training/evaluate.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from reviewlens.settings import Layout, TrainConfig
+from core.errors import ReviewlensError
+from core.layout import Layout
+from core.settings import TrainConfig
 from training.data import PhotoDataset, Snapshot, eval_transform, make_snapshot, train_transform
 from training.members import Member, get_member
+from training.runs import new_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +32,23 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class NotEnoughData(ReviewlensError):
+    """Too few accepted photos to train on; the message says how many there are."""
+
+
 def train_one_epoch(
-    model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Optimizer, dev: torch.device
+    model: nn.Module,
+    loader: DataLoader[Any],
+    optimizer: torch.optim.Optimizer,
+    dev: torch.device,
+    label_smoothing: float,
 ) -> float:
     """Runs one pass over `loader`; returns the mean training loss."""
     model.train()
     total, n = 0.0, 0
     for x, y in loader:
         x, y = x.to(dev), y.to(dev)
-        loss = nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+        loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -65,17 +76,18 @@ def train_member(
     """Fine-tunes one member; returns the model at its best validation epoch and its history."""
     weights = config.weights.get(member.name)
     model = member.build(len(snapshot.classes), Path(weights) if weights else None, True).to(dev)
+    keep_size = int(config.image_size * config.resize_ratio)
     train_set = PhotoDataset(
         snapshot.split("train"),
         layout.store_dir,
-        config.image_size,
+        keep_size,
         train_transform(config.image_size, member.mean, member.std),
     )
     val_set = PhotoDataset(
         snapshot.split("val"),
         layout.store_dir,
-        config.image_size,
-        eval_transform(config.image_size, member.mean, member.std),
+        keep_size,
+        eval_transform(config.image_size, config.resize_ratio, member.mean, member.std),
     )
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
@@ -97,7 +109,7 @@ def train_member(
     history = []
     for epoch in range(config.epochs):
         started = time.monotonic()
-        loss = train_one_epoch(model, train_loader, optimizer, dev)
+        loss = train_one_epoch(model, train_loader, optimizer, dev, config.label_smoothing)
         scheduler.step()
         val_top1 = top1(predict_proba(model, val_loader, dev), val_set.labels)
         history.append(
@@ -125,14 +137,14 @@ def train(config: TrainConfig, layout: Layout) -> Path:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     members = [get_member(name) for name in config.members]  # unknown names fail before any work
-    snapshot = make_snapshot(layout, config.val_share, config.test_share, config.seed)
+    snapshot = make_snapshot(layout, config.val_share, config.test_share, config.seed, config.min_photos)
     if len(snapshot.classes) < 2:
-        raise ValueError(
-            f"{len(snapshot.classes)} products have enough accepted photos: at least 2 are needed to train"
+        raise NotEnoughData(
+            f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
+            "at least 2 are needed to train"
         )
     dev = device()
-    run_dir = layout.runs_dir / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{snapshot.snapshot_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(layout, snapshot.snapshot_id)
     snapshot.save(run_dir / "snapshot.json")
     bundle: dict[str, Any] = {
         "classes": [asdict(c) for c in snapshot.classes],
@@ -147,36 +159,3 @@ def train(config: TrainConfig, layout: Layout) -> Path:
     torch.save(bundle, tmp)
     tmp.replace(run_dir / "model.pt")
     return run_dir
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(description="Train the ensemble on the accepted photos.", add_help=False)
-    p.add_argument("--members", nargs="+", default=list(defaults.members), help="ensemble members by name")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--image-size", type=int, default=defaults.image_size)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument(
-        "--weights", action="append", default=[], metavar="MEMBER=FILE", help="local ImageNet weights for a member"
-    )
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    weights = {}
-    for item in args.weights:
-        name, sep, file = item.partition("=")
-        if not sep:
-            raise ValueError(f"--weights takes MEMBER=FILE, got '{item}'")
-        weights[name] = file
-    return TrainConfig(
-        members=tuple(args.members),
-        epochs=args.epochs,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        weights=weights,
-    )

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from curation.labelstudio import LabelStudioClient
-from curation.product_choice import NONE_OF_THESE
-from curation.rules import SEVERAL
+from curation.labeling.client import LabelStudioClient
+from curation.labeling.shapes import NONE_OF_THESE, PRODUCT_CHOICE, box_region, choice_region, objects_region
 from reviewlens.demoshop.generate import PhotoTruth, load_truth
 
 
@@ -19,23 +18,12 @@ def answer(truth: PhotoTruth) -> list[dict[str, Any]]:
     """The annotation a careful person gives this photo."""
     x0, y0, x1, y1 = truth.bbox
     w, h = truth.width, truth.height
-    box = {
-        "from_name": "product",
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "original_width": w,
-        "original_height": h,
-        "value": {
-            "x": 100 * x0 / w,
-            "y": 100 * y0 / h,
-            "width": 100 * (x1 - x0) / w,
-            "height": 100 * (y1 - y0) / h,
-            "rotation": 0,
-            "rectanglelabels": ["product"],
-        },
-    }
-    choice = SEVERAL if truth.n_objects > 1 else "one product"
-    return [box, {"from_name": "objects", "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]
+    box = box_region((x0 / w, y0 / h, x1 / w, y1 / h), size=(w, h))
+    return [box, objects_region(truth.n_objects)]
+
+
+def _photo_id(data: dict[str, Any]) -> str:
+    return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
 
 
 def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
@@ -43,8 +31,7 @@ def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> 
     truth = load_truth(shop_dir)
     done = 0
     for task_id, data in list(client.unannotated(project_id)):
-        photo_id = str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
-        client.annotate(task_id, answer(truth[photo_id]))
+        client.annotate(task_id, answer(truth[_photo_id(data)]))
         done += 1
     return done
 
@@ -60,10 +47,8 @@ def choose_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> in
     truth = load_truth(shop_dir)
     done = 0
     for task_id, data in list(client.unannotated(project_id)):
-        photo_id = str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
-        shown = product_of(truth, photo_id)
+        shown = product_of(truth, _photo_id(data))
         label = next((k for k, v in data["product_ids"].items() if v == shown), NONE_OF_THESE)
-        result = {"from_name": "product_id", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
-        client.annotate(task_id, [result])
+        client.annotate(task_id, [choice_region(PRODUCT_CHOICE, label)])
         done += 1
     return done

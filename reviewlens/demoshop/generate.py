@@ -250,11 +250,10 @@ def _kinds(config: GeneratorConfig, rng: random.Random) -> list[str]:
     kinds = [k for k, c in counts.items() for _ in range(c)]
     kinds += ["clean"] * (n - len(kinds))
     # Re-posts need an earlier photo: the first three reviews of a product are never re-posts.
-    head, tail = kinds[:0], kinds
-    rng.shuffle(tail)
-    while any(k == "repost" for k in tail[:3]):
-        rng.shuffle(tail)
-    return head + tail
+    rng.shuffle(kinds)
+    while any(k == "repost" for k in kinds[:3]):
+        rng.shuffle(kinds)
+    return kinds
 
 
 def generate(config: GeneratorConfig, out_dir: Path) -> Path:

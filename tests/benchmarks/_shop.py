@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.settings import CrawlConfig, from_mapping
 from tests.shoplog import max_in_window, read_log
 
 __all__ = ["crawl_config", "make_shop", "max_in_window", "read_log", "workdir"]

@@ -13,14 +13,15 @@ import hashlib
 
 from PIL import Image
 
+from core.layout import Layout
+from core.manifest import Manifest
 from crawler.crawl import crawl
-from crawler.ohouse import LayoutChanged
+from crawler.errors import LayoutChanged
 from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
 from tests.benchmarks._shop import crawl_config, make_shop, read_log, workdir
+from tests.db import count
 
 
 def intact(path: object, sha: str) -> bool:
@@ -54,7 +55,7 @@ def main() -> None:
     truth = load_truth(shop_dir)
     with Manifest(layout.manifest_path) as m:
         rows = m.conn.execute("SELECT sha256, path FROM photos").fetchall()
-        failed = m.count("failures")
+        failed = count(m, "failures")
     good = sum(intact(layout.store_dir / r["path"], r["sha256"]) for r in rows)
     on_disk = [p for p in layout.store_dir.rglob("*") if p.is_file()]
     print(f"requests: {len(log)}, faulted: {sum(faults.values())} ({dict(sorted(faults.items()))})")

@@ -14,15 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from core.layout import Layout
+from core.manifest import Manifest
 from crawler.crawl import _Crawl, _Job, crawl  # the photo path alone is timed, without the pages
 from crawler.fetch import Fetcher
 from crawler.ohouse import Review, get_adapter
 from crawler.store import PhotoStore
 from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
 from tests.benchmarks._shop import crawl_config, make_shop, max_in_window, read_log, workdir
+from tests.db import count
 
 API_RATE = 5.0
 IMAGE_RATE = 200.0
@@ -67,7 +68,7 @@ def main() -> None:
             started = time.monotonic()
             run.run_jobs(jobs, pool)
             ours = len(urls) / (time.monotonic() - started)
-            assert manifest.count("photos") == len(urls)
+            assert count(manifest, "photos") == len(urls)
 
     print(f"crawl: {crawled}")
     print(f"api_requests: {len(api)} at a limit of {API_RATE:.1f}/s")

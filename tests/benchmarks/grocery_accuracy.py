@@ -15,7 +15,8 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from reviewlens.settings import Layout, TrainConfig
+from core.layout import Layout
+from core.settings import TrainConfig
 from tests.benchmarks._grocery import GROCERY, grocery_photos
 from tests.benchmarks._shop import workdir
 from training.data import Example, PhotoDataset, ProductClass, Snapshot, eval_transform
@@ -64,7 +65,10 @@ def main() -> None:
         member = get_member(name)
         model, _ = train_member(member, snapshot, layout, config, dev)
         test_set = PhotoDataset(
-            test, layout.store_dir, config.image_size, eval_transform(config.image_size, member.mean, member.std)
+            test,
+            layout.store_dir,
+            int(config.image_size * config.resize_ratio),
+            eval_transform(config.image_size, config.resize_ratio, member.mean, member.std),
         )
         probs[name] = predict_proba(model, DataLoader(test_set, batch_size=128), dev)
         results[name] = {"top1": topk(probs[name], labels, 1), "top3": topk(probs[name], labels, 3)}

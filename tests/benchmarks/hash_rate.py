@@ -16,7 +16,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from curation.hashing import check_photos
+from curation.dedupe.hashing import check_photos
 from tests.benchmarks._grocery import grocery_photos
 
 

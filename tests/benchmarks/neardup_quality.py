@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from curation.dedupe import DedupeConfig
-from curation.hashing import check_photos, hamming_matrix
+from core.settings import DedupeConfig
+from curation.dedupe.hashing import check_photos, hamming_matrix
 from tests.benchmarks._grocery import GROCERY, grocery_photos
 
 N = 500

@@ -18,8 +18,8 @@ import time
 import numba
 import numpy as np
 
-from curation.neardup import TABLES, MultiIndex, pairs_brute, pairs_indexed
-from reviewlens.settings import DedupeConfig
+from core.settings import DedupeConfig
+from curation.dedupe.neardup import TABLES, MultiIndex, pairs_brute, pairs_indexed
 
 N = 1_000_000
 PLANTED = 50_000

@@ -2,7 +2,7 @@
 
 For each rule and for both together: the share of photos the machine is sure of, and how often
 its sure verdicts agree with the truth; first from the COCO detector alone, then with the
-co-localiser (curation/colocalise.py) run over each product's photos, as label push runs it.
+co-localiser (curation/preannotate/colocalise.py) run over each product's photos, as label push runs it.
 The last two lines are the second's.
 
     .venv/bin/python -m tests.benchmarks.rules_agreement [--seed 0]
@@ -15,9 +15,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from curation.colocalise import CoLocaliser, Location
-from curation.detector import Detector
-from curation.estimates import RuleEstimate, estimate
+from curation.preannotate.colocalise import CoLocaliser, Location
+from curation.preannotate.detector import Detector
+from curation.preannotate.estimates import RuleEstimate, estimate
 from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from tests.benchmarks._shop import workdir
@@ -56,7 +56,7 @@ def main() -> None:
     by_product: dict[str, list[str]] = defaultdict(list)
     for t in truth.values():
         # A photo posted under another product too is located once a person has chosen the
-        # product it shows (curation/product_choice.py): among that product's photos.
+        # product it shows (curation/labeling/product_choice.py): among that product's photos.
         by_product[product_of(truth, t.photo_id)].append(t.photo_id)
     located: dict[str, Location] = {}
     for photos in by_product.values():

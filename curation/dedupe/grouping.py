@@ -3,7 +3,7 @@
 Exact duplicates need no work: the store is content-addressed, so the same bytes posted twice
 are one photo with two `sources` rows. Near duplicates (a re-post resized, recompressed or
 cropped) are pairs whose 64-bit pHash differ in at most `max_distance` bits, or whose pHash is
-within `max_cross_distance` of the other's centre hash (curation/neardup.py).
+within `max_cross_distance` of the other's centre hash (curation/dedupe/neardup.py).
 
 The thresholds come from tests/benchmarks/neardup_quality.py on 500 real grocery-store photos:
 at 10 bits (imagededup's default) JPEG quality 40, 50% resizing and +20% brightness are all
@@ -16,14 +16,17 @@ them and adds no false pair. Mirrored re-posts are not found.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from curation.hashing import check_photos
-from curation.neardup import near_pairs
-from reviewlens.manifest import Manifest
-from reviewlens.settings import DedupeConfig, Layout
+from core import queries as q
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import DedupeConfig
+from curation.dedupe.hashing import check_photos
+from curation.dedupe.neardup import near_pairs
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ def group_pairs(n: int, pairs: list[tuple[int, int]]) -> list[int]:
 
 
 def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, summary: DedupeSummary) -> None:
-    rows = manifest.conn.execute(
-        "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"
-    ).fetchall()
+    rows = manifest.rows(q.UNCHECKED_PHOTOS)
     checks = check_photos((layout.store_dir / r["path"] for r in rows), config.min_side, config.workers)
     batch: list[tuple[str, str, str | None, str | None, str | None]] = []
     for row, check in zip(rows, checks, strict=True):
@@ -80,7 +81,7 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
 
 def _save_checks(manifest: Manifest, batch: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
     with manifest.transaction() as db:
-        db.executemany("INSERT INTO curation (sha256, status, reason, phash, centre_hash) VALUES (?,?,?,?,?)", batch)
+        db.run_many(q.INSERT_CHECK, batch)
     batch.clear()
 
 
@@ -94,10 +95,7 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
     summary = DedupeSummary()
     with Manifest(layout.manifest_path) as manifest:
         _check_new_photos(manifest, layout, config, summary)
-        rows = manifest.conn.execute(
-            "SELECT c.sha256, c.phash, c.centre_hash, p.width * p.height AS pixels, p.stored_at "
-            "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
-        ).fetchall()
+        rows = manifest.rows(q.HASHED_PHOTOS)
         full = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
         centre = np.array([int(r["centre_hash"] or r["phash"], 16) for r in rows], dtype=np.uint64)
         pairs = near_pairs(full, centre, config.max_distance, config.max_cross_distance)
@@ -105,26 +103,26 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
         members: dict[int, list[int]] = {}
         for i, root in enumerate(roots):
             members.setdefault(root, []).append(i)
+        products_of = _products_of_photos(manifest)
         updates = []
         for group in members.values():
             kept = min(group, key=lambda i: (-rows[i]["pixels"], rows[i]["stored_at"], rows[i]["sha256"]))
-            products = _group_products(manifest, [rows[i]["sha256"] for i in group])
-            ambiguous = int(products > 1)
+            products = set().union(*(products_of[rows[i]["sha256"]] for i in group))
+            ambiguous = int(len(products) > 1)
             summary.ambiguous += ambiguous * len(group)
             for i in group:
                 updates.append((rows[kept]["sha256"], int(i == kept), ambiguous, rows[i]["sha256"]))
         with manifest.transaction() as db:
-            db.executemany("UPDATE curation SET group_id=?, is_kept=?, is_ambiguous=? WHERE sha256=?", updates)
+            db.run_many(q.SET_GROUP, updates)
         summary.photos = len(rows)
         summary.groups = len(members)
         summary.duplicates = len(rows) - len(members)
     return summary
 
 
-def _group_products(manifest: Manifest, shas: list[str]) -> int:
-    """Number of distinct products a group of photos was posted under."""
-    marks = ",".join("?" * len(shas))
-    row = manifest.conn.execute(
-        f"SELECT COUNT(DISTINCT product_id) FROM sources WHERE sha256 IN ({marks})", shas
-    ).fetchone()
-    return int(row[0])
+def _products_of_photos(manifest: Manifest) -> dict[str, set[str]]:
+    """{photo: the products it was posted under}."""
+    products: dict[str, set[str]] = defaultdict(set)
+    for r in manifest.rows(q.PHOTO_PRODUCTS):
+        products[r["sha256"]].add(r["product_id"])
+    return products

@@ -1,4 +1,4 @@
-"""The compiled inner loop of curation/neardup.py's multi-index hash (numba).
+"""The compiled inner loop of curation/dedupe/neardup.py's multi-index hash (numba).
 
 Kept apart so that the module that explains the index stays readable and this one holds only
 what must run at machine speed: joining a table's query buckets with the database buckets

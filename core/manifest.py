@@ -1,15 +1,19 @@
 """The one manifest: a SQLite file each stage extends with what it learned about a photo.
 
 Every photo is keyed by the SHA-256 of its bytes. Failures are rows with a reason, not crashes.
+The stages run only the named queries of core/queries.py through it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from core.queries import Query
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -72,7 +76,7 @@ CREATE TABLE IF NOT EXISTS estimates (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     coverage REAL,                -- share of the photo the product's box covers
     n_objects INTEGER NOT NULL,   -- confident objects found
-    confidence REAL NOT NULL,     -- 0..1, see curation/estimates.py
+    confidence REAL NOT NULL,     -- 0..1, see curation/preannotate/estimates.py
     coverage_verdict TEXT NOT NULL,   -- 'pass', 'fail' or 'unsure'
     objects_verdict TEXT NOT NULL,
     model_version TEXT NOT NULL,
@@ -123,6 +127,19 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class Writer:
+    """The writes of one transaction: named queries only."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def run(self, query: Query, *params: Any) -> None:
+        self._conn.execute(query, params)
+
+    def run_many(self, query: Query, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(query, rows)
+
+
 class Manifest:
     """A connection to the manifest, its schema created on first open."""
 
@@ -147,35 +164,34 @@ class Manifest:
         if "box" not in {r[1] for r in self.conn.execute("PRAGMA table_info(estimates)")}:
             self.conn.execute("ALTER TABLE estimates ADD COLUMN box TEXT")
 
+    def rows(self, query: Query, *params: Any) -> list[sqlite3.Row]:
+        """Every row `query` returns."""
+        return self.conn.execute(query, params).fetchall()
+
+    def row(self, query: Query, *params: Any) -> sqlite3.Row | None:
+        """The first row `query` returns, or None."""
+        row: sqlite3.Row | None = self.conn.execute(query, params).fetchone()
+        return row
+
+    def scalar(self, query: Query, *params: Any) -> int:
+        """The single number a COUNT query returns."""
+        return int(self.conn.execute(query, params).fetchone()[0])
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Writer]:
         """Runs the block's writes as one transaction: all land or none do."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
+            yield Writer(self.conn)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
-    def count(self, table: str, where: str = "1=1", *params: object) -> int:
-        """Number of rows of `table` matching `where`."""
-        row = self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()
-        return int(row[0])
-
-    def record_pushed(self, table: str, project_id: int, task_ids: dict[str, int]) -> None:
-        """Notes in `table` (labels or product_choices) the Label Studio task of each photo.
-
-        A photo noted already keeps its row: pushing again never forgets a decision.
-        """
-        if table not in ("labels", "product_choices"):
-            raise ValueError(f"not a table of pushed tasks: {table}")
-        now = utc_now()
+    def write(self, query: Query, *params: Any) -> None:
+        """Runs one write as its own transaction."""
         with self.transaction() as db:
-            db.executemany(
-                f"INSERT OR IGNORE INTO {table} (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)",
-                [(sha, project_id, task_id, now) for sha, task_id in task_ids.items()],
-            )
+            db.run(query, *params)
 
     def close(self) -> None:
         self.conn.close()

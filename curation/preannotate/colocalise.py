@@ -10,20 +10,23 @@ product's coverage. A positive region that looks unlike the product (its descrip
 the product's mean descriptor) is something else that looks like an object: a second product.
 
 The descriptors are those of EfficientNet-Lite0's first stride-32 block, with its ImageNet
-weights; tests/benchmarks/rules_agreement.py measures the verdicts they lead to.
+weights; tests/benchmarks/rules_agreement.py measures the verdicts they lead to. The network is
+models/efficientnet_lite.py, which training fine-tunes too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
+
+from models.efficientnet_lite import MEAN, STD, EfficientNetLite, efficientnet_lite
 
 LOCALISER_VERSION = "ddt-efficientnet_lite0"
 # Input side: 12 x 12 descriptors at stride 32, upsampled four times before the regions are cut.
@@ -57,28 +60,11 @@ class CoLocaliser:
         self.weights = weights
 
     @cached_property
-    def _trunk(self) -> tuple[object, int]:
-
-        from training.efficientnet_lite import efficientnet_lite
-
-        net = efficientnet_lite("efficientnet_lite0", 1000, self.weights).eval()
-        # The first block of the last stride: descriptors of whole parts, still 12 x 12 at 384 px.
-        stride, last = 2, 0
-        for i, block in enumerate(cast(Iterable[Any], net._blocks)):
-            stride *= block._depthwise_conv.stride[0]
-            if stride == 32:
-                last = i
-                break
-        return net, last
+    def _net(self) -> EfficientNetLite:
+        return efficientnet_lite("efficientnet_lite0", 1000, self.weights).eval()
 
     def descriptors(self, paths: Sequence[Path]) -> np.ndarray:
         """(photos, 12, 12, channels) descriptors of each photo, resized to a square."""
-        import torch
-        import torch.nn.functional as F
-
-        from training.efficientnet_lite import MEAN, STD
-
-        net, last = self._trunk
         mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         std = torch.tensor(STD).view(1, 3, 1, 1)
         out = []
@@ -86,9 +72,8 @@ class CoLocaliser:
             pixels = np.stack([_square(p) for p in paths[start : start + BATCH]])
             x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
             with torch.no_grad():  # a local switch: training may run in this process next
-                x = F.relu6(net._bn0(net._conv_stem(x)))  # type: ignore[attr-defined]
-                for block in net._blocks[: last + 1]:  # type: ignore[attr-defined]
-                    x = block(x)
+                # The first block of the last stride: descriptors of whole parts, still 12 x 12 at 384 px.
+                x = self._net.features(x, stride=32)
             out.append(x.permute(0, 2, 3, 1).numpy())
         return np.concatenate(out)
 

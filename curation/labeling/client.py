@@ -1,4 +1,4 @@
-"""Label Studio behind one small module: the project, its tasks, and the annotations coming back.
+"""Label Studio's API behind one small client: projects, their tasks, and the annotations coming back.
 
 The server's URL and token come from the environment (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY);
 they are never written to code or logs.
@@ -16,33 +16,14 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from core.errors import ReviewlensError
+
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-# The labeling view: a box around the product (its coverage follows from the box) and a choice
-# for the second rule. $product shows the product the review was posted under.
-LABEL_CONFIG = """<View>
-  <Header value="Draw one box around the product: $product"/>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="product" toName="image" strokeWidth="3">
-    <Label value="product" background="#e6194b"/>
-  </RectangleLabels>
-  <Choices name="objects" toName="image" choice="single" showInline="true" required="true">
-    <Choice value="one product"/>
-    <Choice value="several products"/>
-  </Choices>
-</View>"""
+# Tasks sent in one import request: large imports time out on a small server.
+IMPORT_BATCH = 100
 
 
-# The second view: a photo posted under several products, and which of them it shows. The
-# choices come from each task's $candidates, so one project serves every such photo.
-CHOICE_CONFIG = """<View>
-  <Header value="This photo was posted under several products. Which one does it show?"/>
-  <Image name="image" value="$image" zoom="true"/>
-  <Choices name="product_id" toName="image" value="$candidates" choice="single" required="true"/>
-</View>"""
-
-
-class LabelStudioError(RuntimeError):
+class LabelStudioError(ReviewlensError):
     """Label Studio could not be reached or refused the request; the message says what to do."""
 
 
@@ -86,7 +67,7 @@ class LabelStudioClient:
                 ) from exc
             raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from exc
 
-    def ensure_project(self, title: str, store_dir: Path, label_config: str = LABEL_CONFIG) -> int:
+    def ensure_project(self, title: str, store_dir: Path, label_config: str) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
         existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
         if existing:
@@ -119,9 +100,10 @@ class LabelStudioClient:
         return out
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
-        """Creates tasks (with their predictions) in one request."""
-        if tasks:
-            self.sdk.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)  # type: ignore[arg-type]
+        """Creates tasks (with their predictions), a hundred a request."""
+        for start in range(0, len(tasks), IMPORT_BATCH):
+            batch = tasks[start : start + IMPORT_BATCH]
+            self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)  # type: ignore[arg-type]
 
     def completed(self, project_id: int) -> Iterator[Completed]:
         """Yields each annotated task with its latest annotation."""

@@ -5,14 +5,14 @@ multi-index hashing (Norouzi, Punjani and Fleet, 2012): each hash is cut into fo
 substrings, and two hashes within distance d differ in at most d // 4 bits on at least one
 substring (pigeonhole), so joining each substring's buckets with those within d // 4 bits finds
 every pair, and each candidate's full distance decides. The join is compiled with numba
-(curation/_mih_kernels.py). Measured in tests/benchmarks/neardup_scale.py.
+(curation/dedupe/_mih_kernels.py). Measured in tests/benchmarks/neardup_scale.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from curation.hashing import hamming_matrix
+from curation.dedupe.hashing import hamming_matrix
 
 # Below this many hashes, comparing all pairs is as fast as building an index.
 INDEX_FROM = 20_000
@@ -84,7 +84,7 @@ class MultiIndex:
     def search(self, queries: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
         """(query indices, database indices) of every pair within `max_distance` bits, as arrays."""
         _check(max_distance)
-        from curation import _mih_kernels
+        from curation.dedupe import _mih_kernels
 
         queries = np.ascontiguousarray(queries, dtype=np.uint64)
         asked = self._entries if queries is self._database else self._tables(queries)

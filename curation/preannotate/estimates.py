@@ -1,7 +1,7 @@
 """Automatic estimates of the two rules, to order and pre-fill labeling.
 
 Two sources: the COCO detector, which knows a few kinds of furniture and decor, and the
-co-localiser (curation/colocalise.py), which finds the object a product's review photos share
+co-localiser (curation/preannotate/colocalise.py), which finds the object a product's review photos share
 whatever its kind. Where the co-localiser has the photo, its box gives the coverage; a second
 confident COCO object fails the one-product rule, and a second object the co-localiser sees
 only makes that rule unsure.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curation.colocalise import Location
-from curation.detector import Detection
+from curation.preannotate.colocalise import Location
+from curation.preannotate.detector import Detection
 
 # A detection at least this confident is believed; weaker ones only make a verdict unsure.
 SURE_SCORE = 0.6
@@ -40,9 +40,13 @@ class RuleEstimate:
     @property
     def verdict(self) -> str:
         """The photo's verdict on both rules together."""
-        if "fail" in (self.coverage_verdict, self.objects_verdict):
-            return "fail"
-        return "unsure" if self.unsure else "pass"
+        return photo_verdict(self.coverage_verdict, self.objects_verdict)
+
+
+def photo_verdict(coverage_verdict: str, objects_verdict: str) -> str:
+    """One failed rule fails the photo; otherwise one unsure rule leaves it to a person."""
+    rules = (coverage_verdict, objects_verdict)
+    return "fail" if "fail" in rules else "unsure" if "unsure" in rules else "pass"
 
 
 def _area(d: Detection) -> float:

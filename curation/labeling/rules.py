@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SEVERAL = "several products"
+from curation.labeling.shapes import SEVERAL, box_coverage, boxes_in, choices_in
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,12 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
     """
     if cancelled:
         return Decision("reject", "skipped by the annotator", None, 0)
-    boxes = [r["value"] for r in result if r.get("type") == "rectanglelabels"]
-    choices = [c for r in result if r.get("type") == "choices" for c in r["value"].get("choices", [])]
-    several = SEVERAL in choices
+    boxes = boxes_in(result)
+    several = SEVERAL in choices_in(result)
     n_objects = max(len(boxes), 2 if several else min(1, len(boxes)))
     if not boxes:
         return Decision("reject", "no product box drawn", None, n_objects)
-    # Box values are percentages of the image's width and height.
-    coverage = round(boxes[0]["width"] * boxes[0]["height"] / 10_000, 4)
+    coverage = box_coverage(boxes[0])
     if n_objects > 1:
         return Decision("reject", f"{n_objects} products in the photo", coverage, n_objects)
     if coverage < min_coverage:

@@ -8,8 +8,10 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-from reviewlens.manifest import Manifest
-from reviewlens.settings import Layout
+from core import queries as q
+from core.layout import Layout
+from core.manifest import Manifest
+from curation.preannotate.estimates import photo_verdict
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; }
@@ -47,20 +49,12 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
 
     Images link to the store, so the page is small and shows the very bytes that were judged.
     """
-    out = out or layout.data_dir / "reports" / "contact-sheet.html"
+    out = out or layout.reports_dir / "contact-sheet.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = Path(os.path.relpath(layout.store_dir, out.parent))
     with Manifest(layout.manifest_path) as m:
-        members = m.conn.execute(
-            "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "
-            "(SELECT group_concat(DISTINCT pr.name) FROM sources s JOIN products pr "
-            " ON pr.shop = s.shop AND pr.product_id = s.product_id WHERE s.sha256 = c.sha256) AS products "
-            "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC"
-        ).fetchall()
-        verdicts = m.conn.execute(
-            "SELECT e.*, p.path, l.decision, l.reason FROM estimates e JOIN photos p USING (sha256) "
-            "LEFT JOIN labels l USING (sha256) ORDER BY e.confidence DESC"
-        ).fetchall()
+        members = m.rows(q.GROUP_MEMBERS)
+        verdicts = m.rows(q.VERDICTS)
     groups: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for r in members:
         groups[r["group_id"]].append(r)
@@ -82,9 +76,7 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
         parts.append(f"<div class='row'>{''.join(figs)}</div>")
     by_verdict: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for r in verdicts:
-        rules = (r["coverage_verdict"], r["objects_verdict"])
-        # As RuleEstimate.verdict: one failed rule fails the photo.
-        by_verdict["fail" if "fail" in rules else "unsure" if "unsure" in rules else "pass"].append(r)
+        by_verdict[photo_verdict(r["coverage_verdict"], r["objects_verdict"])].append(r)
     for verdict in ("pass", "fail", "unsure"):
         shown = by_verdict[verdict][:per_verdict]
         parts.append(

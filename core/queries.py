@@ -1,0 +1,129 @@
+"""Every query the stages run on the manifest, by name; core/manifest.py runs only these.
+
+A query is a constant string with `?` parameters: nothing is built from values at run time.
+Grouped by the stage that asks.
+"""
+
+from __future__ import annotations
+
+from typing import NewType
+
+# A named query of this module: Manifest's methods take nothing else (mypy checks it).
+Query = NewType("Query", str)
+
+# --- shared ------------------------------------------------------------------------------------
+COUNT_PHOTOS = Query("SELECT COUNT(*) FROM photos")
+COUNT_CURATED = Query("SELECT COUNT(*) FROM curation")
+COUNT_ESTIMATES = Query("SELECT COUNT(*) FROM estimates")
+COUNT_PRODUCT_CHOICES = Query("SELECT COUNT(*) FROM product_choices")
+
+# --- crawl -------------------------------------------------------------------------------------
+SOURCE_KNOWN = Query("SELECT 1 FROM sources WHERE shop = ? AND review_id = ? AND photo_url = ?")
+PRODUCT_SEEN = Query("SELECT name, reviews_complete_at FROM products WHERE shop = ? AND product_id = ?")
+UPSERT_PRODUCT = Query(
+    "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "
+    "category_id = excluded.category_id, name = excluded.name, url = excluded.url, rank = excluded.rank, "
+    "seen_at = excluded.seen_at"
+)
+PRODUCT_REVIEWS_COMPLETE = Query("UPDATE products SET reviews_complete_at = ? WHERE shop = ? AND product_id = ?")
+INSERT_PHOTO = Query("INSERT OR IGNORE INTO photos VALUES (?,?,?,?,?,?,?)")
+INSERT_SOURCE = Query("INSERT OR IGNORE INTO sources VALUES (?,?,?,?,?,?,?,?)")
+UPSERT_FAILURE = Query(
+    "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT DO UPDATE SET "
+    "reason = excluded.reason, attempts = attempts + 1, last_try = excluded.last_try"
+)
+DELETE_FAILURE = Query("DELETE FROM failures WHERE shop = ? AND review_id = ? AND photo_url = ?")
+FAILED_PHOTOS = Query(
+    "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop = ?"
+)
+
+# --- dedupe ------------------------------------------------------------------------------------
+UNCHECKED_PHOTOS = Query(
+    "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"
+)
+INSERT_CHECK = Query("INSERT INTO curation (sha256, status, reason, phash, centre_hash) VALUES (?,?,?,?,?)")
+HASHED_PHOTOS = Query(
+    "SELECT c.sha256, c.phash, c.centre_hash, p.width * p.height AS pixels, p.stored_at "
+    "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
+)
+PHOTO_PRODUCTS = Query("SELECT DISTINCT sha256, product_id FROM sources")
+SET_GROUP = Query("UPDATE curation SET group_id = ?, is_kept = ?, is_ambiguous = ? WHERE sha256 = ?")
+GROUP_MEMBERS = Query(
+    "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "
+    "(SELECT group_concat(DISTINCT pr.name) FROM sources s JOIN products pr "
+    " ON pr.shop = s.shop AND pr.product_id = s.product_id WHERE s.sha256 = c.sha256) AS products "
+    "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC"
+)
+VERDICTS = Query(
+    "SELECT e.*, p.path, l.decision, l.reason FROM estimates e JOIN photos p USING (sha256) "
+    "LEFT JOIN labels l USING (sha256) ORDER BY e.confidence DESC"
+)
+
+# --- labeling: the rules project ---------------------------------------------------------------
+PRODUCT_PHOTOS = Query("SELECT sha256, path FROM usable_photos WHERE shop = ? AND product_id = ? ORDER BY sha256")
+# Usable photos without a task yet, newest review first.
+UNLABELED_PHOTOS = Query(
+    """
+    SELECT u.sha256, u.path, u.photo_url, u.shop, pr.product_id, pr.name, pr.url
+    FROM usable_photos u
+    JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+    LEFT JOIN labels l ON l.sha256 = u.sha256
+    WHERE l.sha256 IS NULL
+    ORDER BY u.review_created_at DESC, u.sha256
+    """
+)
+SAVE_ESTIMATE = Query(
+    "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
+    "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)"
+)
+# A photo noted already keeps its row: pushing again never forgets a decision.
+NOTE_LABEL_TASK = Query("INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")
+LABEL_ANNOTATION = Query("SELECT annotation_id FROM labels WHERE sha256 = ?")
+SAVE_DECISION = Query(
+    "UPDATE labels SET annotation_id = ?, decision = ?, reason = ?, coverage = ?, n_objects = ?, decided_at = ? "
+    "WHERE sha256 = ?"
+)
+LABEL_TASKS_IN_PROJECT = Query("SELECT COUNT(*) FROM labels WHERE project_id = ?")
+ACCEPTED_SINCE = Query("SELECT COUNT(*) FROM labels WHERE decision = 'accept' AND decided_at > ?")
+
+# --- labeling: the "which product" project -----------------------------------------------------
+# Kept photos of ambiguous groups that have no choice task yet.
+UNCHOSEN_PHOTOS = Query(
+    """
+    SELECT c.sha256, c.group_id, p.path, s.photo_url
+    FROM curation c JOIN photos p USING (sha256)
+    JOIN sources s ON s.sha256 = c.sha256
+        AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
+    LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
+    WHERE c.status = 'ok' AND c.is_kept = 1 AND c.is_ambiguous = 1 AND pc.sha256 IS NULL
+    ORDER BY c.sha256
+    """
+)
+# Every product a photo of the group was posted under.
+GROUP_PRODUCTS = Query(
+    """
+    SELECT DISTINCT pr.product_id, pr.name FROM curation c
+    JOIN sources s ON s.sha256 = c.sha256
+    JOIN products pr ON pr.shop = s.shop AND pr.product_id = s.product_id
+    WHERE c.group_id = ? ORDER BY pr.product_id
+    """
+)
+NOTE_CHOICE_TASK = Query(
+    "INSERT OR IGNORE INTO product_choices (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)"
+)
+CHOICE_ANNOTATION = Query("SELECT annotation_id FROM product_choices WHERE sha256 = ?")
+SAVE_CHOICE = Query("UPDATE product_choices SET annotation_id = ?, product_id = ?, decided_at = ? WHERE sha256 = ?")
+
+# --- training ----------------------------------------------------------------------------------
+# The photos that train: usable and accepted by the rules, with the product each shows.
+ACCEPTED_PHOTOS = Query(
+    """
+    SELECT u.sha256, u.path, u.group_id, pr.product_id, pr.name, pr.url
+    FROM labels l
+    JOIN usable_photos u USING (sha256)
+    JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+    WHERE l.decision = 'accept'
+    ORDER BY pr.product_id, u.sha256
+    """
+)
+RECORD_SPLIT = Query("INSERT OR IGNORE INTO splits VALUES (?,?,?)")

@@ -1,0 +1,129 @@
+"""The rules project: pre-annotated tasks out, in the order a person should see them; decisions back.
+
+Each task carries the machine's findings (curation/preannotate/) as a pre-annotation and its
+verdict; the photos it cannot decide come first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from core import queries as q
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import LabelConfig
+from curation.labeling.client import LabelStudioClient
+from curation.labeling.exchange import new_answers, push_tasks
+from curation.labeling.rules import Decision, decide
+from curation.labeling.shapes import image_ref, prediction, rules_task
+from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
+from curation.preannotate.detector import MODEL_VERSION, Detection, Detector
+from curation.preannotate.estimates import RuleEstimate, estimate
+
+log = logging.getLogger(__name__)
+
+
+def machine_version(located: Location | None) -> str:
+    """Which models made a pre-annotation: the detector, with the co-localiser where it located."""
+    return MODEL_VERSION if located is None else f"{MODEL_VERSION}+{LOCALISER_VERSION}"
+
+
+def machine_prediction(
+    detections: list[Detection], located: Location | None = None, guess: RuleEstimate | None = None
+) -> dict[str, Any]:
+    """The machine's findings as a pre-annotation of the rules view.
+
+    With a location, the annotator starts from the product's box and the machine's object
+    count; without, from the detector's boxes.
+    """
+    if located is not None and located.n_objects and guess is not None:
+        return prediction([(located.box, guess.confidence)], guess.n_objects, machine_version(located))
+    return prediction([(d.box, d.score) for d in detections], len(detections), MODEL_VERSION)
+
+
+def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Location | None) -> None:
+    box = None if e.box is None else ",".join(f"{v:.4f}" for v in e.box)
+    manifest.write(
+        q.SAVE_ESTIMATE,
+        sha256,
+        e.coverage,
+        e.n_objects,
+        e.confidence,
+        e.coverage_verdict,
+        e.objects_verdict,
+        machine_version(located),
+        box,
+    )
+
+
+def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[sqlite3.Row]) -> dict[str, Location]:
+    """Locations of the photos in `rows`, each product co-localised over all its usable photos."""
+    located: dict[str, Location] = {}
+    for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
+        photos = manifest.rows(q.PRODUCT_PHOTOS, shop, product_id)
+        found = localiser.locate([layout.store_dir / p["path"] for p in photos])
+        if found is None:
+            log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses", shop, product_id,
+                     len(photos))  # fmt: skip
+            continue
+        located.update(zip((p["sha256"] for p in photos), found, strict=True))
+    return located
+
+
+def push_rules(
+    config: LabelConfig,
+    layout: Layout,
+    client: LabelStudioClient,
+    project_id: int,
+    root: Path,
+    detector: Detector,
+    localiser: CoLocaliser,
+) -> int:
+    """Creates a pre-annotated task for each usable photo not yet pushed; returns how many."""
+    with Manifest(layout.manifest_path) as manifest:
+        rows = {r["sha256"]: r for r in manifest.rows(q.UNLABELED_PHOTOS)}
+
+        def build(missing: list[str]) -> list[dict[str, Any]]:
+            located = _locate(manifest, layout, localiser, [rows[sha] for sha in missing])
+            ordered = []
+            for sha in missing:
+                r = rows[sha]
+                path = layout.store_dir / r["path"]
+                detections = detector.detect_file(path)
+                where = located.get(sha)
+                guess = estimate(detections, config.min_coverage, where)
+                _save_estimate(manifest, sha, guess, where)
+                task = {
+                    "data": rules_task(image_ref(path, root), sha, dict(r), r["photo_url"], guess.verdict),
+                    "predictions": [machine_prediction(detections, where, guess)],
+                }
+                ordered.append((guess.verdict != "unsure", guess.confidence, task))
+            # Annotators see tasks in the order they were created: photos the machine cannot
+            # decide come first, then the ones it decided, least confident first.
+            ordered.sort(key=lambda t: (t[0], t[1]))
+            return [task for _, _, task in ordered]
+
+        return push_tasks(client, manifest, project_id, q.NOTE_LABEL_TASK, list(rows), build)
+
+
+def pull_rules(
+    config: LabelConfig, layout: Layout, client: LabelStudioClient, project_id: int
+) -> tuple[list[Decision], int]:
+    """Applies the rules to every new answer and records accept or reject with the reason.
+
+    Returns the new decisions and how many answers were unchanged.
+    """
+    decisions = []
+    with Manifest(layout.manifest_path) as manifest:
+        answers = new_answers(client, manifest, project_id, q.LABEL_ANNOTATION)
+        for done in answers.new:
+            d = decide(done.result, done.cancelled, config.min_coverage)
+            manifest.write(
+                q.SAVE_DECISION,
+                done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), done.data["sha256"],
+            )  # fmt: skip
+            decisions.append(d)
+    return decisions, answers.unchanged

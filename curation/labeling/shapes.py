@@ -1,0 +1,138 @@
+"""Every Label Studio JSON shape reviewlens speaks: the two views, tasks, predictions, answers.
+
+Label Studio's formats: https://labelstud.io/guide/task_format and /guide/export#Label-Studio-JSON-format.
+A region's box is in percent of the image; reviewlens keeps boxes as fractions of the frame
+(left, top, right, bottom), and only this module converts between the two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of the frame
+
+# The names the views give their controls, and the values of their choices.
+PRODUCT_BOX = "product"
+OBJECTS = "objects"
+ONE = "one product"
+SEVERAL = "several products"
+PRODUCT_CHOICE = "product_id"
+NONE_OF_THESE = "none of these"
+
+# The labeling view: a box around the product (its coverage follows from the box) and a choice
+# for the second rule. $product shows the product the review was posted under.
+RULES_VIEW = f"""<View>
+  <Header value="Draw one box around the product: $product"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <RectangleLabels name="{PRODUCT_BOX}" toName="image" strokeWidth="3">
+    <Label value="product" background="#e6194b"/>
+  </RectangleLabels>
+  <Choices name="{OBJECTS}" toName="image" choice="single" showInline="true" required="true">
+    <Choice value="{ONE}"/>
+    <Choice value="{SEVERAL}"/>
+  </Choices>
+</View>"""
+
+# The second view: a photo posted under several products, and which of them it shows. The
+# choices come from each task's $candidates, so one project serves every such photo.
+CHOICE_VIEW = f"""<View>
+  <Header value="This photo was posted under several products. Which one does it show?"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <Choices name="{PRODUCT_CHOICE}" toName="image" value="$candidates" choice="single" required="true"/>
+</View>"""
+
+
+def image_ref(photo: Path, document_root: Path) -> str:
+    """The task's $image: the photo served by Label Studio's local-files storage."""
+    return f"/data/local-files/?d={photo.resolve().relative_to(document_root).as_posix()}"
+
+
+def box_region(box: Box, score: float | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A product box as a region of the rules view; `size` is the photo's (width, height) if known."""
+    region: dict[str, Any] = {
+        "from_name": PRODUCT_BOX,
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "value": {
+            "x": 100 * box[0],
+            "y": 100 * box[1],
+            "width": 100 * (box[2] - box[0]),
+            "height": 100 * (box[3] - box[1]),
+            "rotation": 0,
+            "rectanglelabels": ["product"],
+        },
+    }
+    if score is not None:
+        region["score"] = score
+    if size is not None:
+        region["original_width"], region["original_height"] = size
+    return region
+
+
+def choice_region(control: str, choice: str) -> dict[str, Any]:
+    """One choice made in the control named `control`."""
+    return {"from_name": control, "to_name": "image", "type": "choices", "value": {"choices": [choice]}}
+
+
+def objects_region(n_objects: int) -> dict[str, Any]:
+    """The rules view's answer to "how many products": one, or several."""
+    return choice_region(OBJECTS, SEVERAL if n_objects > 1 else ONE)
+
+
+def prediction(boxes: list[tuple[Box, float]], n_objects: int, model_version: str) -> dict[str, Any]:
+    """A pre-annotation of the rules view: the boxes found, with their scores, and the object count."""
+    result = [box_region(box, score) for box, score in boxes]
+    if boxes:
+        result.append(objects_region(n_objects))
+    return {"model_version": model_version, "score": max((s for _, s in boxes), default=0.0), "result": result}
+
+
+def rules_task(image: str, sha256: str, product: dict[str, str], photo_url: str, verdict: str) -> dict[str, Any]:
+    """A task of the rules project; `product` holds the product's id, name and url."""
+    return {
+        "image": image,
+        "sha256": sha256,
+        "product": product["name"],
+        "product_id": product["product_id"],
+        "product_url": product["url"],
+        "photo_url": photo_url,
+        "machine_verdict": verdict,
+    }
+
+
+def choice_task(image: str, sha256: str, photo_url: str, products: dict[str, str]) -> dict[str, Any]:
+    """A task of the "which product" project; `products` maps each choice shown to its product id."""
+    return {
+        "image": image,
+        "sha256": sha256,
+        "photo_url": photo_url,
+        "candidates": [{"value": v} for v in [*products, NONE_OF_THESE]],
+        "product_ids": products,
+    }
+
+
+def boxes_in(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The box values (in percent) of an answer's rectangles, in the order drawn."""
+    return [r["value"] for r in result if r.get("type") == "rectanglelabels"]
+
+
+def choices_in(result: list[dict[str, Any]], control: str | None = None) -> list[str]:
+    """The choices an answer made, in `control` alone when named."""
+    return [
+        c
+        for r in result
+        if r.get("type") == "choices" and (control is None or r.get("from_name") == control)
+        for c in r.get("value", {}).get("choices") or []
+    ]
+
+
+def box_coverage(value: dict[str, Any]) -> float:
+    """The share of the photo a box covers (its value is in percent of width and height)."""
+    return round(value["width"] * value["height"] / 10_000, 4)
+
+
+def chosen_product(result: list[dict[str, Any]], product_ids: dict[str, str]) -> str | None:
+    """The product id a person chose, or None for "none of these" or no choice."""
+    chosen = choices_in(result, PRODUCT_CHOICE)
+    return product_ids.get(chosen[0]) if chosen else None
