@@ -11,12 +11,6 @@ from typing import NewType
 # A named query of this module: Manifest's methods take nothing else (mypy checks it).
 Query = NewType("Query", str)
 
-# --- shared ------------------------------------------------------------------------------------
-COUNT_PHOTOS = Query("SELECT COUNT(*) FROM photos")
-COUNT_CURATED = Query("SELECT COUNT(*) FROM curation")
-COUNT_ESTIMATES = Query("SELECT COUNT(*) FROM estimates")
-COUNT_PRODUCT_CHOICES = Query("SELECT COUNT(*) FROM product_choices")
-
 # --- crawl -------------------------------------------------------------------------------------
 SOURCE_KNOWN = Query("SELECT 1 FROM sources WHERE shop = ? AND review_id = ? AND photo_url = ?")
 PRODUCT_SEEN = Query("SELECT name, reviews_complete_at FROM products WHERE shop = ? AND product_id = ?")
@@ -111,6 +105,7 @@ GROUP_PRODUCTS = Query(
 NOTE_CHOICE_TASK = Query(
     "INSERT OR IGNORE INTO product_choices (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)"
 )
+COUNT_PRODUCT_CHOICES = Query("SELECT COUNT(*) FROM product_choices")
 CHOICE_ANNOTATION = Query("SELECT annotation_id FROM product_choices WHERE sha256 = ?")
 SAVE_CHOICE = Query("UPDATE product_choices SET annotation_id = ?, product_id = ?, decided_at = ? WHERE sha256 = ?")
 

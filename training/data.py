@@ -17,8 +17,6 @@ from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass(frozen=True)
 class ProductClass:

@@ -34,10 +34,6 @@ class RuleEstimate:
     box: tuple[float, float, float, float] | None = None  # the product's, as fractions of the frame
 
     @property
-    def unsure(self) -> bool:
-        return "unsure" in (self.coverage_verdict, self.objects_verdict)
-
-    @property
     def verdict(self) -> str:
         """The photo's verdict on both rules together."""
         return photo_verdict(self.coverage_verdict, self.objects_verdict)
