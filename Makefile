@@ -35,16 +35,17 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # The tests run in a home made new for each run: nothing a machine kept from earlier work
-# (caches, torch's downloads, Prefect's database) can make a test pass.
+# (caches, torch's downloads, Prefect's database) can make a test pass, and what they write
+# (temporary files included) goes with that folder.
 test: env lint
-	@fresh=$$(mktemp -d) && echo "tests run with HOME=$$fresh" && \
+	@fresh=$$(mktemp -d) && mkdir $$fresh/tmp && echo "tests run with HOME=$$fresh" && \
 	HOME=$$fresh XDG_CACHE_HOME=$$fresh/.cache TORCH_HOME=$$fresh/.cache/torch PREFECT_HOME=$$fresh/.prefect \
-	$(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
+	TMPDIR=$$fresh/tmp $(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
 
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env
 	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
-	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement grocery_accuracy; do \
+	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement bad_inputs grocery_accuracy; do \
 		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
 
 stop:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.errors import ReviewlensError
 from core.queries import Query
 
 SCHEMA = """
@@ -113,6 +114,11 @@ JOIN photos p USING (sha256)
 JOIN sources s ON s.sha256 = c.sha256 AND s.rowid = (SELECT MIN(rowid) FROM sources WHERE sha256 = c.sha256)
 LEFT JOIN product_choices pc ON pc.sha256 = c.sha256
 WHERE c.status = 'ok' AND c.is_kept = 1 AND (c.is_ambiguous = 0 OR pc.product_id IS NOT NULL);
+CREATE TABLE IF NOT EXISTS intact_photos (  -- when a stored file last hashed to its name
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS splits (
     snapshot TEXT NOT NULL,
     sha256 TEXT NOT NULL,
@@ -140,21 +146,43 @@ class Writer:
         self._conn.executemany(query, rows)
 
 
-class Manifest:
-    """A connection to the manifest, its schema created on first open."""
+class NoManifest(ReviewlensError):
+    """No manifest where one was expected: a stage after the crawl, or a mistyped --data-dir."""
 
-    def __init__(self, path: Path) -> None:
+
+class DamagedManifest(ReviewlensError):
+    """A manifest file SQLite cannot read."""
+
+
+class Manifest:
+    """A connection to the manifest, its schema created on first open.
+
+    Only the crawl, which starts a data folder, may `create` one: every later stage refuses a
+    folder without a manifest, as it is most often a mistyped data folder.
+    """
+
+    def __init__(self, path: Path, create: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise NoManifest(f"no manifest at {self.path}: crawl into this data folder first, or check --data-dir")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: every write happens inside an explicit transaction() below.
         self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self.conn.row_factory = sqlite3.Row
-        # WAL lets a reader (a report, a flow) look while a crawl writes; a killed writer
-        # leaves the last committed state.
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)
-        self._migrate()
+        try:
+            # WAL lets a reader (a report, a flow) look while a crawl writes; a killed writer
+            # leaves the last committed state.
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise DamagedManifest(
+                f"the manifest at {self.path} cannot be read ({exc}): restore it from a copy, or move it "
+                "away and crawl again (the photo store is kept)"
+            ) from exc
 
     def _migrate(self) -> None:
         """Adds columns that manifests written by earlier versions lack."""

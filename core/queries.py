@@ -35,7 +35,8 @@ FAILED_PHOTOS = Query(
 UNCHECKED_PHOTOS = Query(
     "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"
 )
-INSERT_CHECK = Query("INSERT INTO curation (sha256, status, reason, phash, centre_hash) VALUES (?,?,?,?,?)")
+# Two dedupes at once may hash the same photo: both find the same, so the second write is a no-op.
+INSERT_CHECK = Query("INSERT OR IGNORE INTO curation (sha256, status, reason, phash, centre_hash) VALUES (?,?,?,?,?)")
 HASHED_PHOTOS = Query(
     "SELECT c.sha256, c.phash, c.centre_hash, p.width * p.height AS pixels, p.stored_at "
     "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
@@ -108,6 +109,17 @@ NOTE_CHOICE_TASK = Query(
 COUNT_PRODUCT_CHOICES = Query("SELECT COUNT(*) FROM product_choices")
 CHOICE_ANNOTATION = Query("SELECT annotation_id FROM product_choices WHERE sha256 = ?")
 SAVE_CHOICE = Query("UPDATE product_choices SET annotation_id = ?, product_id = ?, decided_at = ? WHERE sha256 = ?")
+
+# --- the store's integrity (core/photos.py) ----------------------------------------------------
+INTACT_PHOTOS = Query("SELECT sha256, bytes, mtime_ns FROM intact_photos")
+PROVE_INTACT = Query("INSERT OR REPLACE INTO intact_photos VALUES (?,?,?)")
+FORGET_INTACT = Query("DELETE FROM intact_photos WHERE sha256 = ?")
+# A damaged photo's reviews become failed fetches: the next crawl tries them first.
+FAIL_SOURCES_OF = Query(
+    "INSERT OR REPLACE INTO failures SELECT shop, review_id, photo_url, product_id, category_id, review_created_at, "
+    "?, 1, ? FROM sources WHERE sha256 = ?"
+)
+DELETE_SOURCES_OF = Query("DELETE FROM sources WHERE sha256 = ?")
 
 # --- training ----------------------------------------------------------------------------------
 # The photos that train: usable and accepted by the rules, with the product each shows.

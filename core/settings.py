@@ -9,98 +9,134 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from core.errors import ConfigError
 
 # Flow parameters are validated by pydantic: a key a config does not know is an error there too.
 _STRICT_KEYS = ConfigDict(extra="forbid")
 
+# The ranges a setting may take; a value outside is refused with the range in the message.
+Count = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+Bits = Annotated[int, Field(ge=0, le=64)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+def _web_address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"'{url}' is not an http(s) address such as https://ohou.se")
+    return url
+
+
+def _host(host: str) -> str:
+    if not host or urlsplit(f"//{host}").netloc != host:
+        raise ValueError(f"'{host}' is not a host[:port] such as image.ohou.se")
+    return host
+
+
+WebAddress = Annotated[str, AfterValidator(_web_address)]
+Host = Annotated[str, AfterValidator(_host)]
+
 
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class CrawlConfig:
-    shop: str = "ohouse"
+    shop: Text = "ohouse"
     # Base URLs of the shop's API/page host; the demo shop serves the same shapes locally.
-    shop_url: str = "https://ohou.se"
-    ranking_url: str = "https://store.ohou.se"
+    shop_url: WebAddress = "https://ohou.se"
+    ranking_url: WebAddress = "https://store.ohou.se"
     # Hosts photos may come from besides the shop's own (the real shop serves them from a CDN).
-    image_hosts: tuple[str, ...] = ("image.ohou.se",)
+    image_hosts: tuple[Host, ...] = ("image.ohou.se",)
     # The study's setting: the 20 best sellers of each category.
-    categories: tuple[int, ...] = (10000000, 18000000, 28000000, 11000000)
-    top_n: int = 20
+    categories: Annotated[tuple[int, ...], Field(min_length=1)] = (10000000, 18000000, 28000000, 11000000)
+    top_n: Count = 20
     # Where the ranking comes from: the ranks JSON, or the ranking page's product links.
-    ranking_source: str = "json"
-    max_reviews_per_product: int = 4000
+    ranking_source: Literal["json", "html"] = "json"
+    max_reviews_per_product: Count = 4000
     # Requests per second the crawler allows itself on the page/JSON hosts and on the photo hosts.
-    api_rate: float = 2.0
-    image_rate: float = 10.0
-    user_agent: str = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 20.0
+    api_rate: Positive = 2.0
+    image_rate: Positive = 10.0
+    user_agent: Text = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
+    connect_timeout_s: Positive = 5.0
+    read_timeout_s: Positive = 20.0
     # Times a failed request, or an answer that may pass when asked again, is tried again,
     # with exponential backoff from backoff_s (crawler/retry.py).
-    retries: int = 4
-    backoff_s: float = 0.5
-    image_workers: int = 4
-    max_image_bytes: int = 20_000_000
-    max_image_pixels: int = 40_000_000
+    retries: Annotated[int, Field(ge=0, le=10)] = 4
+    backoff_s: NonNegativeFloat = 0.5
+    image_workers: Count = 4
+    max_image_bytes: Count = 20_000_000
+    max_image_pixels: Count = 40_000_000
 
 
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class DedupeConfig:
     # Photos smaller than this on their short side carry too little of the product to learn from.
-    min_side: int = 64
+    min_side: Count = 64
     # Hamming distance on the 64-bit pHash at or under which two photos are one photo re-posted;
     # see curation/dedupe/grouping.py for the measurement behind it.
-    max_distance: int = 10
+    max_distance: Bits = 10
     # ...and between one photo's pHash and the other's centre hash (a re-post cropped at the border).
-    max_cross_distance: int = 6
-    workers: int = 0  # processes that hash photos; 0: one per core
+    max_cross_distance: Bits = 6
+    workers: NonNegativeInt = 0  # processes that hash photos; 0: one per core
 
 
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class LabelConfig:
-    project_title: str = "reviewlens: review photos"
+    project_title: Text = "reviewlens: review photos"
     # Where a person chooses the product of a photo posted under several products.
-    choice_project_title: str = "reviewlens: which product"
+    choice_project_title: Text = "reviewlens: which product"
     # The study's first rule: the product covers at least half of the photo.
-    min_coverage: float = 0.5
+    min_coverage: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     # Detections under this score are not shown to annotators as pre-annotations.
-    detector_min_score: float = 0.3
+    detector_min_score: Share = 0.3
 
 
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class TrainConfig:
     # Offline members by default: their ImageNet weights install with the package.
-    members: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-    image_size: int = 160
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 1e-3
+    members: Annotated[tuple[str, ...], Field(min_length=1)] = (
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+    )
+    # The networks downsample 32 times: a smaller photo has no pixels left at their last stage.
+    image_size: Annotated[int, Field(ge=32, le=1024)] = 160
+    epochs: Count = 6
+    batch_size: Count = 32
+    lr: Positive = 1e-3
     # Backbone learns ten times slower than the new head: a small shop's photos would
     # otherwise wash out the ImageNet features in a few steps.
-    backbone_lr_scale: float = 0.1
-    weight_decay: float = 1e-4
+    backbone_lr_scale: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
+    weight_decay: NonNegativeFloat = 1e-4
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
-    label_smoothing: float = 0.1
+    label_smoothing: Share = 0.1
     # Evaluation resizes the short side to image_size * this, then crops the centre: the
     # 256 / 224 of the ImageNet recipe, so a product at the frame's edge is mostly kept.
-    resize_ratio: float = 1.14
+    resize_ratio: Annotated[float, Field(ge=1, le=2, allow_inf_nan=False)] = 1.14
     # Products with fewer accepted photos are left out, as the study left out products with
     # too few photo reviews: a split needs a photo for each of train, validation and test.
-    min_photos: int = 5
+    min_photos: Count = 5
     seed: int = 0
-    val_share: float = 0.2
-    test_share: float = 0.2
-    num_threads: int = 0  # 0: let torch decide
+    val_share: Share = 0.2
+    test_share: Share = 0.2
+    num_threads: NonNegativeInt = 0  # 0: let torch decide
     weights: Mapping[str, str] = field(default_factory=dict)  # member name -> local weights file
+
+    def __post_init__(self) -> None:
+        if self.val_share + self.test_share >= 1:
+            raise ValueError(f"val_share + test_share must stay under 1, got {self.val_share + self.test_share:.2f}")
 
 
 T = TypeVar("T")
@@ -118,5 +154,5 @@ def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
     try:
         return TypeAdapter(cls).validate_python(dict(values))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"]))) for e in exc.errors())
         raise ConfigError(f"bad {cls.__name__} values: {problems}") from exc

@@ -22,7 +22,7 @@ from core.errors import ConfigError
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
 from core.settings import CrawlConfig
-from crawler.errors import CrawlError, LayoutChanged
+from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
     OhouseAdapter,
@@ -52,6 +52,8 @@ class CrawlSummary:
     failures: dict[str, int] = field(default_factory=dict)
     # Pages whose layout was not the one the adapter reads: the crawl goes on, then fails loudly.
     layout_errors: list[str] = field(default_factory=list)
+    # Pages that could not be fetched: read again next run; a crawl that read none fails.
+    page_errors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
@@ -227,7 +229,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
         log.info("removed %d temporary files left by an interrupted run", swept)
     summary = CrawlSummary()
     with (
-        Manifest(layout.manifest_path) as manifest,
+        Manifest(layout.manifest_path, create=True) as manifest,
         ThreadPoolExecutor(config.image_workers) as pool,
         tqdm(desc="products", unit="product", disable=None) as progress,  # shown on a terminal only
     ):
@@ -252,6 +254,10 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
         raise LayoutChanged(
             f"{len(summary.layout_errors)} pages had an unexpected layout ({shown}). Crawled: {summary}"
         )
+    if summary.products == 0 or (summary.review_pages == 0 and summary.page_errors):
+        # A scheduled run must notice a crawl that read nothing: a dead host, a wrong URL or category.
+        reasons = "; ".join(summary.page_errors[:3]) or "the rankings listed no product"
+        raise NothingCrawled(f"no product or review page could be read from {config.shop_url}: {reasons}")
     return summary
 
 
@@ -260,6 +266,7 @@ def _page_failed(summary: CrawlSummary, what: str, exc: CrawlError) -> None:
         summary.layout_errors.append(f"{what}: {exc}")
         log.error("%s: the page layout changed: %s", what, exc)
     else:
+        summary.page_errors.append(f"{what}: {exc.reason}")
         log.warning("%s could not be fetched: %s; it is read again next run", what, exc)
 
 

@@ -65,3 +65,7 @@ class InvalidImage(CrawlError):
     """Bytes that are not a whole, acceptable image; retryable, as a CDN may serve a cut file once."""
 
     retryable = True
+
+
+class NothingCrawled(CrawlError):
+    """A crawl that read no product or no review page: the shop is unreachable or the settings are wrong."""

@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from crawler.errors import CrawlError, FetchError, HttpError, RefusedURL
 from crawler.polite import MAX_RETRY_AFTER_S, RateLimiter, Robots, retry_after_seconds
@@ -86,14 +87,11 @@ class Fetcher:
     def _read_robots(self, robots_url: str) -> Robots:
         try:
             body = self.policy.run(lambda: self._get_following_redirects(robots_url, 512_000, False), self._wait)
-        except HttpError as exc:
-            if 400 <= exc.status < 500:
+        except FetchError as exc:
+            if isinstance(exc, HttpError) and 400 <= exc.status < 500:
                 return Robots.allow_all(self.user_agent)  # no rules published: all allowed
             log.warning("robots.txt unreadable (%s): nothing is fetched from that host this run", exc.reason)
-            return Robots(None, self.user_agent)
-        except FetchError as exc:
-            log.warning("robots.txt unreadable (%s): nothing is fetched from that host this run", exc.reason)
-            return Robots(None, self.user_agent)
+            return Robots(None, self.user_agent, unreadable=exc.reason)
         return Robots(body.decode("utf-8", errors="replace"), self.user_agent)
 
     def get(self, url: str, max_bytes: int = 50_000_000) -> bytes:
@@ -119,8 +117,12 @@ class Fetcher:
     def _get_following_redirects(self, url: str, max_bytes: int, check_robots: bool) -> bytes:
         for hop in range(self.max_redirects + 1):
             self.check_host(url, redirected=hop > 0)
-            if check_robots and not self.robots(url).allowed(url):
-                raise RefusedURL("disallowed by robots.txt", url, retryable=hop > 0)
+            if check_robots:
+                rules = self.robots(url)
+                if rules.unreadable:
+                    raise FetchError(f"{rules.unreadable} (robots.txt)", url)
+                if not rules.allowed(url):
+                    raise RefusedURL("disallowed by robots.txt", url, retryable=hop > 0)
             self.limiter(urlsplit(url).netloc).acquire()
             try:
                 r = self._session.get(
@@ -132,7 +134,7 @@ class Fetcher:
             except requests.Timeout as exc:
                 raise FetchError("timeout", url, retryable=True) from exc
             except requests.ConnectionError as exc:
-                raise FetchError("connection error", url, retryable=True) from exc
+                raise FetchError(_connection_failure(exc), url, retryable=True) from exc
             with r:
                 if r.is_redirect:
                     url = urljoin(url, r.headers["Location"])
@@ -142,6 +144,13 @@ class Fetcher:
                     raise HttpError(url, r.status_code, retry_after=wait)
                 return _read_capped(r, url, max_bytes)
         raise FetchError("too many redirects", url)
+
+
+def _connection_failure(exc: requests.ConnectionError) -> str:
+    """ "could not connect" when nothing accepted the connection, else "connection error"."""
+    cause = exc.args[0] if exc.args else None
+    refused = isinstance(getattr(cause, "reason", cause), urllib3.exceptions.NewConnectionError)
+    return "could not connect" if refused else "connection error"
 
 
 def _read_capped(r: requests.Response, url: str, max_bytes: int) -> bytes:

@@ -76,8 +76,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 class Robots:
     """A host's robots.txt rules, read once; unreadable rules mean nothing may be fetched."""
 
-    def __init__(self, text: str | None, user_agent: str) -> None:
+    def __init__(self, text: str | None, user_agent: str, unreadable: str = "") -> None:
         self.user_agent = user_agent
+        self.unreadable = unreadable  # why the rules could not be read, when they could not
         self._parser: urllib.robotparser.RobotFileParser | None = None
         if text is not None:
             self._parser = urllib.robotparser.RobotFileParser()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.photos import store_name
 from crawler.errors import InvalidImage
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -60,7 +61,7 @@ class PhotoStore:
         """Verifies `data` is an image and stores it once; returns where it lies."""
         fmt, w, h = inspect_image(data, self.max_pixels)
         sha = hashlib.sha256(data).hexdigest()
-        rel = f"{sha[:2]}/{sha}.{FORMATS[fmt]}"
+        rel = store_name(sha, FORMATS[fmt])
         final = self.root / rel
         if not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 Label Studio 1.23 turns legacy tokens off for new organisations unless
 LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN is set before its first start; with it, the token given
-to `label-studio start --user-token` is the one the SDK sends.
+at the first start is the one the SDK sends. The login and token reach it through its
+environment, never its command line (which every local user can read), and it listens on
+loopback only: `--host` names the address in its URLs, `--internal-host` the one it binds.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,7 +23,8 @@ import requests
 
 from core.errors import ReviewlensError
 
-DEFAULT_BIN = Path(".venv-labelstudio/bin/label-studio")
+# Label Studio's own environment, made by `make env` beside this package's repository.
+DEFAULT_BIN = Path(__file__).resolve().parents[1] / ".venv-labelstudio" / "bin" / "label-studio"
 
 
 class ServerError(ReviewlensError):
@@ -36,7 +40,7 @@ class Credentials:
 
 @dataclass
 class LabelStudioServer:
-    home: Path  # Label Studio's data: database, uploads, log, credentials
+    home: Path  # Label Studio's data: database, uploads, log, credentials; mode 700
     document_root: Path  # the only folder it may serve local files from
     host: str = "127.0.0.1"
     port: int = 8080
@@ -50,34 +54,61 @@ class LabelStudioServer:
     def _pid_file(self) -> Path:
         return self.home / "label-studio.pid"
 
+    def _make_home(self) -> None:
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # its database holds the token
+
     def credentials(self) -> Credentials:
         """The admin login and token, made on first use and kept in the home folder (mode 600)."""
         path = self.home / "credentials.json"
         if path.exists():
             return Credentials(**json.loads(path.read_text()))
-        self.home.mkdir(parents=True, exist_ok=True)
+        self._make_home()
         creds = Credentials("admin@reviewlens.local", secrets.token_urlsafe(12), secrets.token_hex(20))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(creds.__dict__, f)
         return creds
 
-    def is_up(self) -> bool:
+    def answers(self) -> bool:
+        """Whether anything answers Label Studio's health check at the address."""
         try:
             return requests.get(f"{self.url}/health", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
+    def pid(self) -> int | None:
+        """The process this home folder started, while it runs."""
+        try:
+            pid = int(self._pid_file.read_text())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+    def is_up(self) -> bool:
+        """Whether the server this home folder started runs and answers."""
+        return self.pid() is not None and self.answers()
+
     def start(self, timeout_s: float = 300.0) -> Credentials:
-        """Starts the server in the background unless it already answers; waits until it does."""
+        """Starts the server in the background unless ours already answers; waits until it does."""
         creds = self.credentials()
         if self.is_up():
             return creds
+        if self.answers() or not _port_free(self.host, self.port):
+            raise ServerError(
+                f"something else listens at {self.host}:{self.port}, not the Label Studio of {self.home}: "
+                "stop it or choose another --port"
+            )
         if not self.binary.exists():
             raise ServerError(f"Label Studio is not installed at {self.binary}: run `make env`")
+        self._make_home()
         env = {
             **os.environ,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_USERNAME": creds.username,
+            "LABEL_STUDIO_PASSWORD": creds.password,
+            "LABEL_STUDIO_USER_TOKEN": creds.token,
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(self.document_root.resolve()),
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.home.resolve()),
@@ -90,26 +121,23 @@ class LabelStudioServer:
             "--no-browser",
             "--host",
             self.host,
+            "--internal-host",
+            self.host,
             "--port",
             str(self.port),
             "--data-dir",
             str(self.home.resolve()),
-            "--username",
-            creds.username,
-            "--password",
-            creds.password,
-            "--user-token",
-            creds.token,
         ]
         log = open(self.home / "label-studio.log", "ab")  # noqa: SIM115 - handed to the child
         # A session of its own: the server outlives the command that started it (make demo).
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # umask 077: its database and uploads are the owner's alone.
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)
         self._pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise ServerError(f"Label Studio exited with {proc.returncode}: see {self.home / 'label-studio.log'}")
-            if self.is_up():
+            if self.answers():
                 return creds
             time.sleep(1.0)
         self.stop()
@@ -129,3 +157,14 @@ class LabelStudioServer:
         except ProcessLookupError:
             pass
         self._pid_file.unlink(missing_ok=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on the port (a closed connection's leftover does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

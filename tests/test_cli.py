@@ -88,3 +88,37 @@ def test_a_bad_value_is_a_user_error_and_a_bug_is_not(
     monkeypatch.setattr("training.train.train", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["train", "--data-dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("stage", [["dedupe"], ["contact-sheet"], ["train"]], ids=lambda w: w[0])
+def test_a_stage_after_the_crawl_refuses_a_folder_without_a_manifest(
+    stage: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "dta"
+    assert main([*stage, "--data-dir", str(typo)]) == 1
+    assert f"no manifest at {typo / 'manifest.sqlite'}" in capsys.readouterr().err
+    assert not typo.exists()
+
+
+def test_a_damaged_manifest_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifest.sqlite").write_bytes(b"this is not a database " * 100)
+    assert main(["dedupe", "--data-dir", str(tmp_path)]) == 1
+    assert "cannot be read (file is not a database)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
+        (["--image-size", "0"], "image_size: Input should be greater than or equal to 32"),
+        (["--lr", "nan"], "lr: Input should be a finite number"),
+        (["--lr", "-1"], "lr: Input should be greater than 0"),
+        (["--val-share", "0.6", "--test-share", "0.5"], "val_share + test_share must stay under 1"),
+    ],
+)
+def test_train_refuses_numbers_out_of_range_before_any_work(
+    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *flags, "--data-dir", str(tmp_path)]) == 1
+    assert named in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,16 +12,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.errors import ConfigError
 from core.layout import Layout
 from core.manifest import Manifest
+from core.settings import CrawlConfig, from_mapping
 from crawler.crawl import crawl
-from crawler.errors import FetchError, InvalidImage, LayoutChanged
+from crawler.errors import FetchError, InvalidImage, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import get_adapter, parse_ranking_html, parse_ranking_json, parse_reviews
 from crawler.store import PhotoStore
+from reviewlens.cli import main
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
+from tests.conftest import crawl_config, free_port
 from tests.db import count
 
 REVIEWS_PAGE = {
@@ -234,5 +238,31 @@ def test_crawl_from_the_ranking_page_finds_the_same_products(shop: DemoShop, lay
         rows = m.conn.execute("SELECT product_id, name, rank FROM products ORDER BY category_id, rank").fetchall()
     expected = [p for p in shop.data.products if p.rank <= 2]
     assert [(r["product_id"], r["name"]) for r in rows] == [(str(p.product_id), p.name) for p in expected]
-    with pytest.raises(ValueError, match="valid: json, html"):
+    with pytest.raises(ValueError, match="ranking_source: Input should be 'json' or 'html'"):
         crawl(crawl_config(shop, ranking_source="xml"), layout)
+
+
+def test_a_crawl_that_reads_nothing_fails_and_says_why(
+    shop: DemoShop, layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["crawl", "--data-dir", str(layout.data_dir), "--shop-url", dead, "--backoff-s", "0.01"]) == 1
+    assert "could not connect" in capsys.readouterr().err
+    with pytest.raises(NothingCrawled, match="ranking of category 99: http 400"):
+        crawl(crawl_config(shop, categories=[99]), layout)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"shop_url": "ohou.se"}, "not an http(s) address"),
+        ({"shop_url": "ftp://ohou.se"}, "not an http(s) address"),
+        ({"categories": "10000000"}, "categories: Input should be a valid tuple"),
+        ({"image_hosts": "127.0.0.1:8701"}, "image_hosts: Input should be a valid tuple"),
+        ({"top_n": "abc"}, "top_n: Input should be a valid integer"),
+        ({"top_n": 0}, "top_n: Input should be greater than or equal to 1"),
+    ],
+)
+def test_crawl_settings_are_checked_against_their_types_and_ranges(setting: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        from_mapping(CrawlConfig, setting)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -16,6 +23,7 @@ from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import count
+from tests.procs import alive, descendants
 
 
 def test_near_pairs_equal_brute_force() -> None:
@@ -75,17 +83,24 @@ def test_groups_are_transitive() -> None:
 
 def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoShop, shop_dir, layout: Layout) -> None:
     crawl(crawl_config(shop), layout)
-    # A photo that went bad in the store after the crawl: recorded invalid, the batch goes on.
+    # A photo that went bad in the store after the crawl, and one whose manifest path leaves the
+    # store: both recorded invalid, the batch goes on.
+    bad, crafted = "ab" * 32, "cd" * 32
     with Manifest(layout.manifest_path) as m:
-        (layout.store_dir / "zz").mkdir()
-        (layout.store_dir / "zz" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-        m.conn.execute("INSERT INTO photos VALUES ('zz-bad','zz/bad.jpg','JPEG',10,10,11,?)", (utc_now(),))
+        (layout.store_dir / "ab").mkdir(exist_ok=True)
+        (layout.store_dir / "ab" / f"{bad}.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+        m.conn.execute("INSERT INTO photos VALUES (?, ?, 'JPEG', 10, 10, 11, ?)", (bad, f"ab/{bad}.jpg", utc_now()))
+        m.conn.execute(
+            "INSERT INTO photos VALUES (?, '../../../etc/hostname', 'JPEG', 10, 10, 11, ?)", (crafted, utc_now())
+        )
     summary = dedupe(DedupeConfig(), layout)
     truth = load_truth(shop_dir)
-    assert summary.invalid == 1 and summary.photos == len(truth)
+    assert summary.invalid == 2 and summary.photos == len(truth)
     with Manifest(layout.manifest_path) as m:
-        bad = m.conn.execute("SELECT status, reason FROM curation WHERE sha256='zz-bad'").fetchone()
-        assert bad["status"] == "invalid" and "undecodable" in bad["reason"]
+        row = m.conn.execute("SELECT status, reason FROM curation WHERE sha256 = ?", (bad,)).fetchone()
+        assert row["status"] == "invalid" and "undecodable" in row["reason"]
+        row = m.conn.execute("SELECT status, reason FROM curation WHERE sha256 = ?", (crafted,)).fetchone()
+        assert row["status"] == "invalid" and "is not the store's own" in row["reason"]
         group = {
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
             for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
@@ -101,3 +116,48 @@ def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoS
     # Regrouping from the cached hashes gives the same answer and hashes nothing again.
     again = dedupe(DedupeConfig(), layout)
     assert again.checked == 0 and again.groups == summary.groups
+
+
+def test_a_killed_dedupe_leaves_no_worker_behind(shop: DemoShop, layout: Layout) -> None:
+    crawl(crawl_config(shop), layout)
+    # A photo whose read never ends (a named pipe nobody writes): dedupe's workers are mid-work.
+    sha = "ff" * 32
+    (layout.store_dir / "ff").mkdir(exist_ok=True)
+    os.mkfifo(layout.store_dir / "ff" / f"{sha}.jpg")
+    with Manifest(layout.manifest_path) as m:
+        m.conn.execute("INSERT INTO photos VALUES (?, ?, 'JPEG', 100, 100, 1, ?)", (sha, f"ff/{sha}.jpg", utc_now()))
+    proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", "dedupe", "--data-dir", str(layout.data_dir)])
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = set(descendants(proc.pid))
+            time.sleep(0.2)
+        assert len(workers) >= 2, "dedupe started no workers"
+        time.sleep(2)  # they have taken their photos, one is stuck on the pipe
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [w for w in workers if alive(w)] == []
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_two_dedupes_at_once_end_as_one_does(shop: DemoShop, layout: Layout) -> None:
+    crawl(crawl_config(shop), layout)
+    args = [sys.executable, "-m", "reviewlens.cli", "dedupe", "--data-dir", str(layout.data_dir)]
+    runs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+    with Manifest(layout.manifest_path) as m:
+        assert count(m, "curation") == count(m, "photos")
+        groups = m.conn.execute("SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall()
+    again = dedupe(DedupeConfig(), layout)
+    assert again.checked == 0
+    with Manifest(layout.manifest_path) as m:
+        assert m.conn.execute("SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall() == groups

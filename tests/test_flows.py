@@ -25,7 +25,7 @@ def _label(m: Manifest, sha: str, decision: str, decided_at: str) -> None:
 
 def test_only_acceptances_after_the_newest_run_count(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    with Manifest(layout.manifest_path) as m:
+    with Manifest(layout.manifest_path, create=True) as m:
         _label(m, "a", "accept", "2026-03-01T10:00:00+00:00")
         _label(m, "b", "accept", "2026-03-02T10:00:00+00:00")
         _label(m, "c", "reject", "2026-03-02T11:00:00+00:00")

@@ -19,12 +19,14 @@ from curation.labeling.client import LabelStudioError, connect
 from curation.preannotate.colocalise import LOCALISER_VERSION
 from flows.pipeline import pipeline_flow
 from reviewlens.demo import demo_flow
+from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
 from tests.db import count
 from training.bundle import Ensemble
+from training.data import UnreadablePhoto
 from training.predict import predict
 
 pytestmark = pytest.mark.integration
@@ -129,6 +131,11 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert len(guesses) == 3 and guesses[0].score >= guesses[1].score >= guesses[2].score
     names = {p.name for p in shop.data.products}
     assert all(g.product.name in names and g.product.url.endswith("/selling") for g in guesses)
+    # ... and refuses a photo claiming 400 megapixels before decoding it.
+    bomb = layout.data_dir / "bomb.png"
+    bomb.write_bytes(bomb_png())
+    with pytest.raises(UnreadablePhoto):
+        predict(Ensemble.load(layout.production_dir), bomb)
 
 
 def test_a_wrong_token_is_refused_with_a_clear_error(label_studio: LabelStudioServer) -> None:

@@ -1,11 +1,22 @@
-"""The two rules applied to annotations."""
+"""The two rules applied to annotations, and Label Studio's failures turned into clear errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from label_studio_sdk import LabelStudio
+
+from core.layout import Layout
+from core.settings import LabelConfig
+from curation.labeling.client import LabelStudioClient, LabelStudioError
 from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.rules import decide
 from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
+from curation.labeling.sync import push
 from curation.preannotate.detector import Detection
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.conftest import free_port
 
 
 def _box(w: float, h: float) -> dict:
@@ -73,3 +84,20 @@ def test_a_product_choice_reads_back_as_its_product_id() -> None:
     assert chosen_product(answer("Oak chair, grey (100002)"), ids) == "100002"
     assert chosen_product(answer(NONE_OF_THESE), ids) is None
     assert chosen_product([], ids) is None
+
+
+def test_label_studio_gone_mid_push_is_a_clear_error(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = LabelStudioClient(dead, LabelStudio(base_url=dead, api_key="0" * 40, timeout=5))
+    with pytest.raises(LabelStudioError, match=r"does not answer at http://127\.0\.0\.1:\d+ \(setting up a project"):
+        push(LabelConfig(), Layout(tmp_path), client)
+    with pytest.raises(LabelStudioError, match=r"\(creating tasks"):
+        client.import_tasks(1, [{"data": {"sha256": "x"}}])
+    with pytest.raises(LabelStudioError, match=r"\(reading answers"):
+        list(client.completed(1))
+
+
+def test_label_studio_is_found_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    binary = LabelStudioServer(tmp_path / "ls", tmp_path).binary
+    assert binary.is_absolute() and binary.exists()

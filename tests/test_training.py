@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,13 @@ from PIL import Image
 from torchvision import models as tvm
 from torchvision.transforms import functional as TF
 
+from core.layout import Layout
 from models import efficientnet_lite
+from reviewlens.cli import main
 from tests.conftest import SHARED
-from training.data import assign_splits
-from training.evaluate import markdown_table, topk
+from training.bundle import Ensemble, NotAModel
+from training.data import UnreadablePhoto, assign_splits, load_image
+from training.evaluate import better_than_chance, markdown_table, promotion_gate, topk
 from training.members import MEMBERS, MissingWeights, get_member
 
 
@@ -91,3 +95,63 @@ def test_topk_and_the_report_table() -> None:
     )
     assert "| MobileNetV3 | 71.5 | 89.6 |" in table and "| Ensemble (soft voting) | 74.4 | 90.2 |" in table
     assert "9423 test photos of 54 products" in table
+
+
+class _Planted:
+    """A pickle that runs code when loaded: it makes a folder."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_planted_model_file_is_refused_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "the-pickle-ran"
+    run = Layout(tmp_path).runs_dir / "20990101T000000Z-snap-planted"
+    run.mkdir(parents=True)
+    torch.save(_Planted(marker), run / "model.pt")
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 64)).save(photo)
+    assert main(["predict", str(photo), "--data-dir", str(tmp_path)]) == 1
+    assert "is not a model reviewlens wrote" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("side", [7000, 20000], ids=["over the cap", "a decompression bomb"])
+def test_a_photo_too_large_to_decode_is_refused_before_decoding(side: int, tmp_path: Path) -> None:
+    photo = tmp_path / "huge.png"
+    Image.new("1", (side, side)).save(photo, optimize=True)  # a few kB on disk
+    with pytest.raises(UnreadablePhoto, match=r"too many pixels|not a readable image"):
+        load_image(photo)
+    photo.write_bytes(b"<html>not a photo</html>")
+    with pytest.raises(UnreadablePhoto, match="not a readable image"):
+        load_image(photo)
+
+
+def test_the_gate_never_promotes_a_model_at_chance(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)  # nothing in production: only chance stands in the way
+    paths, products = ["p"] * 36, ["1"] * 36
+    assert better_than_chance(36, 6) == pytest.approx(29.1, abs=0.1)  # 16.7% + 2 standard errors
+    at_chance = promotion_gate(16.7, layout, paths, products, 0.0, n_classes=6)
+    assert not at_chance["promote"] and "not above chance" in at_chance["reason"]
+    assert promotion_gate(60.0, layout, paths, products, 0.0, n_classes=6)["promote"]
+
+
+def test_a_model_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
+    model = get_member("efficientnet_lite0").build(3, None, True)
+    state = model.state_dict()
+    state["_fc.weight"] = torch.full_like(state["_fc.weight"], float("nan"))  # what a diverged run leaves
+    bundle = {
+        "classes": [{"product_id": str(i), "name": f"p{i}", "url": ""} for i in range(3)],
+        "snapshot_id": "snap-x",
+        "config": {"members": ["efficientnet_lite0"]},
+        "members": {"efficientnet_lite0": {"state_dict": state, "history": {}}},
+    }
+    torch.save(bundle, tmp_path / "model.pt")
+    with pytest.raises(NotAModel, match="weights are not finite"):
+        Ensemble.load(tmp_path)
+    state["_fc.weight"] = torch.zeros_like(state["_fc.weight"])
+    torch.save(bundle, tmp_path / "model.pt")
+    assert Ensemble.load(tmp_path).config.members == ("efficientnet_lite0",)

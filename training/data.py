@@ -14,8 +14,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from core import queries as q
+from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import Manifest
+from core.photos import find_damaged
+
+# The crawler's default cap (CrawlConfig.max_image_pixels): a photo larger than any it stores is
+# refused before decoding, as a decompression bomb would take gigabytes.
+MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,17 @@ def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int
 
     A photo trains when it is usable (the manifest's usable_photos: the kept photo of its
     duplicate group, posted under one product only or given one by a person) and accepted by
-    the rules. Products with fewer than `min_photos` such photos are left out.
+    the rules, and its file is intact. Products with fewer than `min_photos` such photos are left out.
     """
     with Manifest(layout.manifest_path) as manifest:
+        accepted = manifest.rows(q.ACCEPTED_PHOTOS)
+        # A photo whose file went missing or changed trains nothing (it would train under a wrong
+        # label, or stop the run): it is left out, and the next crawl fetches it again.
+        damaged = find_damaged(manifest, layout, accepted)
         by_product: dict[str, list[sqlite3.Row]] = {}
-        for r in manifest.rows(q.ACCEPTED_PHOTOS):
-            by_product.setdefault(r["product_id"], []).append(r)
+        for r in accepted:
+            if r["sha256"] not in damaged:
+                by_product.setdefault(r["product_id"], []).append(r)
         kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= min_photos}
         classes = [ProductClass(pid, rs[0]["name"], rs[0]["url"]) for pid, rs in sorted(kept.items())]
         examples = []
@@ -103,11 +114,21 @@ def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int
     return snapshot
 
 
+class UnreadablePhoto(ReviewlensError):
+    """A photo that is missing, not an image, or too large to decode safely."""
+
+
 def load_image(path: Path) -> Image.Image:
-    """Opens a photo upright (EXIF orientation applied) in RGB."""
-    with Image.open(path) as img:
-        img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
-        return ImageOps.exif_transpose(img).convert("RGB")
+    """Opens a photo upright (EXIF orientation applied) in RGB; raises UnreadablePhoto."""
+    try:
+        with Image.open(path) as img:
+            # Checked on the header, before any pixel is decoded: a small file may claim a huge image.
+            if img.width * img.height > MAX_PIXELS:
+                raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {img.width}x{img.height}")
+            img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadablePhoto(f"{path} is not a readable image: {exc}") from exc
 
 
 def eval_transform(size: int, resize_ratio: float, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:

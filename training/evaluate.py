@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def evaluate(run_dir: Path, layout: Layout, min_gain: float = 0.0) -> Report:
     ensemble = Ensemble.load(run_dir)
     paths, products = _test_set(run_dir)
     results = score(ensemble, layout.store_dir, paths, products)
-    gate = promotion_gate(results["ensemble"]["top1"], layout, paths, products, min_gain)
+    gate = promotion_gate(results["ensemble"]["top1"], layout, paths, products, min_gain, len(ensemble.classes))
     report = Report(run_dir, results, len(paths), len(ensemble.classes), gate)
     (run_dir / "report.json").write_text(
         json.dumps(
@@ -104,10 +105,29 @@ def evaluate(run_dir: Path, layout: Layout, min_gain: float = 0.0) -> Report:
     return report
 
 
+def better_than_chance(n_test: int, n_classes: int) -> float:
+    """The Top-1 (in percent) a model must beat to be told from guessing: chance plus two standard errors."""
+    chance = 1 / max(n_classes, 1)
+    return 100 * (chance + 2 * math.sqrt(chance * (1 - chance) / max(n_test, 1)))
+
+
 def promotion_gate(
-    candidate_top1: float, layout: Layout, paths: list[str], products: list[str], min_gain: float
+    candidate_top1: float,
+    layout: Layout,
+    paths: list[str],
+    products: list[str],
+    min_gain: float,
+    n_classes: int,
 ) -> dict[str, Any]:
-    """Decides whether the candidate replaces production: its ensemble Top-1 must not fall below."""
+    """Decides whether the candidate replaces production: it must beat chance, and not fall below production."""
+    floor = better_than_chance(len(paths), n_classes)
+    if candidate_top1 <= floor:
+        return {
+            "promote": False,
+            "reason": f"candidate Top-1 {candidate_top1:.1f} is not above chance ({floor:.1f} needed for "
+            f"{n_classes} products on {len(paths)} test photos)",
+            "production_top1": None,
+        }
     if not (layout.production_dir / "model.pt").exists():
         return {"promote": True, "reason": "no model in production yet", "production_top1": None}
     production = score(Ensemble.load(layout.production_dir), layout.store_dir, paths, products)["ensemble"]["top1"]

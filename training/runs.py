@@ -1,10 +1,15 @@
 """Run folders: how they are named, the newest finished one, and the labels that came after it.
 
-A run folder is `<UTC start time>-<snapshot id>`; it is finished once its model.pt exists.
+A run folder is `<UTC start time>-<snapshot id>`. It is built under a hidden temporary name and
+renamed once complete, so a folder with a plain name always holds a whole run.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,16 +25,43 @@ class NoTrainedModel(ReviewlensError):
     """No finished run to evaluate or predict with."""
 
 
-def new_run_dir(layout: Layout, snapshot_id: str) -> Path:
-    """Creates and returns the folder of a run starting now."""
-    run_dir = layout.runs_dir / f"{datetime.now(UTC):{STAMP}}-{snapshot_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+PARTIAL = ".partial-"
+
+
+@contextmanager
+def building_run(layout: Layout, snapshot_id: str) -> Iterator[tuple[Path, Path]]:
+    """(folder to write in, the run's own folder) for a run starting now.
+
+    The first is renamed to the second when the block ends well and removed when it fails;
+    what a killed run left is removed by the next one.
+    """
+    _sweep_partial_runs(layout)
+    final = layout.runs_dir / f"{datetime.now(UTC):{STAMP}}-{snapshot_id}"
+    partial = layout.runs_dir / f"{PARTIAL}{os.getpid()}-{final.name}"
+    partial.mkdir(parents=True)
+    try:
+        yield partial, final
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(final)
+
+
+def _sweep_partial_runs(layout: Layout) -> None:
+    """Removes the partial runs of processes that are gone; a live one may still be training."""
+    for partial in layout.runs_dir.glob(f"{PARTIAL}*"):
+        pid = int(partial.name.removeprefix(PARTIAL).split("-")[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def finished_runs(layout: Layout) -> list[Path]:
     """Run folders holding a model, oldest first."""
-    return sorted(p.parent for p in layout.runs_dir.glob("*/model.pt"))
+    return sorted(p.parent for p in layout.runs_dir.glob("*/model.pt") if not p.parent.name.startswith(PARTIAL))
 
 
 def latest_run(layout: Layout) -> Path:

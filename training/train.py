@@ -23,7 +23,7 @@ from core.layout import Layout
 from core.settings import TrainConfig
 from training.data import PhotoDataset, Snapshot, eval_transform, make_snapshot, train_transform
 from training.members import Member, get_member
-from training.runs import new_run_dir
+from training.runs import building_run
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +144,16 @@ def train(config: TrainConfig, layout: Layout) -> Path:
             "at least 2 are needed to train"
         )
     dev = device()
-    run_dir = new_run_dir(layout, snapshot.snapshot_id)
-    snapshot.save(run_dir / "snapshot.json")
-    bundle: dict[str, Any] = {
-        "classes": [asdict(c) for c in snapshot.classes],
-        "snapshot_id": snapshot.snapshot_id,
-        "config": {**asdict(config), "weights": dict(config.weights)},
-        "members": {},
-    }
-    for member in members:
-        model, history = train_member(member, snapshot, layout, config, dev)
-        bundle["members"][member.name] = {"state_dict": model.cpu().state_dict(), "history": history}
-    tmp = run_dir / "model.pt.tmp"
-    torch.save(bundle, tmp)
-    tmp.replace(run_dir / "model.pt")
+    with building_run(layout, snapshot.snapshot_id) as (work_dir, run_dir):
+        snapshot.save(work_dir / "snapshot.json")
+        bundle: dict[str, Any] = {
+            "classes": [asdict(c) for c in snapshot.classes],
+            "snapshot_id": snapshot.snapshot_id,
+            "config": {**asdict(config), "weights": dict(config.weights)},
+            "members": {},
+        }
+        for member in members:
+            model, history = train_member(member, snapshot, layout, config, dev)
+            bundle["members"][member.name] = {"state_dict": model.cpu().state_dict(), "history": history}
+        torch.save(bundle, work_dir / "model.pt")
     return run_dir

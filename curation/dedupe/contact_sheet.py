@@ -49,12 +49,12 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
 
     Images link to the store, so the page is small and shows the very bytes that were judged.
     """
-    out = out or layout.reports_dir / "contact-sheet.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rel = Path(os.path.relpath(layout.store_dir, out.parent))
     with Manifest(layout.manifest_path) as m:
         members = m.rows(q.GROUP_MEMBERS)
         verdicts = m.rows(q.VERDICTS)
+    out = out or layout.reports_dir / "contact-sheet.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(layout.store_dir, out.parent))
     groups: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for r in members:
         groups[r["group_id"]].append(r)

@@ -16,19 +16,24 @@ them and adds no false pair. Mirrored re-posts are not found.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest
+from core.photos import OutsideStore, photo_path
 from core.settings import DedupeConfig
 from curation.dedupe.hashing import check_photos
 from curation.dedupe.neardup import near_pairs
 
 log = logging.getLogger(__name__)
+# (sha256, status, reason, pHash, centre hash): one photo's row of the curation table.
+CheckRow = tuple[str, str, str | None, str | None, str | None]
 
 
 @dataclass
@@ -65,10 +70,19 @@ def group_pairs(n: int, pairs: list[tuple[int, int]]) -> list[int]:
 
 
 def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, summary: DedupeSummary) -> None:
-    rows = manifest.rows(q.UNCHECKED_PHOTOS)
-    checks = check_photos((layout.store_dir / r["path"] for r in rows), config.min_side, config.workers)
-    batch: list[tuple[str, str, str | None, str | None, str | None]] = []
-    for row, check in zip(rows, checks, strict=True):
+    rows: list[tuple[sqlite3.Row, Path]] = []
+    refused: list[CheckRow] = []
+    for r in manifest.rows(q.UNCHECKED_PHOTOS):
+        try:
+            rows.append((r, photo_path(layout, r["sha256"], r["path"])))
+        except OutsideStore as exc:
+            refused.append((r["sha256"], "invalid", str(exc), None, None))
+    summary.invalid += len(refused)
+    summary.checked = len(rows) + len(refused)
+    _save_checks(manifest, refused)
+    checks = check_photos((path for _, path in rows), config.min_side, config.workers)
+    batch: list[CheckRow] = []
+    for (row, _), check in zip(rows, checks, strict=True):
         hashes = [None if h is None else f"{h:016x}" for h in (check.phash, check.centre_hash)]
         batch.append((row["sha256"], "ok" if check.ok else "invalid", check.reason or None, *hashes))
         summary.invalid += not check.ok
@@ -76,10 +90,9 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
         if len(batch) == 500:
             _save_checks(manifest, batch)
     _save_checks(manifest, batch)
-    summary.checked = len(rows)
 
 
-def _save_checks(manifest: Manifest, batch: list[tuple[str, str, str | None, str | None, str | None]]) -> None:
+def _save_checks(manifest: Manifest, batch: list[CheckRow]) -> None:
     with manifest.transaction() as db:
         db.run_many(q.INSERT_CHECK, batch)
     batch.clear()

@@ -8,8 +8,10 @@ costs: tests/benchmarks/hash_rate.py measures it against a plain imagehash loop.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +70,23 @@ def _check(args: tuple[Path, int]) -> PhotoCheck:
     return check_photo(*args)
 
 
+# prctl(2): ask the kernel to send a signal to this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Makes a worker die with the dedupe that started it: a `kill -9` of dedupe leaves no orphan.
+
+    Linux only; elsewhere a worker ends once it finds its parent's queue closed.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
 def check_photos(paths: Iterable[Path], min_side: int, workers: int = 0) -> Iterator[PhotoCheck]:
     """Checks photos in parallel across `workers` processes (0: one per core), in input order."""
     jobs = [(Path(p), min_side) for p in paths]
@@ -78,7 +97,8 @@ def check_photos(paths: Iterable[Path], min_side: int, workers: int = 0) -> Iter
     # A fork starts at once but copies the locks of any other thread mid-use: a threaded caller
     # (a Prefect flow) gets spawned workers instead, which start clean.
     method = "fork" if threading.active_count() == 1 else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
         yield from pool.map(_check, jobs, chunksize=64)
 
 

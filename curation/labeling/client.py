@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -48,90 +49,106 @@ def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioCl
 
 
 class LabelStudioClient:
+    """Every call turns the SDK's transport and API failures into a LabelStudioError that says what to do."""
+
     def __init__(self, url: str, sdk: LabelStudio) -> None:
         self.url = url
         self.sdk = sdk
 
-    def check(self) -> None:
+    @contextmanager
+    def _asking(self, what: str) -> Iterator[None]:
         try:
-            self.sdk.projects.list(page_size=1)
+            yield
         except httpx.TransportError as exc:
             raise LabelStudioError(
-                f"Label Studio does not answer at {self.url}: "
-                "start it (reviewlens label-studio start) or set LABEL_STUDIO_URL"
+                f"Label Studio does not answer at {self.url} ({what}: {type(exc).__name__}): start it "
+                "(reviewlens label-studio start) or set LABEL_STUDIO_URL, then run again; what was "
+                "recorded is kept"
             ) from exc
         except ApiError as exc:
             if exc.status_code in (401, 403):
                 raise LabelStudioError(
                     f"Label Studio at {self.url} refused the token: set LABEL_STUDIO_API_KEY"
                 ) from exc
-            raise LabelStudioError(f"Label Studio at {self.url} answered {exc.status_code}: {exc.body}") from exc
+            raise LabelStudioError(
+                f"Label Studio at {self.url} answered {exc.status_code} ({what}): {exc.body}"
+            ) from exc
+
+    def check(self) -> None:
+        with self._asking("listing projects"):
+            self.sdk.projects.list(page_size=1)
 
     def ensure_project(self, title: str, store_dir: Path, label_config: str) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
-        existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
-        if existing:
-            project_id = int(existing[0].id)
-        else:
-            project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
-            project_id = int(project.id)  # type: ignore[arg-type]
-        store = str(Path(store_dir).resolve())
-        storages = self.sdk.import_storage.local.list(project=project_id)
-        if not any(s.path == store for s in storages):
-            # Photos are served from the store through this storage, never uploaded; Label Studio
-            # must run with LOCAL_FILES_SERVING_ENABLED and a document root above the store.
-            try:
-                self.sdk.import_storage.local.create(
-                    project=project_id, path=store, title="reviewlens store", use_blob_urls=True
-                )
-            except ApiError as exc:
-                raise LabelStudioError(
-                    f"Label Studio refused the local-files storage {store}: start it with "
-                    f"LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT above that path ({exc.body})"
-                ) from exc
-        return project_id
+        with self._asking("setting up a project"):
+            existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
+            if existing:
+                project_id = int(existing[0].id)
+            else:
+                project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
+                project_id = int(project.id)  # type: ignore[arg-type]
+            store = str(Path(store_dir).resolve())
+            storages = self.sdk.import_storage.local.list(project=project_id)
+            if not any(s.path == store for s in storages):
+                # Photos are served from the store through this storage, never uploaded; Label Studio
+                # must run with LOCAL_FILES_SERVING_ENABLED and a document root above the store.
+                try:
+                    self.sdk.import_storage.local.create(
+                        project=project_id, path=store, title="reviewlens store", use_blob_urls=True
+                    )
+                except ApiError as exc:
+                    raise LabelStudioError(
+                        f"Label Studio refused the local-files storage {store}: start it with "
+                        f"LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT above that path ({exc.body})"
+                    ) from exc
+            return project_id
 
     def task_ids_by_key(self, project_id: int, key: str) -> dict[str, int]:
         """Returns {task.data[key]: task id} for the project's tasks."""
-        out: dict[str, int] = {}
-        for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, page_size=500)):
-            if task.data and key in task.data:
-                out[str(task.data[key])] = int(task.id)
-        return out
+        with self._asking("listing tasks"):
+            out: dict[str, int] = {}
+            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, page_size=500)):
+                if task.data and key in task.data:
+                    out[str(task.data[key])] = int(task.id)
+            return out
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
         """Creates tasks (with their predictions), a hundred a request."""
-        for start in range(0, len(tasks), IMPORT_BATCH):
-            batch = tasks[start : start + IMPORT_BATCH]
-            self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)  # type: ignore[arg-type]
+        with self._asking("creating tasks"):
+            for start in range(0, len(tasks), IMPORT_BATCH):
+                batch = tasks[start : start + IMPORT_BATCH]
+                self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)  # type: ignore[arg-type]
 
     def completed(self, project_id: int) -> Iterator[Completed]:
         """Yields each annotated task with its latest annotation."""
-        for task in cast(
-            Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
-        ):
-            annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
-            if not annotations:
-                continue
-            latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
-            yield Completed(
-                task_id=int(task.id),
-                data=dict(task.data or {}),
-                annotation_id=int(latest["id"]),
-                result=list(latest.get("result") or []),
-                cancelled=bool(latest.get("was_cancelled")),
-            )
+        with self._asking("reading answers"):
+            for task in cast(
+                Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
+            ):
+                annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
+                if not annotations:
+                    continue
+                latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
+                yield Completed(
+                    task_id=int(task.id),
+                    data=dict(task.data or {}),
+                    annotation_id=int(latest["id"]),
+                    result=list(latest.get("result") or []),
+                    cancelled=bool(latest.get("was_cancelled")),
+                )
 
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks nobody has answered yet."""
-        for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
-            if not task.annotations:
-                yield int(task.id), dict(task.data or {})
+        with self._asking("listing open tasks"):
+            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
+                if not task.annotations:
+                    yield int(task.id), dict(task.data or {})
 
     def annotate(self, task_id: int, result: list[dict[str, Any]], cancelled: bool = False) -> int:
         """Submits an annotation as the annotator's browser does; returns its id."""
-        ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
-        return int(ann.id)
+        with self._asking("submitting an answer"):
+            ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
+            return int(ann.id)
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"

@@ -16,6 +16,7 @@ from typing import Any
 from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
+from core.photos import photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
@@ -41,7 +42,7 @@ def push_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient,
             return [
                 {
                     "data": choice_task(
-                        image_ref(layout.store_dir / rows[sha]["path"], root),
+                        image_ref(photo_path(layout, sha, rows[sha]["path"]), root),
                         sha,
                         rows[sha]["photo_url"],
                         _candidates(manifest, rows[sha]["group_id"]),

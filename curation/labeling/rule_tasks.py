@@ -14,6 +14,7 @@ from typing import Any
 from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
+from core.photos import photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
@@ -64,7 +65,7 @@ def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: li
     located: dict[str, Location] = {}
     for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
         photos = manifest.rows(q.PRODUCT_PHOTOS, shop, product_id)
-        found = localiser.locate([layout.store_dir / p["path"] for p in photos])
+        found = localiser.locate([photo_path(layout, p["sha256"], p["path"]) for p in photos])
         if found is None:
             log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses", shop, product_id,
                      len(photos))  # fmt: skip
@@ -91,7 +92,7 @@ def push_rules(
             ordered = []
             for sha in missing:
                 r = rows[sha]
-                path = layout.store_dir / r["path"]
+                path = photo_path(layout, sha, r["path"])
                 detections = detector.detect_file(path)
                 where = located.get(sha)
                 guess = estimate(detections, config.min_coverage, where)

@@ -56,7 +56,7 @@ def main() -> None:
             frozenset({config.image_hosts[0]}), config.user_agent, rates={config.image_hosts[0]: IMAGE_RATE}
         )
         jobs = [_Job("p", 0, Review(str(i), "", url, "")) for i, url in enumerate(urls)]
-        with Manifest(fresh.manifest_path) as manifest, ThreadPoolExecutor(WORKERS) as pool:
+        with Manifest(fresh.manifest_path, create=True) as manifest, ThreadPoolExecutor(WORKERS) as pool:
             run = _Crawl(
                 config,
                 get_adapter("ohouse", shop.url, shop.url),
