@@ -55,6 +55,7 @@ VERDICTS = Query(
 )
 
 # --- labeling: the rules project ---------------------------------------------------------------
+USABLE_PHOTOS = Query("SELECT sha256, path FROM usable_photos")
 PRODUCT_PHOTOS = Query("SELECT sha256, path FROM usable_photos WHERE shop = ? AND product_id = ? ORDER BY sha256")
 # Usable photos without a task yet, newest review first.
 UNLABELED_PHOTOS = Query(

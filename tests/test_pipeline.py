@@ -16,6 +16,7 @@ from core.manifest import Manifest
 from core.settings import LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import LabelStudioError, connect
+from curation.labeling.sync import push
 from curation.preannotate.colocalise import LOCALISER_VERSION
 from flows.pipeline import pipeline_flow
 from reviewlens.demo import demo_flow
@@ -136,6 +137,17 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     bomb.write_bytes(bomb_png())
     with pytest.raises(UnreadablePhoto):
         predict(Ensemble.load(layout.production_dir), bomb)
+
+    # A photo lost from the store after dedupe: label push goes on without it, and records it
+    # as a failed photo for the next crawl to fetch again.
+    with Manifest(layout.manifest_path) as m:
+        lost = m.conn.execute("SELECT sha256, path FROM usable_photos LIMIT 1").fetchone()
+    (layout.store_dir / lost["path"]).unlink()
+    pushed = push(label, layout, client)
+    assert pushed.pushed == 0
+    with Manifest(layout.manifest_path) as m:
+        assert m.conn.execute("SELECT reason FROM failures").fetchall()[0][0] == "missing from the store"
+        assert count(m, "usable_photos", "sha256 = ?", lost["sha256"]) == 0
 
 
 def test_a_wrong_token_is_refused_with_a_clear_error(label_studio: LabelStudioServer) -> None:

@@ -127,7 +127,9 @@ def load_image(path: Path) -> Image.Image:
                 raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {img.width}x{img.height}")
             img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
             return ImageOps.exif_transpose(img).convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it at all
+        raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadablePhoto(f"{path} is not a readable image: {exc}") from exc
 
 

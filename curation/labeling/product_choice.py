@@ -16,7 +16,7 @@ from typing import Any
 from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
-from core.photos import photo_path
+from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
@@ -33,7 +33,9 @@ def _candidates(manifest: Manifest, group_id: str) -> dict[str, str]:
 def push_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient, root: Path) -> int:
     """Creates a choice task for each ambiguous photo without one; returns how many."""
     with Manifest(layout.manifest_path) as manifest:
-        rows = {r["sha256"]: r for r in manifest.rows(q.UNCHOSEN_PHOTOS)}
+        unchosen = manifest.rows(q.UNCHOSEN_PHOTOS)
+        damaged = find_damaged(manifest, layout, unchosen)
+        rows = {r["sha256"]: r for r in unchosen if r["sha256"] not in damaged}
         if not rows:
             return 0
         project_id = client.ensure_project(config.choice_project_title, layout.store_dir, CHOICE_VIEW)

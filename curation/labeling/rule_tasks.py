@@ -14,7 +14,7 @@ from typing import Any
 from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
-from core.photos import photo_path
+from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
@@ -60,11 +60,13 @@ def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Lo
     )
 
 
-def _locate(manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[sqlite3.Row]) -> dict[str, Location]:
+def _locate(
+    manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[sqlite3.Row], unusable: set[str]
+) -> dict[str, Location]:
     """Locations of the photos in `rows`, each product co-localised over all its usable photos."""
     located: dict[str, Location] = {}
     for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
-        photos = manifest.rows(q.PRODUCT_PHOTOS, shop, product_id)
+        photos = [p for p in manifest.rows(q.PRODUCT_PHOTOS, shop, product_id) if p["sha256"] not in unusable]
         found = localiser.locate([photo_path(layout, p["sha256"], p["path"]) for p in photos])
         if found is None:
             log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses", shop, product_id,
@@ -85,10 +87,13 @@ def push_rules(
 ) -> int:
     """Creates a pre-annotated task for each usable photo not yet pushed; returns how many."""
     with Manifest(layout.manifest_path) as manifest:
-        rows = {r["sha256"]: r for r in manifest.rows(q.UNLABELED_PHOTOS)}
+        # A photo whose file went missing or changed since dedupe leaves the usable photos (and
+        # is fetched again by the next crawl) before any of them is read.
+        unusable = find_damaged(manifest, layout, manifest.rows(q.USABLE_PHOTOS))
+        rows = {r["sha256"]: r for r in manifest.rows(q.UNLABELED_PHOTOS) if r["sha256"] not in unusable}
 
         def build(missing: list[str]) -> list[dict[str, Any]]:
-            located = _locate(manifest, layout, localiser, [rows[sha] for sha in missing])
+            located = _locate(manifest, layout, localiser, [rows[sha] for sha in missing], set(unusable))
             ordered = []
             for sha in missing:
                 r = rows[sha]

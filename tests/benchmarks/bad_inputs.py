@@ -142,7 +142,7 @@ def _() -> tuple[bool, str]:
 def _() -> tuple[bool, str]:
     layout = copy_data("damaged-store")
     accept_all(layout)
-    kept = rows(layout, "SELECT c.sha256, p.path FROM curation c JOIN photos p USING (sha256) WHERE c.is_kept = 1")
+    kept = rows(layout, "SELECT sha256, path FROM usable_photos ORDER BY sha256")
     (layout.store_dir / str(kept[0][1])).unlink()
     (layout.store_dir / str(kept[1][1])).write_bytes((layout.store_dir / str(kept[-1][1])).read_bytes())
     trained = cli("train", "--data-dir", str(layout.data_dir), *QUICK)
