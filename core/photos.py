@@ -52,7 +52,8 @@ def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[sqlite3.Ro
     would not have written is refused and left for a person.
     """
     intact = {r["sha256"]: (r["bytes"], r["mtime_ns"]) for r in manifest.rows(q.INTACT_PHOTOS)}
-    unusable: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    damaged: dict[str, str] = {}
     proved: list[tuple[str, int, int]] = []
     changed: list[Path] = []
     for row in photos:
@@ -61,20 +62,19 @@ def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[sqlite3.Ro
             path = photo_path(layout, sha, row["path"])
             stat = path.stat()
         except OutsideStore as exc:
-            unusable[sha] = str(exc)
+            refused[sha] = str(exc)
             log.warning("%s: left out", exc)
             continue
         except FileNotFoundError:
-            unusable[sha] = "missing from the store"
+            damaged[sha] = "missing from the store"
             continue
         if intact.get(sha) == (stat.st_size, stat.st_mtime_ns):
             continue
         if hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-            unusable[sha] = "bytes in the store do not match their hash"
+            damaged[sha] = "bytes in the store do not match their hash"
             changed.append(path)
             continue
         proved.append((sha, stat.st_size, stat.st_mtime_ns))
-    damaged = {sha: reason for sha, reason in unusable.items() if not reason.startswith("photo ")}
     for path in changed:
         aside = layout.store_dir / DAMAGED / path.name
         aside.parent.mkdir(exist_ok=True)
@@ -87,4 +87,4 @@ def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[sqlite3.Ro
             db.run(q.FAIL_SOURCES_OF, reason, now, sha)
             db.run(q.DELETE_SOURCES_OF, sha)
             db.run(q.FORGET_INTACT, sha)
-    return unusable
+    return {**refused, **damaged}

@@ -55,10 +55,10 @@ def config_from_flags(args: argparse.Namespace, cls: type[T]) -> T:
         given = getattr(args, f.name)
         if given is None:
             continue
-        if f.name == "weights":
+        if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), Mapping):
             pairs = [item.partition("=") for item in given]
             if bad := [k for k, sep, _ in pairs if not sep]:
-                raise ConfigError(f"--weights takes MEMBER=FILE, got '{bad[0]}'")
+                raise ConfigError(f"--{f.name.replace('_', '-')} takes KEY=VALUE, got '{bad[0]}'")
             given = {k: v for k, _, v in pairs}
         values[f.name] = given
     return from_mapping(cls, values)

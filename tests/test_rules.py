@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from label_studio_sdk import LabelStudio
+from PIL import Image
 
 from core.layout import Layout
 from core.settings import LabelConfig
@@ -14,7 +15,7 @@ from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.rules import decide
 from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
 from curation.labeling.sync import push
-from curation.preannotate.detector import Detection
+from curation.preannotate.detector import Detection, Detector
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import free_port
 
@@ -101,3 +102,10 @@ def test_label_studio_is_found_from_any_folder(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     binary = LabelStudioServer(tmp_path / "ls", tmp_path).binary
     assert binary.is_absolute() and binary.exists()
+
+
+def test_the_detector_reads_every_format_the_store_keeps(tmp_path: Path) -> None:
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF"):
+        photo = tmp_path / f"photo.{fmt.lower()}"
+        Image.new("RGB", (200, 150), (200, 30, 30)).save(photo, fmt)
+        assert Detector(min_score=0.3).detect_file(photo) == []  # a plain red frame holds no object

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 # The 90-id COCO numbering of the TensorFlow model zoo; ids without a name were never used.
 _COCO = (
@@ -69,7 +70,7 @@ class Detector:
         return sorted(found, key=lambda d: -d.score)
 
     def detect_file(self, path: Path) -> list[Detection]:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot decode {path}")
-        return self.detect(bgr)
+        """Detections in a stored photo, decoded upright by Pillow as dedupe decoded it (OpenCV reads no GIF)."""
+        with Image.open(path) as img:
+            rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        return self.detect(np.ascontiguousarray(rgb[:, :, ::-1]))

@@ -14,6 +14,8 @@ from functools import cache
 
 from PIL import Image
 
+from core.errors import ConfigError
+
 # name: which requests it can hit ('image', 'page' or 'any')
 FAULTS = {
     "5xx": "any",  # a 503 with no advice
@@ -44,9 +46,9 @@ class FaultPlan:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rates) - set(FAULTS))
         if unknown:
-            raise ValueError(f"unknown faults: {', '.join(unknown)}; valid faults: {', '.join(FAULTS)}")
+            raise ConfigError(f"unknown faults: {', '.join(unknown)}; valid faults: {', '.join(FAULTS)}")
         if sum(self.rates.values()) > 1:
-            raise ValueError(f"fault rates add up to {sum(self.rates.values()):.2f}, over 1")
+            raise ConfigError(f"fault rates add up to {sum(self.rates.values()):.2f}, over 1")
         self._rng = random.Random(self.seed)
 
     @classmethod
@@ -59,7 +61,7 @@ class FaultPlan:
             for item in filter(None, spec.split(",")):
                 name, sep, value = item.partition("=")
                 if not sep:
-                    raise ValueError(f"fault '{item}' needs a rate: NAME=RATE")
+                    raise ConfigError(f"fault '{item}' needs a rate: NAME=RATE")
                 rates[name.strip()] = float(value)
         return cls(rates, **options)  # type: ignore[arg-type]
 
