@@ -40,7 +40,8 @@ lint: $(VENV)/.installed
 test: env lint
 	@fresh=$$(mktemp -d) && mkdir $$fresh/tmp && echo "tests run with HOME=$$fresh" && \
 	HOME=$$fresh XDG_CACHE_HOME=$$fresh/.cache TORCH_HOME=$$fresh/.cache/torch PREFECT_HOME=$$fresh/.prefect \
-	TMPDIR=$$fresh/tmp $(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
+	TMPDIR=$$fresh/tmp NUMBA_CACHE_DIR=$$fresh/.cache/numba \
+	$(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
 
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env
