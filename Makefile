@@ -46,7 +46,8 @@ test: env lint
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env
 	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
-	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement bad_inputs grocery_accuracy; do \
+	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement bad_inputs \
+		train_throughput retrain_cost train_memory predict_latency grocery_accuracy; do \
 		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
 
 stop:

@@ -33,5 +33,10 @@ class Layout:
         return self.data_dir / "models" / "production"
 
     @property
+    def cache_dir(self) -> Path:
+        """Shrunk photos and frozen features: made again from the store when removed."""
+        return self.data_dir / "cache"
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"

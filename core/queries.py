@@ -31,6 +31,14 @@ FAILED_PHOTOS = Query(
     "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop = ?"
 )
 
+# --- import (crawler/collection.py) -------------------------------------------------------------
+ALL_PHOTOS = Query("SELECT sha256 FROM photos")
+# A collection's photos were sorted by product already: accepted, unless a person decided before.
+ACCEPT_IMPORTED = Query(
+    "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at, decision, reason, decided_at) "
+    "VALUES (?, 0, 0, ?, 'accept', ?, ?)"
+)
+
 # --- dedupe ------------------------------------------------------------------------------------
 UNCHECKED_PHOTOS = Query(
     "SELECT p.sha256, p.path FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL"

@@ -101,6 +101,13 @@ class LabelConfig:
     detector_min_score: Share = 0.3
 
 
+def _input_size(size: int) -> int:
+    # The networks downsample 32 times: a smaller photo has no pixels left at their last stage.
+    if size and not 32 <= size <= 1024:
+        raise ValueError(f"image_size must be 0 (each member's own) or from 32 to 1024, got {size}")
+    return size
+
+
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class TrainConfig:
@@ -110,15 +117,28 @@ class TrainConfig:
         "efficientnet_lite1",
         "efficientnet_lite2",
     )
-    # The networks downsample 32 times: a smaller photo has no pixels left at their last stage.
-    image_size: Annotated[int, Field(ge=32, le=1024)] = 160
-    epochs: Count = 6
+    # quick: a head on each member's frozen, cached features (minutes on a CPU); full: that head,
+    # then the whole network fine-tuned. auto: full where a GPU is present, quick elsewhere.
+    mode: Literal["auto", "quick", "full"] = "auto"
+    # Wall-clock minutes the whole training may take (0: no limit); fine-tuning stops at an epoch
+    # boundary before the budget runs out and keeps its best epoch so far.
+    budget_minutes: NonNegativeFloat = 0.0
+    # Input side in pixels; 0 gives each member the size it was pretrained at (224, 240, 260).
+    image_size: Annotated[int, AfterValidator(_input_size)] = 0
+    # Fine-tuning's epoch budget; it stops earlier once validation stops improving for `patience`.
+    epochs: Count = 30
+    patience: Count = 5
+    # Epochs the learning rate climbs from zero before its cosine decay: a head still finding
+    # its way would otherwise send large gradients into the pretrained body.
+    warmup_epochs: NonNegativeInt = 1
     batch_size: Count = 32
     lr: Positive = 1e-3
-    # Backbone learns ten times slower than the new head: a small shop's photos would
-    # otherwise wash out the ImageNet features in a few steps.
+    # The body learns ten times slower than the head: a small shop's photos would otherwise
+    # wash out the ImageNet features in a few steps.
     backbone_lr_scale: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
     weight_decay: NonNegativeFloat = 1e-4
+    # Passes of the head over the cached features (the linear probe).
+    head_epochs: Count = 40
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
     label_smoothing: Share = 0.1
@@ -128,10 +148,14 @@ class TrainConfig:
     # Products with fewer accepted photos are left out, as the study left out products with
     # too few photo reviews: a split needs a photo for each of train, validation and test.
     min_photos: Count = 5
+    # predict says "not sure" below the score at which this share of validation answers was right.
+    sure_precision: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.9
     seed: int = 0
     val_share: Share = 0.2
     test_share: Share = 0.2
     num_threads: NonNegativeInt = 0  # 0: let torch decide
+    # Processes that decode and augment photos beside the model; 0: one per two cores, up to 8.
+    workers: NonNegativeInt = 0
     weights: Mapping[str, str] = field(default_factory=dict)  # member name -> local weights file
 
     def __post_init__(self) -> None:

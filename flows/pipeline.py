@@ -14,6 +14,7 @@ from prefect.runtime import deployment
 
 from core.layout import DEFAULT_DATA_DIR, Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
+from crawler.collection import ImportSummary
 from crawler.crawl import CrawlSummary
 from curation.dedupe.grouping import DedupeSummary
 from curation.labeling.sync import PullSummary, PushSummary
@@ -22,6 +23,7 @@ from flows.tasks import (
     crawl_task,
     dedupe_task,
     evaluate_task,
+    import_task,
     label_pull_task,
     label_push_task,
     train_task,
@@ -40,6 +42,16 @@ def crawl_flow(data_dir: str = DATA_DIR, crawl: CrawlConfig | None = None) -> Cr
 @flow(name="dedupe")
 def dedupe_flow(data_dir: str = DATA_DIR, dedupe: DedupeConfig | None = None) -> DedupeSummary:
     return dedupe_task(dedupe or DedupeConfig(), data_dir)
+
+
+@flow(name="import")
+def import_flow(
+    source: str, data_dir: str = DATA_DIR, shop: str = "import", dedupe: DedupeConfig | None = None
+) -> ImportSummary:
+    """An existing collection in (a folder of product folders, or a CSV), then dedupe."""
+    imported = import_task(source, data_dir, shop)
+    dedupe_task(dedupe or DedupeConfig(), data_dir)
+    return imported
 
 
 @flow(name="label-push")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from prefect.states import State
 
 from core.layout import Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
+from crawler.collection import ImportSummary, import_collection
 from crawler.crawl import CrawlSummary, crawl
 from crawler.errors import LayoutChanged
 from curation.dedupe.grouping import DedupeSummary, dedupe
@@ -54,11 +58,43 @@ def label_pull_task(config: LabelConfig, data_dir: str) -> PullSummary:
     return summary
 
 
+class _ToRunLogger(logging.Handler):
+    """Hands a stage's log records to the flow run's logger, so they show in Prefect's UI."""
+
+    def __init__(self, target: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        super().__init__(logging.INFO)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.log(record.levelno, record.getMessage())
+
+
+@contextmanager
+def progress_to_run_log() -> Iterator[None]:
+    progress = logging.getLogger("training.progress")
+    handler, level = _ToRunLogger(get_run_logger()), progress.level
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(level)
+
+
 @task
 def train_task(config: TrainConfig, data_dir: str) -> str:
-    run_dir = train(config, Layout(Path(data_dir)))
+    with progress_to_run_log():  # one line per epoch in the run's log
+        run_dir = train(config, Layout(Path(data_dir)))
     get_run_logger().info("trained: %s", run_dir)
     return str(run_dir)
+
+
+@task
+def import_task(source: str, data_dir: str, shop: str) -> ImportSummary:
+    summary = import_collection(Path(source), Layout(Path(data_dir)), shop=shop)
+    get_run_logger().info("import: %s", summary)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -67,7 +103,8 @@ class Evaluation:
     results: dict[str, dict[str, float]]  # member (and "ensemble") -> top1, top3 in percent
     gate: dict[str, Any]
     promoted: bool
-    markdown: str
+    markdown: str  # the whole report
+    table: str  # its first table: each member and the ensemble
 
 
 @task
@@ -75,10 +112,10 @@ def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> Evalu
     layout = Layout(Path(data_dir))
     report = evaluate(Path(run_dir), layout)
     logger = get_run_logger()
-    logger.info("evaluation of %s:\n%s", run_dir, report.markdown)
+    logger.info("evaluation of %s:\n%s", run_dir, report.table)
     promoted = promote_if_better and bool(report.gate["promote"])
     if promoted:
         logger.info("promoted to %s: %s", promote(Path(run_dir), layout), report.gate["reason"])
     else:
         logger.info("not promoted: %s", report.gate["reason"])
-    return Evaluation(run_dir, report.results, report.gate, promoted, report.markdown)
+    return Evaluation(run_dir, report.results, report.gate, promoted, report.markdown, report.table)

@@ -108,6 +108,16 @@ def cmd_crawl(args: argparse.Namespace) -> None:
     print(crawl(config_from_flags(args, CrawlConfig), Layout(args.data_dir)))
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from crawler.collection import import_collection
+    from curation.dedupe.grouping import dedupe
+
+    layout = Layout(args.data_dir)
+    print(import_collection(args.source, layout, shop=args.shop))
+    # Through dedupe at once: a photo imported twice, or crawled too, trains once.
+    print(dedupe(DedupeConfig(), layout))
+
+
 def cmd_dedupe(args: argparse.Namespace) -> None:
     from curation.dedupe.grouping import dedupe
 
@@ -162,15 +172,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     layout = Layout(args.data_dir)
     run_dir = Path(args.run) if args.run else latest_run(layout)
     report = evaluate(run_dir, layout)
-    print(report.markdown)
+    print(report.table)
     print(f"gate: {report.gate['reason']}")
+    print(f"report: {run_dir / 'report.md'} (per product, the study beside it, confusion.png)")
     if args.promote and report.gate["promote"]:
         print(f"promoted to {promote(run_dir, layout)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from training.bundle import Ensemble
-    from training.predict import predict
+    from training.data import UnreadablePhoto
+    from training.predict import photos_in, predict_many
     from training.runs import latest_run
 
     layout = Layout(args.data_dir)
@@ -180,8 +192,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
         else (layout.production_dir if (layout.production_dir / "model.pt").exists() else latest_run(layout))
     )
     ensemble = Ensemble.load(model)
-    for rank, guess in enumerate(predict(ensemble, Path(args.photo)), start=1):
-        print(f"{rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
+    photos = photos_in(Path(args.photo))
+    print(f"model {ensemble.version} ({ensemble.mode} mode); not sure below {ensemble.calibration.sure_threshold:.2f}")
+    unreadable = 0
+    for answer in predict_many(ensemble, photos, k=args.top):
+        print(f"{answer.photo}:" + ("" if answer.sure or answer.problem else "  not sure; the likeliest:"))
+        if answer.problem:
+            unreadable += 1
+            print(f"  cannot read it: {answer.problem}")
+        for rank, guess in enumerate(answer.guesses, start=1):
+            print(f"  {rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
+    if unreadable == len(photos):
+        raise UnreadablePhoto(f"none of the {len(photos)} photos could be read")
 
 
 PIPELINE_SETTINGS: dict[str, type[Any]] = {
@@ -202,7 +224,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
         stage: from_mapping(cls, settings.get(stage, {})) for stage, cls in PIPELINE_SETTINGS.items()
     }
     result = pipeline_flow(data_dir=str(args.data_dir), **configs)
-    print(result.evaluate.markdown)
+    print(result.evaluate.table)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -250,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, CrawlConfig)
     p.set_defaults(func=cmd_crawl)
 
+    p = sub.add_parser("import", help="an existing collection in: a folder of product folders, or a CSV")
+    p.add_argument(
+        "source", type=Path, help="folder with one sub-folder per product, or a CSV of path,product[,name,url]"
+    )
+    _add_data_dir(p)
+    p.add_argument("--shop", default="import", help="the shop its products are recorded under (default: %(default)s)")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("dedupe", help="validate, hash and group near-duplicate photos")
     _add_data_dir(p)
     add_config_flags(p, DedupeConfig)
@@ -279,14 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="Top-1 / Top-3 of a run, and the promotion gate")
+    p = sub.add_parser("evaluate", help="a run on its test photos: report.md, confusion.png, the promotion gate")
     p.add_argument("run", nargs="?", help="run folder (default: the newest)")
     _add_data_dir(p)
     p.add_argument("--promote", action="store_true", help="promote the run if it passes the gate")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="the three most likely products for a photo")
-    p.add_argument("photo")
+    p = sub.add_parser("predict", help="the three most likely products for a photo, or for each photo of a folder")
+    p.add_argument("photo", help="a photo, or a folder of photos (answered with one load of the models)")
+    p.add_argument("--top", type=int, default=3, help="products listed per photo (default: %(default)s)")
     _add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
     p.set_defaults(func=cmd_predict)
@@ -314,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Training's epoch lines are shown without -v: minutes of silence read as a hang.
+    logging.getLogger("training.progress").setLevel(logging.INFO)
     try:
         args.func(args)
     except ReviewlensError as exc:  # what the user can fix; anything else is a bug and keeps its traceback

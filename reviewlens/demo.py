@@ -71,9 +71,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     train_config = TrainConfig()
     if quick:
         shop_config = replace(shop_config, n_categories=2, products_per_category=3, photos_per_product=30)
-        train_config = replace(
-            train_config, members=("efficientnet_lite0", "efficientnet_lite1"), epochs=2, image_size=128
-        )
+        train_config = replace(train_config, members=("efficientnet_lite0", "efficientnet_lite1"), image_size=128)
     print(f"1/3 generating the demo shop in {data_dir / 'demo-shop'}", flush=True)
     shop_dir = generate(shop_config, data_dir / "demo-shop")
     server = LabelStudioServer(data_dir / "label-studio", data_dir, port=port)
@@ -94,8 +92,8 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     evaluated = result.evaluate
     run_dir = Path(evaluated.run_dir)
     print()
-    print(evaluated.markdown)
-    print(f"Report:        {run_dir / 'report.md'} (and report.json)")
+    print(evaluated.table)
+    print(f"Report:        {run_dir / 'report.md'} (and report.json, confusion.png)")
     print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated.promoted} ({evaluated.gate['reason']})")
     print(f"Manifest:      {layout.manifest_path}")
     print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
@@ -106,4 +104,5 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     )
     sample = next(iter(sorted((shop_dir / "photos").glob("*.jpg"))))
     print(f"Try:           .venv/bin/reviewlens predict {sample} --data-dir {data_dir}")
+    print(f"  or a folder: .venv/bin/reviewlens predict {shop_dir / 'photos'} --data-dir {data_dir}")
     return result

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.layout import Layout
 from core.manifest import Manifest
@@ -93,7 +94,8 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert set(report["results"]) == {"efficientnet_lite0", "efficientnet_lite1", "ensemble"}
     for figures in report["results"].values():
         assert 0 <= figures["top1"] <= figures["top3"] <= 100
-    assert "| Ensemble (soft voting) |" in (run_dir / "report.md").read_text()
+    markdown = (run_dir / "report.md").read_text()
+    assert "| Ensemble |" in markdown and "| study: Ensemble (soft voting) | 74.4 | 90.2 |" in markdown
     assert result.evaluate.promoted and (layout.production_dir / "model.pt").exists()
 
     # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first
@@ -125,6 +127,9 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     assert again.pull.decided == 0 and again.pull.unchanged == len(rows) and again.pull.chosen == 0
     retrained = json.loads((Path(again.evaluate.run_dir) / "snapshot.json").read_text())
     assert retrained["snapshot_id"] == snapshot["snapshot_id"] and again.evaluate.run_dir != result.evaluate.run_dir
+    # ... from the features the first run kept: no photo goes through a network again.
+    history = torch.load(Path(again.evaluate.run_dir) / "model.pt", weights_only=True)["members"]
+    assert [h["history"]["embedded"] for h in history.values()] == [0, 0]
 
     # predict names three catalog products with their links, best first.
     photo = shop_dir / "photos" / f"{next(iter(truth))}.jpg"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
@@ -66,11 +67,11 @@ def test_a_failed_train_leaves_no_run_folder(accepted: Layout, tmp_path: Path, m
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    config = TrainConfig(members=("efficientnet_lite0", "resnet50"), epochs=1, image_size=64)
+    config = TrainConfig(members=("efficientnet_lite0", "resnet50"), image_size=64)
     with pytest.raises(MissingWeights):
         train(config, accepted)
     assert list(accepted.runs_dir.iterdir()) == []
-    run_dir = train(TrainConfig(members=("efficientnet_lite0",), epochs=1, image_size=64), accepted)
+    run_dir = train(TrainConfig(members=("efficientnet_lite0",), image_size=64), accepted)
     assert sorted(p.name for p in accepted.runs_dir.iterdir()) == [run_dir.name]
     assert {p.name for p in run_dir.iterdir()} == {"model.pt", "snapshot.json"}
 
@@ -99,15 +100,20 @@ def test_a_missing_or_changed_photo_is_left_out_and_the_next_crawl_fetches_it(sh
     assert {e.sha256 for e in first.examples} - {e.sha256 for e in third.examples} == {crafted.sha256}
 
 
-def test_a_killed_train_leaves_nothing_the_next_run_keeps(accepted: Layout) -> None:
+def test_a_killed_train_leaves_no_run_and_keeps_its_features(accepted: Layout) -> None:
     args = [sys.executable, "-m", "reviewlens.cli", "train", "--data-dir", str(accepted.data_dir)]
-    proc = subprocess.Popen([*args, "--members", "efficientnet_lite0", "--epochs", "50", "--image-size", "64"])
-    deadline = time.monotonic() + 120
-    while not list(accepted.runs_dir.glob(".partial-*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    flags = ["--mode", "full", "--members", "efficientnet_lite0", "--epochs", "50", "--patience", "50"]
+    proc = subprocess.Popen([*args, *flags, "--image-size", "64"], stderr=subprocess.PIPE, text=True)
+    # Killed once fine-tuning runs: the features were computed and kept before it started.
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "fine-tuning from the probe" in line:
+            break
     time.sleep(1)
     proc.kill()
     proc.wait()
     assert [p.name.startswith(".partial-") for p in accepted.runs_dir.iterdir()] == [True], "not killed mid-run"
-    run_dir = train(TrainConfig(members=("efficientnet_lite0",), epochs=1, image_size=64), accepted)
+    run_dir = train(TrainConfig(mode="quick", members=("efficientnet_lite0",), image_size=64), accepted)
     assert [p.name for p in accepted.runs_dir.iterdir()] == [run_dir.name]
+    history = torch.load(run_dir / "model.pt", weights_only=True)["members"]["efficientnet_lite0"]["history"]
+    assert history["embedded"] == 0  # every feature came from the killed run's cache

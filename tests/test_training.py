@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,13 @@ from core.layout import Layout
 from models import efficientnet_lite
 from reviewlens.cli import main
 from tests.conftest import SHARED
-from training.bundle import Ensemble, NotAModel
+from training.bundle import BUNDLE_FORMAT, Ensemble, NotAModel
+from training.calibrate import Calibration
 from training.data import UnreadablePhoto, assign_splits, load_image
-from training.evaluate import better_than_chance, markdown_table, promotion_gate, topk
+from training.evaluate import HeldOut, better_than_chance, markdown_table, promotion_gate
+from training.loading import PhotoRef
 from training.members import MEMBERS, MissingWeights, get_member
+from training.metrics import topk
 
 
 def test_efficientnet_lite_loads_packaged_weights_strictly(tmp_path: Path) -> None:
@@ -91,9 +95,14 @@ def test_topk_and_the_report_table() -> None:
     labels = torch.tensor([1, 1, 0])
     assert topk(probs, labels, 1) == 33.3 and topk(probs, labels, 3) == 100.0
     table = markdown_table(
-        {"mobilenet_v3_large": {"top1": 71.5, "top3": 89.6}, "ensemble": {"top1": 74.4, "top3": 90.2}}, 9423, 54
+        {
+            "mobilenet_v3_large": {"top1": 71.5, "top3": 89.6},
+            "ensemble": {"top1": 74.4, "top3": 90.2, "macro_f1": 70.1, "ece": 3.2},
+        },
+        9423,
+        54,
     )
-    assert "| MobileNetV3 | 71.5 | 89.6 |" in table and "| Ensemble (soft voting) | 74.4 | 90.2 |" in table
+    assert "| MobileNetV3 | 71.5 | 89.6 |  |  |" in table and "| Ensemble | 74.4 | 90.2 | 70.1 | 3.2 |" in table
     assert "9423 test photos of 54 products" in table
 
 
@@ -132,22 +141,29 @@ def test_a_photo_too_large_to_decode_is_refused_before_decoding(side: int, tmp_p
 
 def test_the_gate_never_promotes_a_model_at_chance(tmp_path: Path) -> None:
     layout = Layout(tmp_path)  # nothing in production: only chance stands in the way
-    paths, products = ["p"] * 36, ["1"] * 36
+    tests = HeldOut([PhotoRef(tmp_path / "p.jpg")] * 36, ["1"] * 36)
     assert better_than_chance(36, 6) == pytest.approx(29.1, abs=0.1)  # 16.7% + 2 standard errors
-    at_chance = promotion_gate(16.7, layout, paths, products, 0.0, n_classes=6)
+    at_chance = promotion_gate(16.7, layout, tests, 0.0, n_classes=6)
     assert not at_chance["promote"] and "not above chance" in at_chance["reason"]
-    assert promotion_gate(60.0, layout, paths, products, 0.0, n_classes=6)["promote"]
+    assert promotion_gate(60.0, layout, tests, 0.0, n_classes=6)["promote"]
 
 
 def test_a_model_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
     model = get_member("efficientnet_lite0").build(3, None, True)
     state = model.state_dict()
     state["_fc.weight"] = torch.full_like(state["_fc.weight"], float("nan"))  # what a diverged run leaves
+    calibration = Calibration(
+        {"efficientnet_lite0": 1.0}, {"efficientnet_lite0": False}, {"efficientnet_lite0": 1.0}, 1, 0
+    )
     bundle = {
+        "format": BUNDLE_FORMAT,
+        "version": "20990101T000000Z-snap-x",
+        "mode": "quick",
         "classes": [{"product_id": str(i), "name": f"p{i}", "url": ""} for i in range(3)],
         "snapshot_id": "snap-x",
         "config": {"members": ["efficientnet_lite0"]},
-        "members": {"efficientnet_lite0": {"state_dict": state, "history": {}}},
+        "calibration": asdict(calibration),
+        "members": {"efficientnet_lite0": {"state_dict": state, "history": {"image_size": 64}}},
     }
     torch.save(bundle, tmp_path / "model.pt")
     with pytest.raises(NotAModel, match="weights are not finite"):
@@ -155,3 +171,8 @@ def test_a_model_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
     state["_fc.weight"] = torch.zeros_like(state["_fc.weight"])
     torch.save(bundle, tmp_path / "model.pt")
     assert Ensemble.load(tmp_path).config.members == ("efficientnet_lite0",)
+    # A model file of the first release is named as such, with what to do.
+    del bundle["format"]
+    torch.save(bundle, tmp_path / "model.pt")
+    with pytest.raises(NotAModel, match=r"older reviewlens \(format 1.*train again"):
+        Ensemble.load(tmp_path)

@@ -1,4 +1,4 @@
-"""A trained ensemble read back from its model.pt: members rebuilt, weights loaded, ready to score."""
+"""A trained ensemble read back from its model.pt: members rebuilt, weights loaded, calibrated, ready to score."""
 
 from __future__ import annotations
 
@@ -11,22 +11,41 @@ import torch
 from torch import nn
 
 from core.errors import ReviewlensError
+from core.layout import Layout
 from core.settings import TrainConfig, from_mapping
-from training.data import ProductClass, eval_transform, load_image
-from training.members import Member, get_member
+from training.calibrate import Calibration, member_probs, mix
+from training.data import ProductClass
+from training.features import feature_store
+from training.finetune import view_logits
+from training.loading import PhotoRef, Photos, photo_loader
+from training.members import Member, for_inference, get_member
+from training.photo_cache import PhotoCache
 from training.runs import NoTrainedModel
+
+# model.pt's layout; a file of another is refused with a word on what to do.
+BUNDLE_FORMAT = 2
 
 
 class NotAModel(ReviewlensError):
-    """A model file that is not what training writes: damaged, or planted."""
+    """A model file that is not what training writes: damaged, planted, or from an older release."""
+
+
+@dataclass(frozen=True)
+class TrainedMember:
+    member: Member
+    model: nn.Module
+    size: int  # its input side
 
 
 @dataclass
 class Ensemble:
     classes: list[ProductClass]
-    members: list[tuple[Member, nn.Module]]
+    members: list[TrainedMember]
     config: TrainConfig  # the settings that trained it: its evaluation transform follows them
     snapshot_id: str
+    calibration: Calibration
+    mode: str  # quick or full
+    version: str  # the run that made it
 
     @classmethod
     def load(cls, path: Path) -> Ensemble:
@@ -38,7 +57,13 @@ class Ensemble:
         try:
             # Tensors and plain data only: a model file is data, and a pickle that runs code is refused.
             bundle: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
+            if bundle.get("format") != BUNDLE_FORMAT:
+                raise NotAModel(
+                    f"{file} was written by an older reviewlens (format {bundle.get('format', 1)}, this one reads "
+                    f"{BUNDLE_FORMAT}): train again with `reviewlens train`"
+                )
             classes = [ProductClass(**c) for c in bundle["classes"]]
+            config = from_mapping(TrainConfig, bundle["config"])
             members = []
             for name, saved in bundle["members"].items():
                 if not all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point()):
@@ -48,29 +73,53 @@ class Ensemble:
                 member = get_member(name)
                 model = member.build(len(classes), None, False)
                 model.load_state_dict(saved["state_dict"], strict=True)
-                members.append((member, model.eval()))
-            config = from_mapping(TrainConfig, bundle["config"])
+                members.append(TrainedMember(member, model.eval(), int(saved["history"]["image_size"])))
+            calibration = Calibration(**bundle["calibration"])
         except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, AttributeError, EOFError) as exc:
             raise NotAModel(
                 f"{file} is not a model reviewlens wrote ({type(exc).__name__}): refusing to use it"
             ) from exc
-        return cls(classes, members, config, bundle["snapshot_id"])
+        return cls(classes, members, config, bundle["snapshot_id"], calibration, bundle["mode"], bundle["version"])
 
     @torch.inference_mode()
-    def member_probs(self, paths: list[Path], batch_size: int = 64) -> dict[str, torch.Tensor]:
-        """Returns each member's class probabilities (N, classes) for the photos at `paths`."""
-        images = [load_image(p) for p in paths]
+    def member_logits(
+        self, photos: list[PhotoRef], layout: Layout | None = None, workers: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Each member's logits (N, views, classes) for `photos` (and their mirror images where it pays).
+
+        With a `layout`, store photos are read through its photo cache, and a member whose body
+        is still the one whose features were cached answers from those features.
+        """
         out = {}
-        for member, model in self.members:
-            tf = eval_transform(self.config.image_size, self.config.resize_ratio, member.mean, member.std)
-            chunks = [
-                model(torch.stack([tf(im) for im in images[i : i + batch_size]])).softmax(-1)
-                for i in range(0, len(images), batch_size)
-            ]
-            out[member.name] = torch.cat(chunks) if chunks else torch.empty(0, len(self.classes))
+        for trained in self.members:
+            member, model, size = trained.member, trained.model, trained.size
+            head = model.get_submodule(member.head)
+            store = feature_store(layout, member, model, size, self.config.resize_ratio) if layout else None
+            if (
+                store is not None
+                and photos
+                and all(p.sha256 for p in photos)
+                and not store.missing([str(p.sha256) for p in photos])
+            ):
+                out[member.name] = torch.stack(
+                    [head(f) for f in store.read([str(p.sha256) for p in photos]).unbind(1)], 1
+                )
+                continue
+            cache = PhotoCache(layout.cache_dir / "photos", round(size * self.config.resize_ratio)) if layout else None
+            dataset = Photos(photos, [0] * len(photos), cache, round(size * self.config.resize_ratio), size)
+            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            loader = photo_loader(dataset, 64, workers, pin_memory=dev.type == "cuda")
+            mirror = self.calibration.flip[member.name]
+            answering = for_inference(model).to(dev).to(memory_format=torch.channels_last)
+            out[member.name] = view_logits(answering, loader, member, dev, mirror)
         return out
 
+    def member_probs(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each member's calibrated probabilities (N, classes)."""
+        c = self.calibration
+        return {name: member_probs(lg, c.temperatures[name], c.flip[name]) for name, lg in logits.items()}
 
-def soft_vote(probs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The ensemble's probabilities: the mean of its members' (the study's soft voting)."""
-    return torch.stack(list(probs.values())).mean(0)
+    def ensemble_probs(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The calibrated mixture of the members' probabilities."""
+        c = self.calibration
+        return mix(list(probs.values()), [c.weights[name] for name in probs], c.temperature)

@@ -1,4 +1,4 @@
-"""Dataset snapshots: accepted photos, their products, and a split no duplicate group straddles."""
+"""Dataset snapshots: accepted photos, their products, a split no duplicate group straddles, safe decoding."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from core import queries as q
 from core.errors import ReviewlensError
@@ -131,46 +128,3 @@ def load_image(path: Path) -> Image.Image:
         raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadablePhoto(f"{path} is not a readable image: {exc}") from exc
-
-
-def eval_transform(size: int, resize_ratio: float, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    """Resize to `size` * `resize_ratio`, centre crop and normalize: the same at evaluation and prediction."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(int(size * resize_ratio), antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ]
-    )
-
-
-def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    """Random crops, flips and colour changes, as customers' photos vary in framing and light."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.3, 0.3, 0.2, 0.02),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ]
-    )
-
-
-class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Examples decoded once, short side at `keep_size` (the evaluation resize), transformed per access."""
-
-    def __init__(self, examples: list[Example], store_dir: Path, keep_size: int, transform: v2.Compose) -> None:
-        self.labels = [e.label for e in examples]
-        keep = v2.Compose([v2.ToImage(), v2.Resize(keep_size, antialias=True)])
-        # Decoding dominates a small model's step on the CPU: do it once, not once per epoch.
-        self.images = [keep(load_image(store_dir / e.path)) for e in examples]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), self.labels[i]

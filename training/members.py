@@ -32,6 +32,17 @@ class Member:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     head_prefixes: tuple[str, ...]  # parameter names of the new head: it learns at the full rate
+    head: str  # the final linear layer's module path: the head trained on frozen features
+    image_size: int  # the input side it was pretrained at: its features are best there
+    mflops: int  # multiply-adds of one photo at that side, in millions: what a photo costs it
+
+    def cost(self, override: int) -> float:
+        """Relative cost of one photo at the side it will see."""
+        return self.mflops * (self.input_size(override) / self.image_size) ** 2
+
+    def input_size(self, override: int) -> int:
+        """The side this member trains and answers at: `override`, or its own when that is 0."""
+        return override or self.image_size
 
 
 def _torchvision(
@@ -95,6 +106,9 @@ MEMBERS: dict[str, Member] = {
         IMAGENET_MEAN,
         IMAGENET_STD,
         ("classifier.6.",),
+        "classifier.6",
+        224,
+        19_600,
     ),
     "resnet50": Member(
         "resnet50",
@@ -102,6 +116,9 @@ MEMBERS: dict[str, Member] = {
         IMAGENET_MEAN,
         IMAGENET_STD,
         ("fc.",),
+        "fc",
+        224,
+        4_100,
     ),
     "mobilenet_v3_large": Member(
         "mobilenet_v3_large",
@@ -109,12 +126,31 @@ MEMBERS: dict[str, Member] = {
         IMAGENET_MEAN,
         IMAGENET_STD,
         ("classifier.3.",),
+        "classifier.3",
+        224,
+        220,
     ),
     **{
-        name: Member(name, _lite(name), efficientnet_lite.MEAN, efficientnet_lite.STD, ("_fc.",))
+        name: Member(
+            name,
+            _lite(name),
+            efficientnet_lite.MEAN,
+            efficientnet_lite.STD,
+            ("_fc.",),
+            "_fc",
+            efficientnet_lite.INPUT_SIZES[name],
+            efficientnet_lite.MFLOPS[name],
+        )
         for name in efficientnet_lite.PACKAGES
     },
 }
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """The model to answer with: batch norms folded into their convolutions where the architecture allows."""
+    if isinstance(model, efficientnet_lite.EfficientNetLite):
+        return efficientnet_lite.fused_for_inference(model)
+    return model.eval()
 
 
 def get_member(name: str) -> Member:

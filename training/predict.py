@@ -1,12 +1,20 @@
-"""predict: the three most likely products for a photo, with their names, links and scores."""
+"""predict: the three most likely products for each photo, with names, links and calibrated scores.
+
+The models are loaded once for a whole folder. An answer whose best score is under the
+threshold fitted on validation says so ("not sure") instead of passing a guess for a finding;
+a photo that cannot be read is reported and the others are still answered.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.bundle import Ensemble, soft_vote
-from training.data import ProductClass, UnreadablePhoto
+from training.bundle import Ensemble
+from training.data import ProductClass, UnreadablePhoto, load_image
+from training.loading import PhotoRef
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
 
 @dataclass(frozen=True)
@@ -15,11 +23,45 @@ class Guess:
     score: float
 
 
+@dataclass(frozen=True)
+class Answer:
+    photo: Path
+    guesses: list[Guess]  # best first; empty when the photo could not be read
+    sure: bool
+    problem: str = ""  # why the photo could not be answered
+
+
+def photos_in(target: Path) -> list[Path]:
+    """`target` itself, or the photos of a folder (by suffix, sorted)."""
+    target = Path(target)
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    if not target.is_file():
+        raise UnreadablePhoto(f"no photo or folder at {target}")
+    return [target]
+
+
+def predict_many(ensemble: Ensemble, photos: list[Path], k: int = 3) -> list[Answer]:
+    """Answers every photo with one load of the models; unreadable ones get their reason."""
+    readable, answers = [], {}
+    for photo in photos:
+        try:
+            load_image(photo)
+            readable.append(photo)
+        except UnreadablePhoto as exc:
+            answers[photo] = Answer(photo, [], False, str(exc))
+    if readable:
+        probs = ensemble.ensemble_probs(ensemble.member_probs(ensemble.member_logits([PhotoRef(p) for p in readable])))
+        for photo, row in zip(readable, probs, strict=True):
+            top = row.topk(min(k, len(ensemble.classes)))
+            guesses = [Guess(ensemble.classes[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]
+            answers[photo] = Answer(photo, guesses, guesses[0].score >= ensemble.calibration.sure_threshold)
+    return [answers[p] for p in photos]
+
+
 def predict(ensemble: Ensemble, photo: Path, k: int = 3) -> list[Guess]:
-    """Returns the `k` products the ensemble finds most likely in `photo`, best first."""
-    photo = Path(photo)
-    if not photo.is_file():
-        raise UnreadablePhoto(f"no photo at {photo}")
-    probs = soft_vote(ensemble.member_probs([photo]))[0]
-    top = probs.topk(min(k, len(ensemble.classes)))
-    return [Guess(ensemble.classes[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]
+    """The `k` products the ensemble finds most likely in `photo`, best first."""
+    answer = predict_many(ensemble, photos_in(photo)[:1], k)[0]
+    if answer.problem:
+        raise UnreadablePhoto(answer.problem)
+    return answer.guesses

@@ -1,28 +1,37 @@
-"""Training: each ensemble member fine-tuned on a snapshot's train split, best epoch kept by val.
+"""Training: for each ensemble member a head on its frozen features, then (full mode) fine-tuning;
+then the scores calibrated on validation, and one run folder.
 
-Laid out after torchvision's classification references: train_one_epoch, a member's training
-loop, and train() writing a run folder whose model.pt keeps the settings that made it.
-Evaluation is training/evaluate.py.
+Laid out after torchvision's classification references: the member's loop lives in
+training/finetune.py, the probe in training/head.py, calibration in training/calibrate.py, and
+train() writes a run folder whose model.pt keeps the settings that made it.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.settings import TrainConfig
-from training.data import PhotoDataset, Snapshot, eval_transform, make_snapshot, train_transform
-from training.members import Member, get_member
+from training.bundle import BUNDLE_FORMAT
+from training.calibrate import Calibration, calibrate
+from training.data import Example, Snapshot, make_snapshot
+from training.features import FeatureStore, embed_batch, embed_missing, feature_store
+from training.finetune import Schedule, autocast, finetune
+from training.head import Rows, fit_head
+from training.loading import PhotoRef, Photos, default_workers, photo_loader
+from training.members import Member, for_inference, get_member
+from training.photo_cache import PhotoCache
+from training.progress import Bar
+from training.progress import log as progress
 from training.runs import building_run
 
 log = logging.getLogger(__name__)
@@ -32,128 +41,229 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_mode(config: TrainConfig, dev: torch.device) -> str:
+    """quick or full: `auto` fine-tunes only where a GPU makes it affordable."""
+    if config.mode != "auto":
+        return config.mode
+    return "full" if dev.type == "cuda" else "quick"
+
+
 class NotEnoughData(ReviewlensError):
     """Too few accepted photos to train on; the message says how many there are."""
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader[Any],
-    optimizer: torch.optim.Optimizer,
-    dev: torch.device,
-    label_smoothing: float,
-) -> float:
-    """Runs one pass over `loader`; returns the mean training loss."""
-    model.train()
-    total, n = 0.0, 0
-    for x, y in loader:
-        x, y = x.to(dev), y.to(dev)
-        loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(y)
-        n += len(y)
-    return total / max(n, 1)
+@dataclass(frozen=True)
+class Context:
+    """What every member's training shares."""
+
+    snapshot: Snapshot
+    layout: Layout
+    config: TrainConfig
+    cache: PhotoCache
+    dev: torch.device
+    workers: int
+
+    def refs(self, examples: list[Example]) -> list[PhotoRef]:
+        return [PhotoRef(self.layout.store_dir / e.path, e.sha256) for e in examples]
+
+    def eval_photos(self, examples: list[Example], size: int) -> Photos:
+        resize = round(size * self.config.resize_ratio)
+        return Photos(self.refs(examples), [e.label for e in examples], self.cache, resize, size)
+
+    def loader(self, photos: Photos, batch_size: int, **kwargs: Any) -> Any:
+        return photo_loader(photos, batch_size, self.workers, self.dev.type == "cuda", **kwargs)
 
 
-@torch.inference_mode()
-def predict_proba(model: nn.Module, loader: DataLoader[Any], dev: torch.device) -> torch.Tensor:
-    """Returns softmax probabilities (N, classes) for `loader`'s examples in order."""
-    model.eval()
-    return torch.cat([model(x.to(dev)).softmax(-1).cpu() for x, _ in loader]) if len(loader) else torch.empty(0)
+def embed_snapshot(ctx: Context, member: Member, model: nn.Module, size: int, store: FeatureStore) -> int:
+    """Embeds every photo of the snapshot the store lacks (test photos too: evaluation reads them)."""
+    model = for_inference(model).to(ctx.dev).to(memory_format=torch.channels_last)
+    by_sha = {e.sha256: e for e in ctx.snapshot.examples}
+    shas = [e.sha256 for e in ctx.snapshot.examples]
+
+    def batches(todo: list[str]) -> Any:
+        photos = ctx.eval_photos([by_sha[s] for s in todo], size)
+        with Bar(len(todo), f"{member.name} features") as bar:
+            for x, y in ctx.loader(photos, ctx.config.batch_size * 2):
+                yield x, y
+                bar.update(len(y))
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        from training.augment import normalize
+
+        with autocast(ctx.dev):
+            return embed_batch(model, member.head, normalize(x.to(ctx.dev, non_blocking=True), member.mean, member.std))
+
+    started = time.monotonic()
+    done = embed_missing(store, shas, batches, embed)
+    progress.info(
+        "%s: features of %d photos computed in %.0f s, %d read from the cache",
+        member.name,
+        done,
+        time.monotonic() - started,
+        len(set(shas)) - done,
+    )
+    return done
 
 
-def top1(probs: torch.Tensor, labels: list[int]) -> float:
-    if not labels:
-        return 0.0
-    return float((probs.argmax(-1) == torch.tensor(labels)).float().mean())
+def _rows(examples: list[Example]) -> Rows:
+    return Rows([e.sha256 for e in examples], [e.label for e in examples])
 
 
 def train_member(
-    member: Member, snapshot: Snapshot, layout: Layout, config: TrainConfig, dev: torch.device
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Fine-tunes one member; returns the model at its best validation epoch and its history."""
+    ctx: Context, member: Member, mode: str, deadline: float
+) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+    """One member: the probe on cached features, then in full mode fine-tuning.
+    Returns the model, its validation logits (N, views, C) and its training record."""
+    config, n_classes = ctx.config, len(ctx.snapshot.classes)
+    size = member.input_size(config.image_size)
     weights = config.weights.get(member.name)
-    model = member.build(len(snapshot.classes), Path(weights) if weights else None, True).to(dev)
-    keep_size = int(config.image_size * config.resize_ratio)
-    train_set = PhotoDataset(
-        snapshot.split("train"),
-        layout.store_dir,
-        keep_size,
-        train_transform(config.image_size, member.mean, member.std),
+    model = member.build(n_classes, Path(weights) if weights else None, True)
+    store = feature_store(ctx.layout, member, model, size, config.resize_ratio)
+    embedded = embed_snapshot(ctx, member, model, size, store)
+    train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
+    head, probe = fit_head(
+        store.read,
+        _rows(train),
+        _rows(val),
+        store.dim,
+        n_classes,
+        config.head_epochs,
+        config.label_smoothing,
+        config.seed,
     )
-    val_set = PhotoDataset(
-        snapshot.split("val"),
-        layout.store_dir,
-        keep_size,
-        eval_transform(config.image_size, config.resize_ratio, member.mean, member.std),
-    )
+    model.get_submodule(member.head).load_state_dict(head.state_dict())
+    record: dict[str, Any] = {"image_size": size, "embedded": embedded, **probe, "epochs": []}
+    progress.info("%s: probe val top-1 %.3f", member.name, probe["probe_val_top1"])
+    val_labels = torch.tensor([e.label for e in val])
+    if mode == "quick":
+        val_logits = torch.stack([head(f) for f in store.read([e.sha256 for e in val]).unbind(1)], 1).detach()
+        return model, val_logits, record
+    resize = round(size * config.resize_ratio)
+    train_photos = Photos(ctx.refs(train), [e.label for e in train], ctx.cache, resize, size, train=True)
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
+    train_loader = ctx.loader(
+        train_photos,
+        config.batch_size,
         shuffle=True,
         generator=generator,
-        drop_last=len(train_set) > config.batch_size,
+        drop_last=len(train_photos) > config.batch_size,
     )
-    val_loader = DataLoader(val_set, batch_size=config.batch_size * 2)
-    head = [p for n, p in model.named_parameters() if n.startswith(member.head_prefixes)]
-    body = [p for n, p in model.named_parameters() if not n.startswith(member.head_prefixes)]
-    optimizer = torch.optim.AdamW(
-        [{"params": head, "lr": config.lr}, {"params": body, "lr": config.lr * config.backbone_lr_scale}],
-        weight_decay=config.weight_decay,
+    val_loader = ctx.loader(ctx.eval_photos(val, size), config.batch_size * 2)
+    schedule = Schedule(config.epochs, config.warmup_epochs, config.patience, deadline)
+    model, val_logits, history = finetune(
+        model,
+        member,
+        size,
+        train_loader,
+        val_loader,
+        val_labels,
+        config.lr,
+        config.backbone_lr_scale,
+        config.weight_decay,
+        config.label_smoothing,
+        schedule,
+        ctx.dev,
+        config.seed,
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
-    history = []
-    for epoch in range(config.epochs):
-        started = time.monotonic()
-        loss = train_one_epoch(model, train_loader, optimizer, dev, config.label_smoothing)
-        scheduler.step()
-        val_top1 = top1(predict_proba(model, val_loader, dev), val_set.labels)
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": round(loss, 4),
-                "val_top1": round(val_top1, 4),
-                "seconds": round(time.monotonic() - started, 1),
-            }
-        )
-        log.info("%s epoch %d: loss %.3f, val top-1 %.3f", member.name, epoch, loss, val_top1)
-        if val_top1 > best[0]:
-            best = (val_top1, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[1])
-    return model, {"best_val_top1": best[0], "epochs": history}
+    record["epochs"] = history
+    return model.cpu(), val_logits, record
+
+
+def fits(member: Member, last: tuple[Member, float], deadline: float, image_size: int) -> bool:
+    """Whether `member` is expected to finish by `deadline`, judged by what the last one took per unit of cost."""
+    if math.isinf(deadline):
+        return True
+    previous, seconds = last
+    expected = seconds * member.cost(image_size) / previous.cost(image_size)
+    return time.monotonic() + expected <= deadline
 
 
 def train(config: TrainConfig, layout: Layout) -> Path:
     """Snapshots the accepted photos and trains every member; returns the run folder.
 
-    The run folder holds model.pt (every member's weights, the classes and the config that made
-    them) and snapshot.json (the photos and their split).
+    The run folder holds model.pt (every member's weights, the classes, the calibration and the
+    config that made them) and snapshot.json (the photos and their split).
     """
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    members = [get_member(name) for name in config.members]  # unknown names fail before any work
+    started = time.monotonic()
+    for name in config.members:
+        get_member(name)  # an unknown name fails before any work
     snapshot = make_snapshot(layout, config.val_share, config.test_share, config.seed, config.min_photos)
     if len(snapshot.classes) < 2:
         raise NotEnoughData(
             f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
             "at least 2 are needed to train"
         )
+    return train_snapshot(snapshot, config, layout, started)
+
+
+def train_snapshot(snapshot: Snapshot, config: TrainConfig, layout: Layout, started: float | None = None) -> Path:
+    """Trains every member on a snapshot whose photos lie in the layout's store; returns the run folder."""
+    started = started or time.monotonic()
+    deadline = started + config.budget_minutes * 60 if config.budget_minutes else math.inf
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    members = [get_member(name) for name in config.members]
     dev = device()
+    mode = resolve_mode(config, dev)
+    largest = max(round(m.input_size(config.image_size) * config.resize_ratio) for m in members)
+    cache = PhotoCache(layout.cache_dir / "photos", largest)
+    ctx = Context(snapshot, layout, config, cache, dev, config.workers or default_workers())
+    progress.info(
+        "training %s mode on %s: %d products, %d train / %d val / %d test photos",
+        mode,
+        dev,
+        len(snapshot.classes),
+        len(snapshot.split("train")),
+        len(snapshot.split("val")),
+        len(snapshot.split("test")),
+    )
     with building_run(layout, snapshot.snapshot_id) as (work_dir, run_dir):
         snapshot.save(work_dir / "snapshot.json")
-        bundle: dict[str, Any] = {
-            "classes": [asdict(c) for c in snapshot.classes],
-            "snapshot_id": snapshot.snapshot_id,
-            "config": {**asdict(config), "weights": dict(config.weights)},
-            "members": {},
-        }
-        for member in members:
-            model, history = train_member(member, snapshot, layout, config, dev)
-            bundle["members"][member.name] = {"state_dict": model.cpu().state_dict(), "history": history}
-        torch.save(bundle, work_dir / "model.pt")
+        models, val_logits, records = {}, {}, {}
+        last: tuple[Member, float] | None = None  # the member trained last, and what it took
+        for i, member in enumerate(members):
+            if last is not None and not fits(member, last, deadline, config.image_size):
+                progress.info("%s left out: it would not finish within the time budget", member.name)
+                continue
+            # Each member gets an equal share of what is left of the budget.
+            member_started = time.monotonic()
+            member_deadline = member_started + (deadline - member_started) / (len(members) - i)
+            models[member.name], val_logits[member.name], records[member.name] = train_member(
+                ctx, member, mode, member_deadline
+            )
+            last = (member, time.monotonic() - member_started)
+        val_labels = torch.tensor([e.label for e in snapshot.split("val")])
+        calibration = calibrate(val_logits, val_labels, config.sure_precision)
+        progress.info("calibrated on validation: %s", calibration)
+        torch.save(
+            bundle(snapshot, config, mode, models, records, calibration, time.monotonic() - started, run_dir.name),
+            work_dir / "model.pt",
+        )
     return run_dir
+
+
+def bundle(
+    snapshot: Snapshot,
+    config: TrainConfig,
+    mode: str,
+    models: dict[str, nn.Module],
+    records: dict[str, dict[str, Any]],
+    calibration: Calibration,
+    seconds: float,
+    version: str,
+) -> dict[str, Any]:
+    """model.pt's content: tensors and plain data only, so it loads without running code."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": version,
+        "classes": [asdict(c) for c in snapshot.classes],
+        "snapshot_id": snapshot.snapshot_id,
+        "mode": mode,
+        "train_seconds": round(seconds, 1),
+        "config": {**asdict(config), "weights": dict(config.weights)},
+        "calibration": asdict(calibration),
+        "members": {
+            name: {"state_dict": model.cpu().state_dict(), "history": records[name]} for name, model in models.items()
+        },
+    }

@@ -183,15 +183,17 @@ def crawl_refuses(settings: dict[str, object], named: str) -> Case:
 
 
 case("6a train --epochs 0")(train_refuses(["--epochs", "0"], "greater than or equal to 1"))
-case("6b train --image-size 0")(train_refuses(["--image-size", "0"], "greater than or equal to 32"))
+case("6b train --image-size 16")(train_refuses(["--image-size", "16"], "from 32 to 1024"))
 case("6c train --lr nan")(train_refuses(["--lr", "nan"], "finite number"))
 
 
 @case("6d the gate never promotes a model at chance")
 def _() -> tuple[bool, str]:
-    from training.evaluate import promotion_gate
+    from training.evaluate import HeldOut, promotion_gate
+    from training.loading import PhotoRef
 
-    gate = promotion_gate(16.7, Layout(ROOT / "empty"), ["p"] * 36, ["1"] * 36, 0.0, n_classes=6)
+    tests = HeldOut([PhotoRef(ROOT / "p.jpg")] * 36, ["1"] * 36)
+    gate = promotion_gate(16.7, Layout(ROOT / "empty"), tests, 0.0, n_classes=6)
     return not gate["promote"], gate["reason"]
 
 

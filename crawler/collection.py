@@ -1,0 +1,134 @@
+"""An existing collection in: photos a team already has, one folder per product or a CSV of path, product.
+
+Each photo is checked and stored like a crawled one (content-addressed, whole or absent), its
+product recorded under the collection's shop, and its provenance kept: the file it came from is
+its source. Imported photos count as accepted by the two rules, since a team sorted them by
+product already; a photo a person already decided on keeps that decision. Dedupe runs next, so
+a photo imported twice, or also crawled, trains once.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import queries as q
+from core.errors import ReviewlensError
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from crawler.errors import InvalidImage
+from crawler.store import PhotoStore
+
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+IMPORT_CATEGORY = 0  # imported products belong to no crawled category
+BATCH = 500  # photos recorded per transaction
+
+
+class BadCollection(ReviewlensError):
+    """A collection that cannot be read: no such folder, no photos, or a CSV without its columns."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    product_id: str
+    name: str
+    url: str = ""
+
+
+@dataclass
+class ImportSummary:
+    photos: int = 0  # photos read from the collection
+    stored: int = 0  # new to the store
+    already_known: int = 0  # the same bytes were stored before (crawled or imported)
+    products: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # file -> why it was not imported
+
+    def __str__(self) -> str:
+        line = (
+            f"imported {self.photos - len(self.refused)} of {self.photos} photos of {self.products} products "
+            f"({self.stored} new to the store, {self.already_known} already there)"
+        )
+        return line + "".join(f"\n  refused {path}: {why}" for path, why in sorted(self.refused.items()))
+
+
+def read_folders(root: Path) -> list[Entry]:
+    """One sub-folder per product; its name is the product's id and name."""
+    entries = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        entries += [
+            Entry(photo, folder.name, folder.name)
+            for photo in sorted(folder.rglob("*"))
+            if photo.suffix.lower() in SUFFIXES and photo.is_file()
+        ]
+    return entries
+
+
+def read_csv(file: Path) -> list[Entry]:
+    """Rows of path, product (and optionally name, url); a relative path is read from the CSV's folder."""
+    with file.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "product"} <= set(rows[0]):
+        raise BadCollection(f"{file} needs a header with the columns path and product (name and url optional)")
+    return [
+        Entry(
+            file.parent / r["path"], r["product"].strip(), (r.get("name") or r["product"]).strip(), r.get("url") or ""
+        )
+        for r in rows
+        if r["path"] and r["product"]
+    ]
+
+
+def read_collection(source: Path) -> list[Entry]:
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        entries = read_csv(source)
+    elif source.is_dir():
+        entries = read_folders(source)
+    else:
+        raise BadCollection(f"{source} is neither a folder of product folders nor a .csv file")
+    if not entries:
+        raise BadCollection(f"no photos found in {source} (one sub-folder per product, or a CSV of path, product)")
+    return entries
+
+
+def import_collection(
+    source: Path, layout: Layout, shop: str = "import", max_pixels: int = 40_000_000
+) -> ImportSummary:
+    """Stores the collection's photos and records them as accepted photos of their products."""
+    entries = read_collection(source)
+    store = PhotoStore(layout.store_dir, max_pixels)
+    summary = ImportSummary(products=len({e.product_id for e in entries}))
+    now = utc_now()
+    with Manifest(layout.manifest_path, create=True) as manifest:
+        known = {r["sha256"] for r in manifest.rows(q.ALL_PHOTOS)}
+        with manifest.transaction() as db:
+            for e in {e.product_id: e for e in entries}.values():
+                db.run(q.UPSERT_PRODUCT, shop, e.product_id, IMPORT_CATEGORY, e.name, e.url, 0, now)
+        for start in range(0, len(entries), BATCH):
+            photos, sources, labels = [], [], []
+            for e in entries[start : start + BATCH]:
+                summary.photos += 1
+                try:
+                    photo = store.put(e.path.read_bytes())
+                except (OSError, InvalidImage) as exc:
+                    summary.refused[str(e.path)] = getattr(exc, "reason", None) or str(exc)
+                    continue
+                if photo.sha256 in known:
+                    summary.already_known += 1
+                else:
+                    summary.stored += 1
+                    known.add(photo.sha256)
+                origin = e.path.resolve()
+                photos.append((photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now))
+                sources.append(
+                    (shop, f"import:{origin}", origin.as_uri(), e.product_id, IMPORT_CATEGORY, photo.sha256, None, now)
+                )
+                labels.append((photo.sha256, now, f"imported from {origin}", now))
+            # Stored files first, their rows after: a killed import leaves files the next one records.
+            with manifest.transaction() as db:
+                db.run_many(q.INSERT_PHOTO, photos)
+                db.run_many(q.INSERT_SOURCE, sources)
+                db.run_many(q.ACCEPT_IMPORTED, labels)
+    return summary

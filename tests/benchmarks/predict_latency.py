@@ -1,0 +1,44 @@
+"""How long a shopper waits: seconds to answer one photo with the default three-member ensemble
+once its models are loaded, beside loading them, on this machine (goal: under 1 s on a CPU).
+
+    .venv/bin/python -m tests.benchmarks.predict_latency
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from core.settings import TrainConfig
+from reviewlens.demoshop.generate import GeneratorConfig
+from tests.benchmarks._photos import shop_snapshot
+from tests.benchmarks._shop import workdir
+from training.bundle import Ensemble
+from training.predict import predict_many
+from training.train import device, train_snapshot
+
+
+def main() -> None:
+    shop = GeneratorConfig(seed=9, n_categories=2, products_per_category=3, photos_per_product=20)
+    snapshot, layout = shop_snapshot(workdir("predict"), shop)
+    run_dir = train_snapshot(snapshot, TrainConfig(mode="quick"), layout)
+    started = time.monotonic()
+    ensemble = Ensemble.load(run_dir)
+    load_s = time.monotonic() - started
+    photos = [layout.store_dir / e.path for e in snapshot.split("test")][:10]
+    predict_many(ensemble, photos[:1])  # the first call sets up torch's kernels
+    times = []
+    for photo in photos:
+        started = time.monotonic()
+        predict_many(ensemble, [photo])
+        times.append(time.monotonic() - started)
+    started = time.monotonic()
+    predict_many(ensemble, photos)
+    folder_s = time.monotonic() - started
+    print(f"on {device()}: {len(ensemble.members)} members at {[m.size for m in ensemble.members]} px")
+    print(f"loading the models: {load_s:.2f} s; a folder of {len(photos)} photos: {folder_s:.2f} s")
+    print(f"predict_seconds_per_photo: {statistics.median(times):.3f}")
+
+
+if __name__ == "__main__":
+    main()

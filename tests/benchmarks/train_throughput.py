@@ -1,0 +1,99 @@
+"""Is the model kept busy? Photos/s of the real fine-tuning loop over photos/s of the same model's
+training step on a batch already resident on the device, in one run on one machine.
+
+The loop reads photos from the on-disk cache in loader workers, moves uint8 batches and augments
+them on the device; the resident step does the same augmentation and step with no loading at
+all, so the ratio is the share of the model's speed the loading lets through (goal: >= 0.9 on a
+CPU, >= 0.7 on a GPU).
+
+    .venv/bin/python -m tests.benchmarks.train_throughput [--image-size 128] [--photos-per-product 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from core.settings import TrainConfig
+from reviewlens.demoshop.generate import GeneratorConfig
+from tests.benchmarks._photos import shop_snapshot, show_progress
+from tests.benchmarks._shop import workdir
+from training.augment import augment
+from training.finetune import autocast
+from training.members import get_member
+from training.train import device, train_snapshot
+
+
+def resident_rate(member_name: str, size: int, batch: int, steps: int, classes: int) -> float:
+    """Photos/s of augment + forward + backward + step on one batch that never leaves the device."""
+    dev = device()
+    member = get_member(member_name)
+    model = member.build(classes, None, True).to(dev).to(memory_format=torch.channels_last)
+    model.train()
+    for m in model.modules():  # as the loop trains: batch-norm statistics frozen
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    resize = round(size * TrainConfig().resize_ratio)
+    x = torch.randint(0, 256, (batch, 3, resize, resize), dtype=torch.uint8, device=dev)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def step() -> None:
+        with autocast(dev):
+            loss = torch.nn.functional.cross_entropy(model(augment(x, size, member.mean, member.std, gen)).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.monotonic()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--member", default="efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--photos-per-product", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    show_progress()
+    root = workdir("throughput")
+    shop = GeneratorConfig(seed=3, n_categories=2, products_per_category=4, photos_per_product=args.photos_per_product)
+    snapshot, layout = shop_snapshot(root, shop)
+    config = TrainConfig(
+        mode="full",
+        members=(args.member,),
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.epochs,
+        head_epochs=5,
+    )
+    run_dir = train_snapshot(snapshot, config, layout)
+    history = torch.load(run_dir / "model.pt", weights_only=True)["members"][args.member]["history"]["epochs"]
+    # The first epoch also fills the photo cache from the originals: the steady state is after it.
+    loop = max(e["photos_per_s"] for e in history[2:]) if len(history) > 2 else history[-1]["photos_per_s"]
+    n_train = len(snapshot.split("train"))
+    resident = resident_rate(
+        args.member, args.image_size, args.batch_size, max(5, n_train // args.batch_size), len(snapshot.classes)
+    )
+    print(f"on {device()}: {n_train} training photos at {args.image_size} px, batches of {args.batch_size}")
+    print(f"training loop: {loop:.1f} photos/s (epochs: {[e.get('photos_per_s') for e in history[1:]]})")
+    print(f"resident batch: {resident:.1f} photos/s")
+    print(f"train_throughput_ratio: {loop / resident:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The model's parts on their own: calibration, device augmentation, the photo and feature caches."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import efficientnet_lite
+from training.augment import augment, normalize
+from training.calibrate import calibrate, fit_temperature, fit_weights, sure_threshold
+from training.features import VIEWS, FeatureStore
+from training.finetune import warmup_cosine
+from training.loading import PhotoRef, Photos
+from training.members import get_member
+from training.metrics import expected_calibration_error, macro_f1
+from training.photo_cache import PhotoCache
+from training.train import fits
+
+
+def test_temperature_recovers_how_overconfident_logits_are() -> None:
+    gen = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 10, generator=gen) * 2
+    labels = torch.multinomial(true_logits.softmax(-1), 1, generator=gen).squeeze(1)
+    # A model three times too sure of itself: the fitted temperature undoes it.
+    assert fit_temperature(true_logits * 3, labels) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(true_logits, labels) == pytest.approx(1.0, rel=0.1)
+
+
+def test_weights_favour_the_member_that_knows() -> None:
+    labels = torch.arange(100) % 5
+    knows = torch.nn.functional.one_hot(labels, 5).float() * 0.8 + 0.04
+    guesses = torch.full((100, 5), 0.2)
+    weights = fit_weights([guesses, knows], labels)
+    assert weights[1] > 0.8 and math.isclose(sum(weights), 1.0)
+    assert fit_weights([knows, knows], labels) == [0.5, 0.5]  # no gain: equal weights
+
+
+def test_not_sure_is_the_lowest_score_that_keeps_the_asked_precision() -> None:
+    # Every answer is product 0, with top scores 0.9 down to 0.5; the four surest are right.
+    scores = (0.9, 0.8, 0.7, 0.6, 0.5)
+    probs = torch.tensor([[s, (1 - s) / 2, (1 - s) / 2] for s in scores])
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    assert sure_threshold(probs, labels, 1.0) == pytest.approx(0.6)
+    assert sure_threshold(probs, labels, 0.8) == 0.0  # 4 of 5 right over all: always sure
+    assert sure_threshold(probs, torch.ones(5, dtype=torch.long), 0.5) == 1.0  # never that precise: never sure
+
+
+def test_calibration_of_an_ensemble_lowers_validation_loss() -> None:
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 8, (600,), generator=gen)
+    signal = torch.nn.functional.one_hot(labels, 8).float()
+    logits = {
+        name: ((signal * 2 + torch.randn(600, 8, generator=gen)) * scale)[:, None].expand(600, 2, 8)
+        for name, scale in (("a", 4.0), ("b", 0.5))
+    }
+    c = calibrate(logits, labels, precision=0.9)
+    assert c.temperatures["a"] > 1 > c.temperatures["b"]  # the overconfident cooled, the timid sharpened
+    assert not any(c.flip.values())  # identical mirror views earn nothing
+    assert 0 < c.sure_threshold < 1
+
+
+def test_metrics_on_known_cases() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert macro_f1(torch.tensor([0, 0, 1, 1, 2, 2]), labels, 3) == 100.0
+    assert macro_f1(torch.tensor([0, 0, 0, 0, 0, 0]), labels, 3) == pytest.approx(100 * (0.5 / 3), abs=0.1)
+    confident_and_right = torch.nn.functional.one_hot(labels, 3).float()
+    assert expected_calibration_error(confident_and_right, labels) == 0.0
+    assert expected_calibration_error(confident_and_right, (labels + 1) % 3) == 100.0
+
+
+def test_warm_up_then_cosine() -> None:
+    shares = [warmup_cosine(s, 10, 110) for s in range(110)]
+    assert shares[0] == pytest.approx(0.1) and shares[9] == 1.0
+    assert shares[60] == pytest.approx(0.5) and shares[-1] < 0.01
+    assert all(a >= b for a, b in itertools.pairwise(shares[9:]))
+
+
+def test_device_augmentation_crops_flips_and_normalizes_a_batch() -> None:
+    x = torch.zeros(16, 3, 96, 96, dtype=torch.uint8)
+    x[:, :, :, :48] = 255  # left half white
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    out = augment(x, 64, mean, std, torch.Generator().manual_seed(0))
+    assert out.shape == (16, 3, 64, 64) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    left = out[:, 0, :, :8].mean((1, 2))
+    right = out[:, 0, :, -8:].mean((1, 2))
+    # Some photos were mirrored (white on the right), some not: each photo its own draw.
+    assert (left > right).any() and (left < right).any()
+    plain = normalize(x, mean, std)
+    assert plain[0, 0, 0, 0] == pytest.approx(2.0) and plain[0, 0, 0, -1] == pytest.approx(-2.0)
+
+
+def test_batch_norm_folding_answers_the_same() -> None:
+    model = efficientnet_lite.efficientnet_lite("efficientnet_lite0", 5).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), efficientnet_lite.fused_for_inference(model)(x), atol=1e-4)
+
+
+def _photo(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> Path:
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_the_photo_cache_shrinks_once_and_remakes_a_cut_file(tmp_path: Path) -> None:
+    original = _photo(tmp_path / "big.jpg", (900, 600), (200, 30, 30))
+    cache = PhotoCache(tmp_path / "cache", side=150)
+    img = cache.open("ab" * 32, original)
+    assert img.size == (225, 150)
+    kept = cache.path("ab" * 32)
+    assert Image.open(kept).size == (225, 150)
+    original.unlink()  # read from the cache now, not the store
+    assert cache.open("ab" * 32, original).size == (225, 150)
+    kept.write_bytes(kept.read_bytes()[:100])  # a write cut short
+    _photo(original, (900, 600), (200, 30, 30))
+    assert cache.open("ab" * 32, original).size == (225, 150)
+    assert not list(kept.parent.glob(".*"))  # no temporary file left beside it
+
+
+def test_photos_come_out_as_uint8_squares(tmp_path: Path) -> None:
+    refs = [PhotoRef(_photo(tmp_path / f"{i}.png", size, (9, 9, 9))) for i, size in enumerate([(300, 200), (40, 90)])]
+    evaluation = Photos(refs, [0, 1], None, resize=73, crop=64)
+    train = Photos(refs, [0, 1], None, resize=73, crop=64, train=True)
+    for i in range(2):
+        assert evaluation[i][0].shape == (3, 64, 64) and evaluation[i][0].dtype == torch.uint8
+        assert train[i][0].shape == (3, 73, 73)
+
+
+def test_the_feature_store_reads_back_and_ignores_a_cut_shard(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path, dim=4)
+    feats = np.arange(3 * VIEWS * 4, dtype=np.float16).reshape(3, VIEWS, 4)
+    store.add(["a", "b", "c"], feats)
+    again = FeatureStore(tmp_path, dim=4)
+    assert again.missing(["c", "d", "a"]) == ["d"]
+    assert torch.equal(again.read(["c", "a"]), torch.from_numpy(feats[[2, 0]]).float())
+    # A shard whose list of photos was never written (the process was killed) holds nothing.
+    (tmp_path / "999-1.f16").write_bytes(np.zeros((1, VIEWS, 4), np.float16).tobytes())
+    assert FeatureStore(tmp_path, dim=4).missing(["d"]) == ["d"]
+
+
+def test_a_member_is_left_out_when_the_budget_cannot_hold_it() -> None:
+    lite0, lite2 = get_member("efficientnet_lite0"), get_member("efficientnet_lite2")
+    now = time.monotonic()
+    # Lite0 took 10 s; Lite2 costs 899 / 407 as much a photo at its own side: about 22 s.
+    assert not fits(lite2, (lite0, 10.0), now + 15, image_size=0)
+    assert fits(lite2, (lite0, 10.0), now + 30, image_size=0)
+    assert fits(lite2, (lite0, 10.0), math.inf, image_size=0)
+    # At a side forced for all, cost follows the pixels: Lite2 at 130 px is a quarter of its own.
+    assert lite2.cost(130) == pytest.approx(899 / 4)

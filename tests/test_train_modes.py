@@ -1,0 +1,155 @@
+"""Training as ops and shoppers meet it: both modes, a cheap retrain, an import, the report, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig, TrainConfig
+from crawler.collection import BadCollection, import_collection
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from reviewlens.cli import main
+from reviewlens.demoshop.server import DemoShop
+from tests.conftest import crawl_config
+from tests.db import count
+from training.bundle import Ensemble
+from training.data import make_snapshot
+from training.evaluate import evaluate
+from training.predict import predict_many
+from training.train import train
+
+SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
+
+
+def _accept(layout: Layout, share: float = 1.0) -> int:
+    """Marks the first `share` of kept photos accepted, as annotators would; returns how many."""
+    with Manifest(layout.manifest_path) as m, m.conn:
+        kept = [r[0] for r in m.conn.execute("SELECT sha256 FROM curation WHERE is_kept = 1 ORDER BY sha256")]
+        chosen = kept[: round(len(kept) * share)]
+        m.conn.executemany(
+            "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
+            "VALUES (?, 1, 1, ?, 'accept', ?)",
+            [(sha, utc_now(), utc_now()) for sha in chosen],
+        )
+    return len(chosen)
+
+
+@pytest.fixture
+def crawled(shop: DemoShop, layout: Layout) -> Layout:
+    crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    return layout
+
+
+def _history(run_dir: Path) -> dict[str, dict[str, object]]:
+    bundle = torch.load(run_dir / "model.pt", weights_only=True)
+    return {name: m["history"] for name, m in bundle["members"].items()}
+
+
+def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
+    crawled: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = crawled
+    first_accepted = _accept(layout, 0.8)
+    first = train(TrainConfig(mode="quick", **SMALL), layout)  # type: ignore[arg-type]
+    snapshot = json.loads((first / "snapshot.json").read_text())
+    assert _history(first)["efficientnet_lite0"]["embedded"] == len(snapshot["examples"]) <= first_accepted
+
+    report = evaluate(first, layout)
+    ensemble = report.results["ensemble"]
+    assert set(ensemble) == {"top1", "top3", "macro_f1", "ece"} and ensemble["top1"] > 40  # chance is 17
+    saved = json.loads((first / "report.json").read_text())
+    assert saved["mode"] == "quick" and sum(p["n"] for p in saved["per_product"]) == saved["n_test"]
+    markdown = (first / "report.md").read_text()
+    assert "quick (heads on frozen features)" in markdown and "| study: ResNet50 | 71.7 | 90.5 |" in markdown
+    assert '"not sure"' in markdown and "## Per product" in markdown
+    assert Image.open(first / "confusion.png").size[0] > 100
+
+    # A fifth more photos accepted: the retrain computes features for those only.
+    _accept(layout, 1.0)
+    second = train(TrainConfig(mode="quick", **SMALL), layout)  # type: ignore[arg-type]
+    new = len(json.loads((second / "snapshot.json").read_text())["examples"]) - len(snapshot["examples"])
+    assert 0 < _history(second)["efficientnet_lite0"]["embedded"] == new
+
+    # predict answers a folder in one load, names the model, and reports the photo it cannot read.
+    folder = layout.data_dir / "asked"
+    folder.mkdir()
+    for e in snapshot["examples"][:3]:
+        (folder / Path(e["path"]).name).write_bytes((layout.store_dir / e["path"]).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    assert main(["predict", str(folder), "--model", str(second), "--data-dir", str(layout.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"model {second.name} (quick mode)" in out and "not sure below" in out
+    assert "broken.jpg:\n  cannot read it:" in out and out.count("  1. ") == 3
+    answers = predict_many(Ensemble.load(second), sorted(folder.iterdir()))
+    scores = [g.score for a in answers for g in a.guesses]
+    assert all(0 <= s <= 1 for s in scores)
+    threshold = Ensemble.load(second).calibration.sure_threshold
+    assert all(a.sure == (a.guesses[0].score >= threshold) for a in answers if a.guesses)
+
+
+def test_full_mode_fine_tunes_and_keeps_its_time_budget(crawled: Layout) -> None:
+    _accept(crawled)
+    run = train(TrainConfig(mode="full", epochs=2, patience=2, **SMALL), crawled)  # type: ignore[arg-type]
+    epochs = _history(run)["efficientnet_lite0"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]  # the probe as it came, then two epochs
+    assert all(e["photos_per_s"] > 0 for e in epochs[1:])
+    # A budget too short for any epoch: the probe is what it delivers, and no time is overrun.
+    rushed = train(
+        TrainConfig(mode="full", epochs=50, budget_minutes=0.001, **SMALL),  # type: ignore[arg-type]
+        crawled,
+    )
+    assert [e["epoch"] for e in _history(rushed)["efficientnet_lite0"]["epochs"]] == [0]
+    assert evaluate(rushed, crawled).results["ensemble"]["top1"] > 40
+
+
+def _photos_of(folder: Path, seed: int, n: int) -> None:
+    """`n` photos of random texture: no two alike, so dedupe keeps each."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((160, 120), Image.Resampling.BICUBIC).save(folder / f"{i}.jpg")
+
+
+def test_an_existing_collection_imports_through_dedupe_and_trains(
+    tmp_path: Path, layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    collection = tmp_path / "ours"
+    _photos_of(collection / "red-lamp", 1, 8)
+    _photos_of(collection / "blue-chair", 2, 8)
+    (collection / "blue-chair" / "copy.jpg").write_bytes((collection / "blue-chair" / "0.jpg").read_bytes())
+    (collection / "red-lamp" / "cut.jpg").write_bytes((collection / "red-lamp" / "1.jpg").read_bytes()[:200])
+    assert main(["import", str(collection), "--data-dir", str(layout.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "imported 17 of 18 photos of 2 products (16 new to the store, 1 already there)" in out
+    assert f"refused {collection / 'red-lamp' / 'cut.jpg'}: not a decodable image" in out
+    with Manifest(layout.manifest_path) as m:
+        assert count(m, "labels", "decision = 'accept' AND reason LIKE 'imported from %'") == 16
+        assert count(m, "sources", "photo_url LIKE 'file://%'") == 17  # the copy keeps its own provenance
+        assert count(m, "curation", "is_kept = 1") == 16  # deduped on the way in
+    snapshot = make_snapshot(layout, 0.2, 0.2, seed=0, min_photos=5)
+    assert [c.name for c in snapshot.classes] == ["blue-chair", "red-lamp"] and len(snapshot.examples) == 16
+
+    # A CSV names photos and products, relative to where it lies; the photos known already stay once.
+    listing = tmp_path / "more.csv"
+    with listing.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "product", "name", "url"])
+        w.writerow(["ours/red-lamp/0.jpg", "red-lamp", "Red lamp", "https://shop.example/red-lamp"])
+    again = import_collection(listing, layout)
+    assert (again.photos, again.stored, again.already_known) == (1, 0, 1)
+    (tmp_path / "bad.csv").write_text("file,sku\nx.jpg,1\n")
+    with pytest.raises(BadCollection, match="columns path and product"):
+        import_collection(tmp_path / "bad.csv", layout)
+    with pytest.raises(BadCollection, match="no photos found"):
+        import_collection(tmp_path / "ours" / "red-lamp", layout)

@@ -1,0 +1,106 @@
+"""What the loader's workers do: read a cached photo, cut it to a fixed square, hand over uint8.
+
+Workers decode and crop, the cheap part that needs no model; scaling to float, the random
+resized crop, flips, colour and normalization happen batched on the model's device
+(training/augment.py), so a GPU is not kept waiting on per-photo float work in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from training.data import load_image
+from training.photo_cache import PhotoCache, shrink
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """A photo to read: its file, and its content hash when it is in the store (so it can be cached)."""
+
+    path: Path
+    sha256: str | None = None
+
+
+def to_uint8(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def centre_square(img: Image.Image, side: int) -> Image.Image:
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+class Photos(Dataset[tuple[torch.Tensor, int]]):
+    """Photos as uint8 squares: the centre `crop` of the photo shrunk to short side `resize` (eval),
+    or with `train`, a `resize` square at a random place along the long side (the rest of the
+    random crop is done on the device)."""
+
+    def __init__(
+        self,
+        photos: list[PhotoRef],
+        labels: list[int],
+        cache: PhotoCache | None,
+        resize: int,
+        crop: int,
+        train: bool = False,
+    ) -> None:
+        self.photos, self.labels, self.cache = photos, labels, cache
+        self.resize, self.crop, self.train = resize, crop, train
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def _open(self, ref: PhotoRef) -> Image.Image:
+        if self.cache is not None and ref.sha256 is not None:
+            return self.cache.open(ref.sha256, ref.path)
+        return load_image(ref.path)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = shrink(self._open(self.photos[i]), self.resize)
+        if min(img.size) < self.resize:  # a photo smaller than the input: enlarged to it
+            scale = self.resize / min(img.size)
+            img = img.resize((max(self.resize, round(img.width * scale)), max(self.resize, round(img.height * scale))))
+        if self.train:
+            slack_x, slack_y = img.width - self.resize, img.height - self.resize
+            left = int(torch.randint(slack_x + 1, ()).item())
+            top = int(torch.randint(slack_y + 1, ()).item())
+            img = img.crop((left, top, left + self.resize, top + self.resize))
+        else:
+            img = centre_square(img, self.crop)
+        return to_uint8(img), self.labels[i]
+
+
+def default_workers() -> int:
+    """One loader process per two cores, up to 8: the rest run the model."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def photo_loader(
+    dataset: Photos,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> DataLoader[Any]:
+    """Batches of uint8 photos decoded in `workers` processes, ahead of the model."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )

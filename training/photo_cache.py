@@ -1,0 +1,56 @@
+"""The photos as training reads them: decoded once, shrunk, and kept on disk, not in memory.
+
+Each photo is written once as a JPEG whose short side is the largest any member asks for, under
+`cache/photos/<side>/<first two hex digits>/<sha256>.jpg`. Reading one is a small decode, so the
+loader's workers read them as needed and memory does not grow with the number of photos.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from training.data import load_image
+
+# Quality 95 keeps what the models see: the shrink costs more detail than the encoding.
+JPEG_QUALITY = 95
+
+
+class PhotoCache:
+    """Shrunk copies of the store's photos, keyed by content hash: one folder per short side."""
+
+    def __init__(self, root: Path, side: int) -> None:
+        self.side = side
+        self.root = Path(root) / str(side)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.jpg"
+
+    def open(self, sha256: str, original: Path) -> Image.Image:
+        """The photo shrunk to the cache's short side, read from the cache or made and kept there."""
+        cached = self.path(sha256)
+        try:
+            with Image.open(cached) as kept:
+                return kept.convert("RGB")
+        except (FileNotFoundError, OSError):
+            pass  # not cached yet, or a write that was cut short: made again from the original
+        img = shrink(load_image(original), self.side)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Written under a name of this process and renamed: a reader never sees half a file, and
+        # two workers making the same photo both end with a whole one.
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        img.save(partial, "JPEG", quality=JPEG_QUALITY)
+        partial.replace(cached)
+        return img
+
+
+def shrink(img: Image.Image, side: int) -> Image.Image:
+    """`img` with its short side at `side` (never enlarged), aspect kept."""
+    scale = side / min(img.size)
+    if scale >= 1:
+        return img
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    # reducing_gap: a box filter first, then bicubic, as fast as a draft and as sharp as bicubic.
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
