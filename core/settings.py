@@ -111,11 +111,13 @@ def _input_size(size: int) -> int:
 @with_config(_STRICT_KEYS)
 @dataclass(frozen=True)
 class TrainConfig:
-    # Offline members by default: their ImageNet weights install with the package.
+    # Offline members by default: their ImageNet weights install with the package. Strongest
+    # first (ImageNet top-1 77.6, 76.6, 75.1): when the time budget cannot hold every member,
+    # those trained first stay, and the cheapest that still fits comes after them.
     members: Annotated[tuple[str, ...], Field(min_length=1)] = (
-        "efficientnet_lite0",
-        "efficientnet_lite1",
         "efficientnet_lite2",
+        "efficientnet_lite1",
+        "efficientnet_lite0",
     )
     # quick: a head on each member's frozen, cached features (minutes on a CPU); full: that head,
     # then the whole network fine-tuned. auto: full where a GPU is present, quick elsewhere.

@@ -97,12 +97,16 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     assert all(a.sure == (a.guesses[0].score >= threshold) for a in answers if a.guesses)
 
 
-def test_full_mode_fine_tunes_and_keeps_its_time_budget(crawled: Layout) -> None:
+def test_full_mode_fine_tunes_and_keeps_its_time_budget(crawled: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
     _accept(crawled)
     run = train(TrainConfig(mode="full", epochs=2, patience=2, **SMALL), crawled)  # type: ignore[arg-type]
     epochs = _history(run)["efficientnet_lite0"]["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]  # the probe as it came, then two epochs
     assert all(e["photos_per_s"] > 0 for e in epochs[1:])
+    # The GPU's path, on this CPU: no loader workers, uint8 batches augmented by the loop itself.
+    monkeypatch.setattr("training.train.default_workers", lambda: 0)
+    on_device = train(TrainConfig(mode="full", epochs=1, **SMALL), crawled)  # type: ignore[arg-type]
+    assert [e["epoch"] for e in _history(on_device)["efficientnet_lite0"]["epochs"]] == [0, 1]
     # A budget too short for any epoch: the probe is what it delivers, and no time is overrun.
     rushed = train(
         TrainConfig(mode="full", epochs=50, budget_minutes=0.001, **SMALL),  # type: ignore[arg-type]

@@ -65,3 +65,17 @@ def augment(
     m = torch.tensor(mean, device=dev).view(1, 3, 1, 1)
     s = torch.tensor(std, device=dev).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+class AugmentingCollate:
+    """Stacks a batch and augments it in the loader's worker process: on a CPU, where the model
+    has the cores to itself, the augmentation then overlaps its step instead of delaying it."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.size, self.mean, self.std = size, mean, std
+
+    def __call__(self, batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([photo for photo, _ in batch])
+        y = torch.tensor([label for _, label in batch])
+        # The worker's own random stream (DataLoader seeds each worker from the loader's generator).
+        return augment(x, self.size, self.mean, self.std), y

@@ -119,7 +119,8 @@ class Ensemble:
         c = self.calibration
         return {name: member_probs(lg, c.temperatures[name], c.flip[name]) for name, lg in logits.items()}
 
-    def ensemble_probs(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The calibrated mixture of the members' probabilities."""
+    def ensemble_probs(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The ensemble's calibrated probabilities: its members' own probabilities (soft voting), weighted, tempered."""
         c = self.calibration
-        return mix(list(probs.values()), [c.weights[name] for name in probs], c.temperature)
+        own = [member_probs(lg, 1.0, c.flip[name]) for name, lg in logits.items()]
+        return mix(own, [c.weights[name] for name in logits], c.temperature)

@@ -1,7 +1,8 @@
 """Scores that mean what they say, fitted on validation photos only.
 
-Each member's logits are divided by a temperature, the members' probabilities are mixed with
-weights, the mixture is sharpened or softened by one more temperature, and "not sure" is the
+Each member's logits are divided by a temperature (its own scores, as reported), the members'
+own probabilities are mixed with weights (soft voting), the mixture is sharpened or softened by
+one temperature of its own, and "not sure" is the
 score under which validation answers were right less often than asked. All by minimizing
 validation log-loss over small grids: a handful of numbers, each found the same way every time.
 """
@@ -108,7 +109,9 @@ def calibrate(val_logits: dict[str, torch.Tensor], labels: torch.Tensor, precisi
             nll(member_probs(logits, flipped, True), labels) < nll(member_probs(logits, plain, False), labels)
         )
         temps[name], flips[name] = (flipped if use_flip else plain), use_flip
-        probs[name] = member_probs(logits, temps[name], use_flip)
+        # Soft voting mixes the members' own probabilities, as the study's ensemble did: cooling a
+        # weak member and sharpening a strong one before the vote would hand the weak one votes.
+        probs[name] = member_probs(logits, 1.0, use_flip)
     weights = fit_weights(list(probs.values()), labels)
     mixed = torch.einsum("m,mnc->nc", torch.tensor(weights), torch.stack(list(probs.values())))
     temperature = fit_temperature(mixed.clamp(min=1e-12).log(), labels)

@@ -60,8 +60,9 @@ def probabilities(ensemble: Ensemble, tests: HeldOut, layout: Layout) -> tuple[d
     """Each member's and the ensemble's calibrated probabilities, and the labels (-1: unknown product)."""
     index = {c.product_id: i for i, c in enumerate(ensemble.classes)}
     labels = torch.tensor([index.get(p, -1) for p in tests.products], dtype=torch.long)
-    probs = ensemble.member_probs(ensemble.member_logits(tests.photos, layout, default_workers()))
-    probs["ensemble"] = ensemble.ensemble_probs(probs)
+    logits = ensemble.member_logits(tests.photos, layout, default_workers())
+    probs = ensemble.member_probs(logits)
+    probs["ensemble"] = ensemble.ensemble_probs(logits)
     return probs, labels
 
 

@@ -123,8 +123,10 @@ def finetune(
         total, seen = 0.0, 0
         with Bar(len(train_loader.dataset), f"{member.name} epoch {epoch}") as bar:  # type: ignore[arg-type]
             for x, y in _batches(train_loader, dev):
+                if x.dtype == torch.uint8:  # not augmented by the loader: augmented here, on the device
+                    x = augment(x, size, member.mean, member.std, gen)
                 with autocast(dev):
-                    out = model(augment(x, size, member.mean, member.std, gen))
+                    out = model(x)
                     loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -8,6 +8,7 @@ resized crop, flips, colour and normalization happen batched on the model's devi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,11 @@ def photo_loader(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    collate_fn: Callable[[list[tuple[torch.Tensor, int]]], Any] | None = None,
+    persistent: bool = False,
 ) -> DataLoader[Any]:
-    """Batches of uint8 photos decoded in `workers` processes, ahead of the model."""
+    """Batches of photos decoded in `workers` processes, ahead of the model: uint8, or whatever
+    `collate_fn` makes of them there."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -101,6 +105,8 @@ def photo_loader(
         drop_last=drop_last,
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        # Kept across epochs for training: starting workers anew each epoch leaves the model idle.
+        persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers else None,
+        collate_fn=collate_fn,
     )

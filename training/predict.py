@@ -51,7 +51,7 @@ def predict_many(ensemble: Ensemble, photos: list[Path], k: int = 3) -> list[Ans
         except UnreadablePhoto as exc:
             answers[photo] = Answer(photo, [], False, str(exc))
     if readable:
-        probs = ensemble.ensemble_probs(ensemble.member_probs(ensemble.member_logits([PhotoRef(p) for p in readable])))
+        probs = ensemble.ensemble_probs(ensemble.member_logits([PhotoRef(p) for p in readable]))
         for photo, row in zip(readable, probs, strict=True):
             top = row.topk(min(k, len(ensemble.classes)))
             guesses = [Guess(ensemble.classes[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]

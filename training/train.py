@@ -21,6 +21,7 @@ from torch import nn
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.settings import TrainConfig
+from training.augment import AugmentingCollate
 from training.bundle import BUNDLE_FORMAT
 from training.calibrate import Calibration, calibrate
 from training.data import Example, Snapshot, make_snapshot
@@ -141,12 +142,16 @@ def train_member(
     resize = round(size * config.resize_ratio)
     train_photos = Photos(ctx.refs(train), [e.label for e in train], ctx.cache, resize, size, train=True)
     generator = torch.Generator().manual_seed(config.seed)
+    # On a CPU the loader's workers augment too, beside the model's step; a GPU does it itself.
+    on_cpu_workers = ctx.dev.type == "cpu" and ctx.workers > 0
     train_loader = ctx.loader(
         train_photos,
         config.batch_size,
         shuffle=True,
         generator=generator,
         drop_last=len(train_photos) > config.batch_size,
+        collate_fn=AugmentingCollate(size, member.mean, member.std) if on_cpu_workers else None,
+        persistent=True,
     )
     val_loader = ctx.loader(ctx.eval_photos(val, size), config.batch_size * 2)
     schedule = Schedule(config.epochs, config.warmup_epochs, config.patience, deadline)
