@@ -59,7 +59,9 @@ def tiny_photos(root: Path, n: int, n_classes: int = 50, side: int = 48) -> tupl
             path, quality=80
         )
         sha = _sha(path)
-        split = "val" if i % 10 == 0 else "test" if i % 10 == 1 else "train"
+        # Every product in every split: the split turns over once per round of products.
+        round_no = (i // n_classes) % 10
+        split = "val" if round_no == 0 else "test" if round_no == 1 else "train"
         examples.append(Example(sha, rel, sha, i % n_classes, split))
     classes = [ProductClass(str(c), f"product {c}", "") for c in range(n_classes)]
     return Snapshot(f"tiny-{n}", classes, examples), layout
