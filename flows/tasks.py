@@ -72,14 +72,16 @@ class _ToRunLogger(logging.Handler):
 @contextmanager
 def progress_to_run_log() -> Iterator[None]:
     progress = logging.getLogger("training.progress")
-    handler, level = _ToRunLogger(get_run_logger()), progress.level
+    handler, level, propagate = _ToRunLogger(get_run_logger()), progress.level, progress.propagate
     progress.addHandler(handler)
     progress.setLevel(logging.INFO)
+    progress.propagate = False  # the run's log shows it on the console already: once is enough
     try:
         yield
     finally:
         progress.removeHandler(handler)
         progress.setLevel(level)
+        progress.propagate = propagate
 
 
 @task
