@@ -193,17 +193,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
     )
     ensemble = Ensemble.load(model)
     photos = photos_in(Path(args.photo))
+    answers = predict_many(ensemble, photos, k=args.top)
+    problems = [a.problem for a in answers if a.problem]
+    if len(problems) == len(answers):  # nothing to answer: the reason is the error
+        raise UnreadablePhoto(
+            problems[0] if len(problems) == 1 else f"none of the {len(problems)} photos could be read"
+        )
     print(f"model {ensemble.version} ({ensemble.mode} mode); not sure below {ensemble.calibration.sure_threshold:.2f}")
-    unreadable = 0
-    for answer in predict_many(ensemble, photos, k=args.top):
+    for answer in answers:
         print(f"{answer.photo}:" + ("" if answer.sure or answer.problem else "  not sure; the likeliest:"))
         if answer.problem:
-            unreadable += 1
             print(f"  cannot read it: {answer.problem}")
         for rank, guess in enumerate(answer.guesses, start=1):
             print(f"  {rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
-    if unreadable == len(photos):
-        raise UnreadablePhoto(f"none of the {len(photos)} photos could be read")
 
 
 PIPELINE_SETTINGS: dict[str, type[Any]] = {

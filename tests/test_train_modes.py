@@ -90,6 +90,12 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     out = capsys.readouterr().out
     assert f"model {second.name} (quick mode)" in out and "not sure below" in out
     assert "broken.jpg:\n  cannot read it:" in out and out.count("  1. ") == 3
+    # A lone unreadable photo, or a folder with none, is an error that says why.
+    assert main(["predict", str(folder / "broken.jpg"), "--model", str(second)]) == 1
+    assert "not a readable image" in capsys.readouterr().err
+    (layout.data_dir / "empty").mkdir()
+    assert main(["predict", str(layout.data_dir / "empty"), "--model", str(second)]) == 1
+    assert "no photos in" in capsys.readouterr().err
     answers = predict_many(Ensemble.load(second), sorted(folder.iterdir()))
     scores = [g.score for a in answers for g in a.guesses]
     assert all(0 <= s <= 1 for s in scores)

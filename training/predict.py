@@ -35,7 +35,10 @@ def photos_in(target: Path) -> list[Path]:
     """`target` itself, or the photos of a folder (by suffix, sorted)."""
     target = Path(target)
     if target.is_dir():
-        return sorted(p for p in target.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+        photos = sorted(p for p in target.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+        if not photos:
+            raise UnreadablePhoto(f"no photos in {target} (looked for {', '.join(sorted(PHOTO_SUFFIXES))})")
+        return photos
     if not target.is_file():
         raise UnreadablePhoto(f"no photo or folder at {target}")
     return [target]
