@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ def embed_batch(model: nn.Module, head: str, x: torch.Tensor) -> torch.Tensor:
 def embed_missing(
     store: FeatureStore,
     shas: list[str],
-    batches: Callable[[list[str]], object],
+    batches: Callable[[list[str]], Iterable[tuple[torch.Tensor, object]]],
     embed: Callable[[torch.Tensor], torch.Tensor],
     flush_every: int = 2048,
 ) -> int:
@@ -113,7 +113,7 @@ def embed_missing(
     """
     todo = store.missing(shas)
     done, pending, pending_shas = 0, [], []
-    for x, _ in batches(todo):  # type: ignore[attr-defined]
+    for x, _ in batches(todo):
         feats = embed(x)
         pending.append(feats.half().cpu().numpy())
         pending_shas += todo[done : done + len(feats)]

@@ -21,7 +21,7 @@ from torch import nn
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.settings import TrainConfig
-from training.augment import AugmentingCollate
+from training.augment import AugmentingCollate, normalize
 from training.bundle import BUNDLE_FORMAT
 from training.calibrate import Calibration, calibrate
 from training.data import Example, Snapshot, make_snapshot
@@ -89,8 +89,6 @@ def embed_snapshot(ctx: Context, member: Member, model: nn.Module, size: int, st
                 bar.update(len(y))
 
     def embed(x: torch.Tensor) -> torch.Tensor:
-        from training.augment import normalize
-
         with autocast(ctx.dev):
             return embed_batch(model, member.head, normalize(x.to(ctx.dev, non_blocking=True), member.mean, member.std))
 

@@ -21,7 +21,7 @@ from reviewlens.demoshop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot, show_progress
 from tests.benchmarks._shop import workdir
 from training.augment import augment
-from training.finetune import autocast
+from training.finetune import autocast, train_mode
 from training.members import get_member
 from training.train import device, train_snapshot
 
@@ -31,10 +31,7 @@ def resident_rate(member_name: str, size: int, batch: int, steps: int, classes: 
     dev = device()
     member = get_member(member_name)
     model = member.build(classes, None, True).to(dev).to(memory_format=torch.channels_last)
-    model.train()
-    for m in model.modules():  # as the loop trains: batch-norm statistics frozen
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    train_mode(model)  # as the loop trains: batch-norm statistics frozen
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     resize = round(size * TrainConfig().resize_ratio)
     photos = torch.randint(0, 256, (batch, 3, resize, resize), dtype=torch.uint8, device=dev)
