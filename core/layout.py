@@ -38,5 +38,10 @@ class Layout:
         return self.data_dir / "cache"
 
     @property
+    def index_dir(self) -> Path:
+        """The product index of the production model: every usable photo's embedding."""
+        return self.data_dir / "index"
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"

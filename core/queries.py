@@ -142,4 +142,16 @@ ACCEPTED_PHOTOS = Query(
     ORDER BY pr.product_id, u.sha256
     """
 )
+# The photos search may find a product by: usable and not refused by a person, of any product
+# (also products with too few photos to train on, and ones labeling has not reached yet).
+INDEXABLE_PHOTOS = Query(
+    """
+    SELECT u.sha256, u.path, pr.product_id, pr.name, pr.url
+    FROM usable_photos u
+    JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+    LEFT JOIN labels l USING (sha256)
+    WHERE l.decision IS NULL OR l.decision = 'accept'
+    ORDER BY pr.product_id, u.sha256
+    """
+)
 RECORD_SPLIT = Query("INSERT OR IGNORE INTO splits VALUES (?,?,?)")

@@ -24,10 +24,12 @@ from flows.tasks import (
     dedupe_task,
     evaluate_task,
     import_task,
+    index_task,
     label_pull_task,
     label_push_task,
     train_task,
 )
+from training.indexing import IndexSummary
 from training.runs import accepted_since_last_run
 
 RETRAIN_DEPLOYMENT = "retrain/reviewlens-retrain"  # flow name / deployment name in prefect.yaml
@@ -61,9 +63,19 @@ def label_push_flow(data_dir: str = DATA_DIR, label: LabelConfig | None = None) 
 
 @flow(name="retrain")
 def retrain_flow(data_dir: str = DATA_DIR, train: TrainConfig | None = None, promote: bool = True) -> Evaluation:
-    """Trains on the accepted photos, evaluates, and promotes the model if it passes the gate."""
+    """Trains on the accepted photos, evaluates, and promotes the model if it passes the gate;
+    a promoted model's index is built at once, so search answers with the model that is live."""
     run_dir = train_task(train or TrainConfig(), data_dir)
-    return evaluate_task(run_dir, data_dir, promote)
+    evaluation = evaluate_task(run_dir, data_dir, promote)
+    if evaluation.promoted:
+        index_task(data_dir)
+    return evaluation
+
+
+@flow(name="index")
+def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
+    """Every usable photo of every product into the production model's index: no retrain."""
+    return index_task(data_dir)
 
 
 @task

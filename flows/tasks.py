@@ -21,7 +21,9 @@ from crawler.errors import LayoutChanged
 from curation.dedupe.grouping import DedupeSummary, dedupe
 from curation.labeling.client import connect
 from curation.labeling.sync import PullSummary, PushSummary, pull, push
+from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
+from training.indexing import IndexSummary, update_index
 from training.train import train
 
 
@@ -121,3 +123,18 @@ def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> Evalu
     else:
         logger.info("not promoted: %s", report.gate["reason"])
     return Evaluation(run_dir, report.results, report.gate, promoted, report.markdown, report.table)
+
+
+@task
+def index_task(data_dir: str) -> IndexSummary:
+    """Embeds the usable photos the production model's index lacks: new products become findable."""
+    layout = Layout(Path(data_dir))
+    summary = update_index(layout, Ensemble.load(layout.production_dir))
+    get_run_logger().info(
+        "index of model %s: %d photos of %d products, %d added",
+        summary.model_version,
+        summary.photos,
+        summary.products,
+        summary.added,
+    )
+    return summary

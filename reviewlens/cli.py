@@ -179,33 +179,78 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"promoted to {promote(run_dir, layout)}")
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    from training.bundle import Ensemble
-    from training.data import UnreadablePhoto
-    from training.predict import photos_in, predict_many
+def _production_or_latest(layout: Layout, model: str | None) -> Path:
     from training.runs import latest_run
 
+    if model:
+        return Path(model)
+    return layout.production_dir if (layout.production_dir / "model.pt").exists() else latest_run(layout)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from training.bundle import Ensemble
+    from training.indexing import update_index
+
     layout = Layout(args.data_dir)
-    model = (
-        Path(args.model)
-        if args.model
-        else (layout.production_dir if (layout.production_dir / "model.pt").exists() else latest_run(layout))
+    ensemble = Ensemble.load(_production_or_latest(layout, args.model))
+    summary = update_index(layout, ensemble, rebuild=args.rebuild, approximate_from=args.approximate_from)
+    kind = "approximate (IVF)" if summary.approximate else "exact"
+    print(
+        f"index of model {summary.model_version}: {summary.photos} photos of {summary.products} products, "
+        f"{summary.added} added in {summary.seconds:.1f} s; {kind} search"
+        + (f"; {summary.left_out} left out (file missing or changed)" if summary.left_out else "")
     )
-    ensemble = Ensemble.load(model)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from training.data import UnreadablePhoto
+    from training.picture import draw_objects
+    from training.predict import as_json, find_many, photos_in
+    from training.search import Finder
+
+    layout = Layout(args.data_dir)
+    finder = Finder.load(layout, _production_or_latest(layout, args.model))
     photos = photos_in(Path(args.photo))
-    answers = predict_many(ensemble, photos, k=args.top)
+    answers = find_many(finder, photos, k=args.top)
     problems = [a.problem for a in answers if a.problem]
     if len(problems) == len(answers):  # nothing to answer: the reason is the error
         raise UnreadablePhoto(
             problems[0] if len(problems) == 1 else f"none of the {len(problems)} photos could be read"
         )
-    print(f"model {ensemble.version} ({ensemble.mode} mode); not sure below {ensemble.calibration.sure_threshold:.2f}")
+    if args.picture:
+        from training.data import load_image
+
+        for answer in answers:
+            if not answer.problem:
+                out = Path(args.picture)
+                out = out / f"{answer.photo.stem}.png" if len(answers) > 1 or out.is_dir() else out
+                draw_objects(load_image(answer.photo), answer.objects, out)
+    if args.json:
+        print(json.dumps([as_json(a) for a in answers], indent=1, ensure_ascii=False))
+        return
+    ensemble, index = finder.ensemble, finder.index
+    print(
+        f"model {ensemble.version} ({ensemble.mode} mode); "
+        + (f"index of {len(index)} photos; " if index is not None else "no index (run `reviewlens index`); ")
+        + f"not sure below {finder.threshold:.2f}"
+    )
     for answer in answers:
-        print(f"{answer.photo}:" + ("" if answer.sure or answer.problem else "  not sure; the likeliest:"))
         if answer.problem:
-            print(f"  cannot read it: {answer.problem}")
-        for rank, guess in enumerate(answer.guesses, start=1):
-            print(f"  {rank}. {guess.product.name}  {guess.product.url}  score {guess.score:.3f}")
+            print(f"{answer.photo}:\n  cannot read it: {answer.problem}")
+            continue
+        print(f"{answer.photo}: {len(answer.objects)} object{'s' if len(answer.objects) != 1 else ''}")
+        for n, found in enumerate(answer.objects, start=1):
+            box = ", ".join(f"{v:.2f}" for v in found.box)
+            print(f" object {n} at ({box})" + ("" if found.sure else "  not sure; the likeliest:"))
+            for rank, match in enumerate(found.matches, start=1):
+                print(f"  {rank}. {match.product.name}  {match.product.url}  score {match.score:.3f}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from reviewlens.serve import serve
+
+    layout = Layout(args.data_dir)
+    serve(layout, _production_or_latest(layout, args.model), args.host, args.port)
 
 
 PIPELINE_SETTINGS: dict[str, type[Any]] = {
@@ -317,12 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promote", action="store_true", help="promote the run if it passes the gate")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="the three most likely products for a photo, or for each photo of a folder")
+    p = sub.add_parser("index", help="embed every usable photo of every product for search (no retrain)")
+    _add_data_dir(p)
+    p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
+    p.add_argument("--rebuild", action="store_true", help="embed every photo again")
+    p.add_argument(
+        "--approximate-from", type=int, default=100_000, help="photos from which search is approximate (IVF)"
+    )
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("predict", help="each object in a photo (or each photo of a folder) and its likeliest products")
     p.add_argument("photo", help="a photo, or a folder of photos (answered with one load of the models)")
-    p.add_argument("--top", type=int, default=3, help="products listed per photo (default: %(default)s)")
+    p.add_argument("--top", type=int, default=3, help="products listed per object (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the answers as JSON")
+    p.add_argument("--picture", help="PNG with each box and its best product (a folder for several photos)")
     _add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="a local web page: drop a photo, see its products")
+    _add_data_dir(p)
+    p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8900)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("pipeline", help="run the whole pipeline as a Prefect flow")
     _add_data_dir(p)

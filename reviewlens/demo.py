@@ -105,4 +105,6 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     sample = next(iter(sorted((shop_dir / "photos").glob("*.jpg"))))
     print(f"Try:           .venv/bin/reviewlens predict {sample} --data-dir {data_dir}")
     print(f"  or a folder: .venv/bin/reviewlens predict {shop_dir / 'photos'} --data-dir {data_dir}")
+    print(f"  as a page:   .venv/bin/reviewlens serve --data-dir {data_dir}  (then open http://127.0.0.1:8900/)")
+    print(f"Search index:  {layout.index_dir} (every usable photo of every product; `reviewlens index` adds new ones)")
     return result

@@ -11,8 +11,8 @@ import pytest
 from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.shapes import SEVERAL
 from curation.preannotate.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
-from curation.preannotate.detector import Detection
 from curation.preannotate.estimates import estimate
+from models.coco_detector import Detection
 from reviewlens.demoshop.generate import load_truth
 
 

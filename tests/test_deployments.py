@@ -82,12 +82,14 @@ def test_every_stage_is_deployed_with_its_schedule(prefect_env: dict[str, str]) 
         "reviewlens-retrain",
         "reviewlens-pipeline",
         "reviewlens-import",
+        "reviewlens-index",
     }
     schedule = {name: [s["schedule"] for s in d["schedules"]] for name, d in deployments.items()}
     assert schedule["reviewlens-crawl"][0]["cron"] == "0 3 * * *"
     assert schedule["reviewlens-label-pull"][0]["interval"] == 600
     assert schedule["reviewlens-retrain"] == [] and schedule["reviewlens-pipeline"] == []
     assert schedule["reviewlens-import"] == []
+    assert schedule["reviewlens-index"][0]["cron"] == "0 5 * * *"
     assert deployments["reviewlens-label-pull"]["parameters"]["retrain_after"] > 0
 
 

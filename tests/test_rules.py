@@ -15,7 +15,7 @@ from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.rules import decide
 from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
 from curation.labeling.sync import push
-from curation.preannotate.detector import Detection, Detector
+from models.coco_detector import Detection, Detector
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import free_port
 

@@ -89,7 +89,7 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     assert main(["predict", str(folder), "--model", str(second), "--data-dir", str(layout.data_dir)]) == 0
     out = capsys.readouterr().out
     assert f"model {second.name} (quick mode)" in out and "not sure below" in out
-    assert "broken.jpg:\n  cannot read it:" in out and out.count("  1. ") == 3
+    assert "broken.jpg:\n  cannot read it:" in out and out.count(" object 1 at (") == 3
     # A lone unreadable photo, or a folder with none, is an error that says why.
     assert main(["predict", str(folder / "broken.jpg"), "--model", str(second)]) == 1
     assert "not a readable image" in capsys.readouterr().err

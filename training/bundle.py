@@ -8,22 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.settings import TrainConfig, from_mapping
+from training.augment import normalize
 from training.calibrate import Calibration, member_probs, mix
 from training.data import ProductClass
-from training.features import feature_store
+from training.embedding import Embedding
+from training.features import embed_batch, embed_missing, feature_dim, feature_store
 from training.finetune import view_logits
-from training.loading import PhotoRef, Photos, photo_loader
+from training.loading import PhotoRef, Photos, eval_square, photo_loader
 from training.members import Member, for_inference, get_member
 from training.photo_cache import PhotoCache
 from training.runs import NoTrainedModel
 
-# model.pt's layout; a file of another is refused with a word on what to do.
-BUNDLE_FORMAT = 2
+# model.pt's layout; a file of another is refused with a word on what to do. Format 2 is read
+# too: it has no search embedding, so it answers for its own products only.
+BUNDLE_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 
 
 class NotAModel(ReviewlensError):
@@ -46,6 +51,7 @@ class Ensemble:
     calibration: Calibration
     mode: str  # quick or full
     version: str  # the run that made it
+    embedding: Embedding | None = None  # the search embedding (models of format 2 have none)
 
     @classmethod
     def load(cls, path: Path) -> Ensemble:
@@ -57,7 +63,7 @@ class Ensemble:
         try:
             # Tensors and plain data only: a model file is data, and a pickle that runs code is refused.
             bundle: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
-            if bundle.get("format") != BUNDLE_FORMAT:
+            if bundle.get("format") not in READABLE_FORMATS:
                 raise NotAModel(
                     f"{file} was written by an older reviewlens (format {bundle.get('format', 1)}, this one reads "
                     f"{BUNDLE_FORMAT}): train again with `reviewlens train`"
@@ -75,11 +81,14 @@ class Ensemble:
                 model.load_state_dict(saved["state_dict"], strict=True)
                 members.append(TrainedMember(member, model.eval(), int(saved["history"]["image_size"])))
             calibration = Calibration(**bundle["calibration"])
+            embedding = Embedding.from_state(bundle["embedding"]) if "embedding" in bundle else None
         except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, AttributeError, EOFError) as exc:
             raise NotAModel(
                 f"{file} is not a model reviewlens wrote ({type(exc).__name__}): refusing to use it"
             ) from exc
-        return cls(classes, members, config, bundle["snapshot_id"], calibration, bundle["mode"], bundle["version"])
+        return cls(
+            classes, members, config, bundle["snapshot_id"], calibration, bundle["mode"], bundle["version"], embedding
+        )
 
     @torch.inference_mode()
     def member_logits(
@@ -113,6 +122,59 @@ class Ensemble:
             answering = for_inference(model).to(dev).to(memory_format=torch.channels_last)
             out[member.name] = view_logits(answering, loader, member, dev, mirror)
         return out
+
+    def _answering(self, trained: TrainedMember, dev: torch.device) -> nn.Module:
+        return for_inference(trained.model).to(dev).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def image_features(self, images: list[Image.Image], batch: int = 32) -> dict[str, torch.Tensor]:
+        """Each member's features (N, width) of in-memory images (crops of a photo): the centre view."""
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        out = {}
+        for trained in self.members:
+            member, size = trained.member, trained.size
+            model = self._answering(trained, dev)
+            resize = round(size * self.config.resize_ratio)
+            parts = []
+            for start in range(0, len(images), batch):
+                x = torch.stack([eval_square(img, resize, size) for img in images[start : start + batch]])
+                x = normalize(x.to(dev), member.mean, member.std)
+                parts.append(embed_batch(model, member.head, x)[:, 0].cpu())
+            out[member.name] = torch.cat(parts) if parts else torch.empty(0, feature_dim(model, member.head))
+        return out
+
+    def photo_features(self, photos: list[PhotoRef], layout: Layout, workers: int = 0) -> dict[str, torch.Tensor]:
+        """Each member's features (N, width) of stored photos, through the feature cache: only
+        photos it lacks are embedded, and they are kept for the next time."""
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        by_sha = {str(p.sha256): p for p in photos}
+        shas = list(by_sha)
+        out = {}
+        for trained in self.members:
+            member, size = trained.member, trained.size
+            store = feature_store(layout, member, trained.model, size, self.config.resize_ratio)
+            resize = round(size * self.config.resize_ratio)
+            cache = PhotoCache(layout.cache_dir / "photos", resize)
+            model = self._answering(trained, dev)
+
+            def batches(todo: list[str], cache: PhotoCache = cache, resize: int = resize, size: int = size) -> Any:
+                dataset = Photos([by_sha[s] for s in todo], [0] * len(todo), cache, resize, size)
+                return photo_loader(dataset, 64, workers, pin_memory=dev.type == "cuda")
+
+            def embed(x: torch.Tensor, model: nn.Module = model, member: Member = member) -> torch.Tensor:
+                return embed_batch(model, member.head, normalize(x.to(dev), member.mean, member.std))
+
+            embed_missing(store, shas, batches, embed)
+            out[member.name] = store.read([str(p.sha256) for p in photos])[:, 0]
+        return out
+
+    @torch.inference_mode()
+    def logits_of_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each member's logits (N, 1, classes) from its features: the centre view alone."""
+        return {
+            t.member.name: t.model.get_submodule(t.member.head)(features[t.member.name]).unsqueeze(1)
+            for t in self.members
+        }
 
     def member_probs(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each member's calibrated probabilities (N, classes)."""

@@ -39,6 +39,20 @@ def centre_square(img: Image.Image, side: int) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
+def fit_short_side(img: Image.Image, side: int) -> Image.Image:
+    """`img` with its short side at `side`: shrunk, or enlarged when smaller than the input."""
+    img = shrink(img, side)
+    if min(img.size) < side:
+        scale = side / min(img.size)
+        img = img.resize((max(side, round(img.width * scale)), max(side, round(img.height * scale))))
+    return img
+
+
+def eval_square(img: Image.Image, resize: int, crop: int) -> torch.Tensor:
+    """The uint8 square a model answers on: the centre `crop` of `img` at short side `resize`."""
+    return to_uint8(centre_square(fit_short_side(img, resize), crop))
+
+
 class Photos(Dataset[tuple[torch.Tensor, int]]):
     """Photos as uint8 squares: the centre `crop` of the photo shrunk to short side `resize` (eval),
     or with `train`, a `resize` square at a random place along the long side (the rest of the
@@ -65,10 +79,7 @@ class Photos(Dataset[tuple[torch.Tensor, int]]):
         return load_image(ref.path)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = shrink(self._open(self.photos[i]), self.resize)
-        if min(img.size) < self.resize:  # a photo smaller than the input: enlarged to it
-            scale = self.resize / min(img.size)
-            img = img.resize((max(self.resize, round(img.width * scale)), max(self.resize, round(img.height * scale))))
+        img = fit_short_side(self._open(self.photos[i]), self.resize)
         if self.train:
             slack_x, slack_y = img.width - self.resize, img.height - self.resize
             left = int(torch.randint(slack_x + 1, ()).item())

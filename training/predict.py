@@ -1,4 +1,5 @@
-"""predict: the three most likely products for each photo, with names, links and calibrated scores.
+"""predict: the three most likely products for each photo, or for each object in it, with names,
+links and calibrated scores.
 
 The models are loaded once for a whole folder. An answer whose best score is under the
 threshold fitted on validation says so ("not sure") instead of passing a guess for a finding;
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.bundle import Ensemble
 from training.data import ProductClass, UnreadablePhoto, load_image
 from training.loading import PhotoRef
+from training.search import Finder, FoundObject
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
@@ -68,3 +71,40 @@ def predict(ensemble: Ensemble, photo: Path, k: int = 3) -> list[Guess]:
     if answer.problem:
         raise UnreadablePhoto(answer.problem)
     return answer.guesses
+
+
+@dataclass(frozen=True)
+class PhotoObjects:
+    photo: Path
+    objects: list[FoundObject]  # best first; empty when the photo could not be read
+    problem: str = ""
+
+
+def find_many(finder: Finder, photos: list[Path], k: int = 3) -> list[PhotoObjects]:
+    """Every object of every photo, with one load of the models; unreadable photos get their reason."""
+    out = []
+    for photo in photos:
+        try:
+            out.append(PhotoObjects(photo, finder.find(load_image(photo), k)))
+        except UnreadablePhoto as exc:
+            out.append(PhotoObjects(photo, [], str(exc)))
+    return out
+
+
+def as_json(answer: PhotoObjects) -> dict[str, Any]:
+    """An answer as plain data: for machines (`predict --json`, the web page)."""
+    return {
+        "photo": str(answer.photo),
+        "problem": answer.problem or None,
+        "objects": [
+            {
+                "box": list(o.box),
+                "sure": o.sure,
+                "products": [
+                    {"product_id": m.product.product_id, "name": m.product.name, "url": m.product.url, "score": m.score}
+                    for m in o.matches
+                ],
+            }
+            for o in answer.objects
+        ],
+    }

@@ -23,8 +23,9 @@ from core.layout import Layout
 from core.settings import TrainConfig
 from training.augment import AugmentingCollate, normalize
 from training.bundle import BUNDLE_FORMAT
-from training.calibrate import Calibration, calibrate
+from training.calibrate import Calibration, calibrate, member_probs, mix, sure_threshold
 from training.data import Example, Snapshot, make_snapshot
+from training.embedding import Embedding, best_by_product, fit_embedding, fit_temperature, merge
 from training.features import FeatureStore, embed_batch, embed_missing, feature_store
 from training.finetune import Schedule, autocast, finetune
 from training.head import Rows, fit_head
@@ -239,11 +240,64 @@ def train_snapshot(snapshot: Snapshot, config: TrainConfig, layout: Layout, star
         val_labels = torch.tensor([e.label for e in snapshot.split("val")])
         calibration = calibrate(val_logits, val_labels, config.sure_precision)
         progress.info("calibrated on validation: %s", calibration)
+        val_probs = mix(
+            [member_probs(val_logits[name], 1.0, calibration.flip[name]) for name in val_logits],
+            [calibration.weights[name] for name in val_logits],
+            calibration.temperature,
+        )
+        embedding = train_embedding(ctx, models, val_probs)
         torch.save(
-            bundle(snapshot, config, mode, models, records, calibration, time.monotonic() - started, run_dir.name),
+            bundle(
+                snapshot,
+                config,
+                mode,
+                models,
+                records,
+                calibration,
+                embedding,
+                time.monotonic() - started,
+                run_dir.name,
+            ),
             work_dir / "model.pt",
         )
     return run_dir
+
+
+def train_embedding(ctx: Context, models: dict[str, nn.Module], val_probs: torch.Tensor) -> Embedding:
+    """The search embedding on the trained bodies' features (quick mode: the ones already cached).
+    Its temperature and the merged answer's "sure" threshold are fitted by searching the
+    validation photos among the training photos and merging with the classifier's `val_probs`."""
+    features: dict[str, FeatureStore] = {}
+    for name, model in models.items():
+        member = get_member(name)
+        size = member.input_size(ctx.config.image_size)
+        features[name] = feature_store(ctx.layout, member, model, size, ctx.config.resize_ratio)
+        embed_snapshot(ctx, member, model, size, features[name])  # a fine-tuned body sees its photos again
+
+    def embed(examples: list[Example]) -> dict[str, torch.Tensor]:
+        return {name: store.read([e.sha256 for e in examples])[:, 0] for name, store in features.items()}
+
+    train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
+    train_labels = torch.tensor([e.label for e in train])
+    embedding = fit_embedding(embed(train), train_labels, ctx.config.seed)
+    if val:
+        similarity = embedding(embed(val)) @ embedding(embed(train)).T
+        val_labels = torch.tensor([e.label for e in val])
+        n = len(ctx.snapshot.classes)
+        embedding.temperature = fit_temperature(similarity, train_labels, val_labels, n)
+        merged = merge(val_probs, best_by_product(similarity, train_labels, n), embedding.temperature)
+        embedding.sure_threshold = sure_threshold(merged, val_labels, ctx.config.sure_precision)
+        own = best_by_product(similarity, train_labels, n).gather(1, val_labels[:, None])[:, 0]
+        embedding.object_similarity = float(own[own > -1].quantile(0.05)) if (own > -1).any() else 0.0
+        hits = float((train_labels[similarity.argmax(1)] == val_labels).float().mean())
+        progress.info(
+            "search embedding: val nearest-photo top-1 %.3f, merged top-1 %.3f, temperature %g, sure from %.2f",
+            hits,
+            float((merged.argmax(1) == val_labels).float().mean()),
+            embedding.temperature,
+            embedding.sure_threshold,
+        )
+    return embedding
 
 
 def bundle(
@@ -253,6 +307,7 @@ def bundle(
     models: dict[str, nn.Module],
     records: dict[str, dict[str, Any]],
     calibration: Calibration,
+    embedding: Embedding,
     seconds: float,
     version: str,
 ) -> dict[str, Any]:
@@ -266,6 +321,7 @@ def bundle(
         "train_seconds": round(seconds, 1),
         "config": {**asdict(config), "weights": dict(config.weights)},
         "calibration": asdict(calibration),
+        "embedding": embedding.state(),
         "members": {
             name: {"state_dict": model.cpu().state_dict(), "history": records[name]} for name, model in models.items()
         },

@@ -21,8 +21,8 @@ from curation.labeling.exchange import new_answers, push_tasks
 from curation.labeling.rules import Decision, decide
 from curation.labeling.shapes import image_ref, prediction, rules_task
 from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
-from curation.preannotate.detector import MODEL_VERSION, Detection, Detector
 from curation.preannotate.estimates import RuleEstimate, estimate
+from models.coco_detector import MODEL_VERSION, Detection, Detector
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from curation.labeling.product_choice import pull_choices, push_choices
 from curation.labeling.rule_tasks import pull_rules, push_rules
 from curation.labeling.shapes import RULES_VIEW
 from curation.preannotate.colocalise import CoLocaliser
-from curation.preannotate.detector import Detector
+from models.coco_detector import Detector
 
 
 @dataclass

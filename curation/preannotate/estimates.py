@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curation.preannotate.colocalise import Location
-from curation.preannotate.detector import Detection
+from models.coco_detector import Detection
 
 # A detection at least this confident is believed; weaker ones only make a verdict unsure.
 SURE_SCORE = 0.6

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from curation.preannotate.colocalise import CoLocaliser, Location
-from curation.preannotate.detector import Detector
 from curation.preannotate.estimates import RuleEstimate, estimate
+from models.coco_detector import Detector
 from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from tests.benchmarks._shop import workdir

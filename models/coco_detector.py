@@ -1,4 +1,4 @@
-"""The COCO detector (SSD-MobileNetV2) whose boxes pre-annotate labeling tasks."""
+"""The COCO detector (SSD-MobileNetV2): its boxes pre-annotate labeling tasks and propose objects to search."""
 
 from __future__ import annotations
 

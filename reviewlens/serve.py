@@ -1,0 +1,100 @@
+"""`reviewlens serve`: the page a shopper uses. Drop a photo, see each product found in it.
+
+A Starlette app (the web stack Prefect already installs) run by uvicorn. The models and the
+index are loaded once; each photo is answered in a worker thread, one at a time, so a slow
+answer never blocks the page and two answers never share the network at once. Anything wrong
+with an upload (empty, too large, not an image, a decompression bomb) is a 400 with the reason,
+and never stops the server.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from core.layout import Layout
+from training.data import UnreadablePhoto, load_image
+from training.predict import PhotoObjects, as_json
+from training.search import Finder
+
+MAX_UPLOAD = 25_000_000  # bytes: a phone's largest photos are well under this
+PAGE = (Path(__file__).parent / "page.html").read_text()
+
+
+def build_app(layout: Layout, finder: Finder) -> Starlette:
+    lock = threading.Lock()
+
+    def answer(data: bytes) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "photo"
+            path.write_bytes(data)
+            try:
+                image = load_image(path)
+            except UnreadablePhoto as exc:
+                raise UnreadablePhoto(str(exc).replace(str(path), "the photo")) from None
+        with lock:
+            objects = finder.find(image)
+        return {**as_json(PhotoObjects(Path("upload"), objects)), "photo": None}
+
+    async def page(_: Request) -> Response:
+        return HTMLResponse(PAGE)
+
+    async def health(_: Request) -> Response:
+        index = finder.index
+        return JSONResponse(
+            {"model": finder.ensemble.version, "products": len(finder.products), "photos": len(index) if index else 0}
+        )
+
+    async def find(request: Request) -> Response:
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > MAX_UPLOAD:
+            return _refuse(413, f"the photo is {declared:,} bytes; at most {MAX_UPLOAD:,} are read")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_UPLOAD:
+                return _refuse(413, f"the photo is over {MAX_UPLOAD:,} bytes")
+        if not data:
+            return _refuse(400, "no photo was sent")
+        try:
+            result = await run_in_threadpool(answer, bytes(data))
+        except UnreadablePhoto as exc:
+            return _refuse(400, str(exc))
+        return JSONResponse(result)
+
+    async def product_photo(request: Request) -> Response:
+        product = next((p for p in finder.products if p.product_id == request.path_params["product_id"]), None)
+        if product is None or not product.photo:
+            return _refuse(404, "no photo of that product")
+        path = (layout.store_dir / product.photo).resolve()
+        if not path.is_relative_to(layout.store_dir.resolve()) or not path.is_file():
+            return _refuse(404, "no photo of that product")
+        return FileResponse(path)
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/health", health),
+            Route("/api/find", find, methods=["POST"]),
+            Route("/products/{product_id}/photo", product_photo),
+        ]
+    )
+
+
+def _refuse(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def serve(layout: Layout, model: Path, host: str, port: int) -> None:
+    finder = Finder.load(layout, model)
+    print(f"reviewlens serve: http://{host}:{port}/ (model {finder.ensemble.version}, {len(finder.products)} products)")
+    uvicorn.run(build_app(layout, finder), host=host, port=port, log_level="warning")

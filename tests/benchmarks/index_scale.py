@@ -1,0 +1,73 @@
+"""Search time as the index grows: exact (a flat scan) versus the index's approximate search (IVF),
+at 10k, 100k and 1M stored embeddings, and the approximate search's recall@10 against exact.
+
+The embeddings are generated the way a shop's look: unit vectors of the search embedding's
+width, 50 photos per product scattered around the product's direction (a photo's cosine to its
+product's direction is about 0.8, as the trained embedding's are); the queries are further photos
+of the same products. Both searches answer the same 1,000 queries in one batch.
+
+    .venv/bin/python -m tests.benchmarks.index_scale [--sizes 10000 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import faiss
+import numpy as np
+
+from training.embedding import DIM
+from training.product_index import Entry, ProductIndex
+
+PHOTOS_PER_PRODUCT = 50
+QUERIES = 1_000
+
+
+def photos_of(centres: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    products = rng.integers(0, len(centres), n)
+    noise = rng.standard_normal((n, centres.shape[1]), dtype=np.float32) * (0.75 / np.sqrt(centres.shape[1]))
+    x = centres[products] + noise
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def timed(search: faiss.Index | ProductIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    search.search(queries[:10], k)  # warm
+    started = time.perf_counter()
+    _, rows = search.search(queries, k)
+    return rows, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, width {DIM}")
+    speedup = recall = 0.0
+    for size in args.sizes:
+        centres = rng.standard_normal((size // PHOTOS_PER_PRODUCT, DIM), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        vectors, queries = photos_of(centres, size, rng), photos_of(centres, QUERIES, rng)
+        exact = faiss.IndexFlatIP(DIM)
+        exact.add(vectors)
+        started = time.perf_counter()
+        index = ProductIndex(DIM, "bench", approximate_from=1)
+        index.add([Entry(str(i), str(i // PHOTOS_PER_PRODUCT)) for i in range(size)], vectors)
+        build = time.perf_counter() - started
+        truth, exact_s = timed(exact, queries, 10)
+        approx, approx_s = timed(index, queries, 10)
+        recall = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)]))
+        speedup = exact_s / approx_s
+        print(
+            f"{size:>9,} photos: exact {1000 * exact_s / QUERIES:.3f} ms/query, approximate (IVF, "
+            f"{index.probe} of {int(4 * np.sqrt(size))} lists) {1000 * approx_s / QUERIES:.3f} ms/query, "
+            f"{speedup:.1f}x; recall@10 {recall:.3f}; built in {build:.0f} s"
+        )
+        del exact, index
+    print(f"recall_at_10_largest: {recall:.3f}")
+    print(f"index_speedup_largest: {speedup:.1f}")
+
+
+if __name__ == "__main__":
+    main()

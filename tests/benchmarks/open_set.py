@@ -1,0 +1,159 @@
+"""Products never trained on, found by the search embedding: the protocol of Stanford Online
+Products (Oh Song et al., 2016) on ../shared/data/grocery-store.
+
+The grocery store's 81 products are split at random into 60 seen and 21 unseen. The pipeline's
+own quick training runs on the seen products' train and val photos only (classifier, calibration
+and the search embedding). The unseen products' train and val photos form an index; their test
+photos are the queries. Recall@K: the share of queries whose product is among the K distinct
+products of the nearest photos. Beside it, on the same queries, the frozen ImageNet features of the
+same members (each L2-normalized, joined) and of Lite0 alone.
+
+Closed set, on the seen products' test photos: the classifier's Top-1, and the Top-1 of what
+`predict` answers (classifier and index merged, the index holding every product's train and val
+photos), which must be no worse.
+
+    .venv/bin/python -m tests.benchmarks.open_set [--splits 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.layout import Layout
+from core.settings import TrainConfig
+from tests.benchmarks._grocery import GROCERY
+from tests.benchmarks._photos import show_progress
+from tests.benchmarks._shop import workdir
+from tests.benchmarks.grocery_accuracy import grocery_snapshot
+from training.bundle import Ensemble
+from training.data import Example, Snapshot
+from training.indexing import Product
+from training.loading import PhotoRef
+from training.product_index import Entry, ProductIndex
+from training.search import Finder
+from training.train import train_snapshot
+
+SEEN = 60
+
+
+def recall(index: ProductIndex, queries: np.ndarray, truth: list[str], k: int) -> float:
+    """Share of queries whose product is among the first `k` distinct products of the nearest photos."""
+    _, rows = index.search(queries, 200)
+    hits = 0
+    for row, product in zip(rows, truth, strict=True):
+        found = list(dict.fromkeys(index.entries[r].product_id for r in row if r >= 0))[:k]
+        hits += product in found
+    return 100 * hits / len(truth)
+
+
+def index_of(examples: list[Example], vectors: np.ndarray, name: str) -> ProductIndex:
+    index = ProductIndex(vectors.shape[1], name)
+    index.add([Entry(e.sha256, str(e.label)) for e in examples], vectors)
+    return index
+
+
+def one_split(snapshot: Snapshot, layout: Layout, seed: int) -> dict[str, float]:
+    products = list(range(len(snapshot.classes)))
+    random.Random(seed).shuffle(products)
+    seen, unseen = set(products[:SEEN]), set(products[SEEN:])
+    # The seen products, relabelled 0..59 for training.
+    relabel = {p: i for i, p in enumerate(sorted(seen))}
+    seen_snapshot = Snapshot(
+        f"open-set-{seed}",
+        [snapshot.classes[p] for p in sorted(seen)],
+        [
+            Example(e.sha256, e.path, e.group_id, relabel[e.label], e.split)
+            for e in snapshot.examples
+            if e.label in seen
+        ],
+    )
+    started = time.monotonic()
+    run_dir = train_snapshot(seen_snapshot, TrainConfig(mode="quick", seed=seed), layout)
+    train_seconds = time.monotonic() - started
+    ensemble = Ensemble.load(run_dir)
+    assert ensemble.embedding is not None
+    refs = [PhotoRef(layout.store_dir / e.path, e.sha256) for e in snapshot.examples]
+    features = ensemble.photo_features(refs, layout)
+    row_of = {e.sha256: i for i, e in enumerate(snapshot.examples)}
+
+    def rows(examples: list[Example]) -> list[int]:
+        return [row_of[e.sha256] for e in examples]
+
+    kinds = {
+        "trained embedding": ensemble.embedding(features).numpy(),
+        "frozen, same members": torch.cat([F.normalize(f, dim=1) for f in features.values()], 1).numpy(),
+        "frozen, Lite0 alone": F.normalize(features["efficientnet_lite0"], dim=1).numpy(),
+    }
+    gallery = [e for e in snapshot.examples if e.label in unseen and e.split != "test"]
+    queries = [e for e in snapshot.examples if e.label in unseen and e.split == "test"]
+    truth = [str(e.label) for e in queries]
+    out: dict[str, float] = {"train_seconds": train_seconds}
+    for kind, vectors in kinds.items():
+        index = index_of(gallery, vectors[rows(gallery)], kind)
+        q = vectors[rows(queries)]
+        out[f"{kind} R@1"], out[f"{kind} R@3"] = recall(index, q, truth, 1), recall(index, q, truth, 3)
+
+    # Closed set: the classifier alone, and predict's merge with an index of every product.
+    seen_test = [e for e in seen_snapshot.examples if e.split == "test"]
+    test_features = {name: f[rows(seen_test)] for name, f in features.items()}
+    labels = torch.tensor([e.label for e in seen_test])
+    classifier = ensemble.ensemble_probs(ensemble.logits_of_features(test_features))
+    out["closed classifier top1"] = 100 * float((classifier.argmax(1) == labels).float().mean())
+    everything = [e for e in snapshot.examples if e.split != "test"]
+    full_index = ProductIndex(kinds["trained embedding"].shape[1], ensemble.version)
+    full_index.add(
+        [Entry(e.sha256, snapshot.classes[e.label].product_id) for e in everything],
+        kinds["trained embedding"][rows(everything)],
+    )
+    catalog = {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes}
+    finder = Finder(ensemble, full_index, catalog)
+    merged = finder.probabilities_of_features(test_features).argmax(1)
+    expected = [seen_snapshot.classes[int(y)].product_id for y in labels]
+    out["closed merged top1"] = 100 * float(
+        np.mean([finder.products[int(i)].product_id == p for i, p in zip(merged, expected, strict=True)])
+    )
+    # Open set as predict meets it: the unseen products' queries against that index, merged.
+    query_features = {name: f[rows(queries)] for name, f in features.items()}
+    found = finder.probabilities_of_features(query_features).argmax(1)
+    out["open merged top1"] = 100 * float(
+        np.mean(
+            [
+                finder.products[int(i)].product_id == snapshot.classes[e.label].product_id
+                for i, e in zip(found, queries, strict=True)
+            ]
+        )
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--splits", type=int, default=3, help="random 60/21 product splits, averaged")
+    parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
+    args = parser.parse_args()
+    show_progress()
+    snapshot = grocery_snapshot()
+    root = args.workdir or workdir("grocery")
+    if not (root / "store").exists():
+        os.symlink(GROCERY, root / "store")
+    layout = Layout(root)
+    results = [one_split(snapshot, layout, seed) for seed in range(args.splits)]
+    for seed, r in enumerate(results):
+        print(f"split {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
+    mean = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+    print(f"mean of {len(results)} splits (60 seen / 21 unseen products; queries: the unseen products' test photos):")
+    for k, v in mean.items():
+        print(f"  {k}: {v:.1f}")
+    print(f"open_set_recall_at_1: {mean['trained embedding R@1']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

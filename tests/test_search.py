@@ -1,0 +1,322 @@
+"""Search as a shopper meets it: every product findable, every object answered, the web page.
+
+One shop is crawled, labelled (all products but one accepted), trained and indexed once for the
+module: the product left out of training must still be found through the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image, ImageOps
+
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig, TrainConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from reviewlens.cli import main
+from reviewlens.demoshop.faults import bomb_png
+from reviewlens.demoshop.server import DemoShop
+from tests.conftest import crawl_config, free_port
+from training.bundle import Ensemble
+from training.indexing import IndexSummary, update_index
+from training.objects import Scored, grid_regions, select
+from training.product_index import Entry, IndexMismatch, ProductIndex
+from training.search import Finder
+from training.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("REVIEWLENS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 20), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_the_index_is_exact_when_small_approximate_past_its_size_and_saved_whole(tmp_path: Path) -> None:
+    dim = 32
+    vectors = _clustered(4000, dim, 0)
+    entries = [Entry(f"{i:064x}", f"p{i // 20}") for i in range(4000)]
+    index = ProductIndex(dim, "run-1", approximate_from=3000, probe=16)
+    assert index.add(entries[:2000], vectors[:2000]) == 2000 and not index.approximate
+    assert index.add(entries[:2000], vectors[:2000]) == 0  # keyed by content hash: nothing twice
+    _, rows = index.search(vectors[:5], 1)
+    assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]  # exact: each photo is its own nearest
+    assert index.add(entries, vectors) == 2000 and index.approximate  # crossed its size: rebuilt as IVF
+    queries = _clustered(200, dim, 1)
+    exact = (queries @ vectors.T).argsort(1)[:, ::-1][:, :10]
+    _, approx = index.search(queries, 10)
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]) > 0.9
+
+    index.save(tmp_path / "index")
+    again = ProductIndex.load(tmp_path / "index")
+    assert again.model_version == "run-1" and len(again) == 4000 and again.approximate
+    assert (again.search(queries, 10)[1] == approx).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no half-written folder left
+    (tmp_path / "index" / "entries.tsv").write_text("deadbeef\tp0\n")
+    with pytest.raises(IndexMismatch, match="damaged"):
+        ProductIndex.load(tmp_path / "index")
+    with pytest.raises(IndexMismatch, match="run `reviewlens index`"):
+        ProductIndex.load(tmp_path / "nothing-here")
+
+
+def test_regions_cover_the_frame_and_selection_keeps_one_box_per_object() -> None:
+    regions = grid_regions(640, 320)
+    assert (0.0, 0.0, 0.5, 1.0) in regions and (0.5, 0.0, 1.0, 1.0) in regions  # each half of a wide photo
+    assert all(0 <= v <= 1 for box in regions for v in box)
+    left = Scored((0.0, 0.0, 0.5, 1.0), "lamp", 0.9)
+    left_again = Scored((0.02, 0.0, 0.52, 1.0), "chair", 0.8)  # the same box: one object
+    inside_left = Scored((0.1, 0.2, 0.3, 0.6), "lamp", 0.85)  # a part of the lamp
+    right = Scored((0.5, 0.0, 1.0, 1.0), "chair", 0.7)
+    unsure = Scored((0.25, 0.0, 0.75, 1.0), "vase", 0.2)
+    assert select([unsure, right, inside_left, left_again, left], 0.5, 8) == [left, right]
+    assert select([unsure], 0.5, 8) == [unsure]  # the best guess is answered even when unsure
+    whole = Scored((0.0, 0.0, 1.0, 1.0), "sofa", 0.95)  # a sure whole photo comes first ...
+    assert select([whole, inside_left, right], 0.5, 8) == [whole, inside_left, right]
+    several = Scored(whole.box, "sofa", 0.6)  # ... unless parts are surer of two other products
+    assert select([several, inside_left, right], 0.5, 8) == [inside_left, right]
+    assert select([Scored(whole.box, "sofa", 0.4), right], 0.5, 8) == [right]
+
+
+@dataclass(frozen=True)
+class Searchable:
+    layout: Layout
+    model: Path
+    left_out: str  # the product trained on none of its photos
+    photos: dict[str, list[Path]]  # the stored photos of each product
+    summary: IndexSummary
+
+
+@pytest.fixture(scope="module")
+def searchable(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searchable]:
+    layout = Layout(tmp_path_factory.mktemp("search") / "data")
+    with DemoShop(shop_dir) as shop:
+        crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    with Manifest(layout.manifest_path) as m, m.conn:
+        rows = m.conn.execute("SELECT sha256, path, product_id FROM usable_photos ORDER BY product_id, sha256")
+        photos: dict[str, list[tuple[str, Path]]] = {}
+        for sha, path, product in rows:
+            photos.setdefault(product, []).append((sha, layout.store_dir / path))
+        left_out = sorted(photos)[-1]
+        # Annotators accepted every product's photos but one product's, which they have not reached.
+        m.conn.executemany(
+            "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
+            "VALUES (?, 1, 1, ?, 'accept', ?)",
+            [(sha, utc_now(), utc_now()) for product, ps in photos.items() if product != left_out for sha, _ in ps],
+        )
+    model = train(TrainConfig(mode="quick", **SMALL), layout)  # type: ignore[arg-type]
+    summary = update_index(layout, Ensemble.load(model))
+    yield Searchable(layout, model, left_out, {p: [path for _, path in ps] for p, ps in photos.items()}, summary)
+
+
+def test_a_product_never_trained_on_is_found_through_the_index(searchable: Searchable) -> None:
+    s = searchable
+    ensemble = Ensemble.load(s.model)
+    assert s.left_out not in [c.product_id for c in ensemble.classes]
+    assert s.summary.products == len(s.photos) and s.summary.photos == sum(map(len, s.photos.values()))
+    finder = Finder.load(s.layout, s.model)
+    # A new photo of it (the stored one mirrored and cut, so not a photo the index holds).
+    hits = 0
+    for path in s.photos[s.left_out][:5]:
+        photo = ImageOps.mirror(Image.open(path).convert("RGB"))
+        photo = photo.crop((5, 5, photo.width - 5, photo.height - 5))
+        hits += finder.answer_photo(photo).matches[0].product.product_id == s.left_out
+    assert hits >= 4
+    # The classifier and the index agree on products both know.
+    agree = 0
+    for product, paths in s.photos.items():
+        if product != s.left_out:
+            agree += finder.answer_photo(Image.open(paths[0]).convert("RGB")).matches[0].product.product_id == product
+    assert agree >= len(s.photos) - 2
+
+
+def test_index_adds_only_new_photos_and_starts_again_for_another_model(searchable: Searchable) -> None:
+    s = searchable
+    assert main(["index", "--data-dir", str(s.layout.data_dir), "--model", str(s.model)]) == 0
+    again = update_index(s.layout, Ensemble.load(s.model))
+    assert again.added == 0 and again.photos == s.summary.photos
+    with Manifest(s.layout.manifest_path) as m, m.conn:  # a person refuses a photo: it leaves the search
+        m.conn.execute("UPDATE labels SET decision = 'reject' WHERE sha256 = (SELECT MIN(sha256) FROM labels)")
+    s.photos[s.left_out][-1].write_bytes(b"overwritten")  # a stored file damaged since it was checked
+    rebuilt = update_index(s.layout, Ensemble.load(s.model), rebuild=True)
+    assert (rebuilt.photos, rebuilt.left_out) == (s.summary.photos - 2, 1) and rebuilt.added == rebuilt.photos
+    s.photos[s.left_out].pop()
+
+
+def _side_by_side(a: Path, b: Path) -> Image.Image:
+    canvas = Image.new("RGB", (512, 256), "white")
+    for i, path in enumerate((a, b)):
+        img = ImageOps.fit(Image.open(path).convert("RGB"), (256, 256))
+        canvas.paste(img, (256 * i, 0))
+    return canvas
+
+
+def _answered_alone(finder: Finder, path: Path, product: str) -> bool:
+    answer = finder.answer_photo(Image.open(path).convert("RGB"))
+    return answer.sure and answer.matches[0].product.product_id == product
+
+
+def test_predict_answers_every_object_in_a_photo_as_text_json_and_a_picture(
+    searchable: Searchable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = searchable
+    finder = Finder.load(s.layout, s.model)
+    products = sorted(s.photos)
+    # Photos the model answers right and sure one at a time: two side by side must both be found.
+    known = {
+        p: next(path for path in s.photos[p] if _answered_alone(finder, path, p))
+        for p in products
+        if any(_answered_alone(finder, path, p) for path in s.photos[p][:8])
+    }
+    products = sorted(known)
+    assert len(products) >= 4
+    found_both = 0
+    for i in range(3):
+        first, second = products[i], products[-1 - i]
+        picture = _side_by_side(known[first], known[second])
+        picture.save(tmp_path / f"pair{i}.jpg")
+        objects = finder.find(picture)
+        left = [o for o in objects if (o.box[0] + o.box[2]) / 2 < 0.5]
+        right = [o for o in objects if (o.box[0] + o.box[2]) / 2 >= 0.5]
+        found_both += bool(
+            left
+            and right
+            and first in [m.product.product_id for m in left[0].matches]
+            and second in [m.product.product_id for m in right[0].matches]
+        )
+    assert found_both >= 2
+
+    args = ["predict", str(tmp_path / "pair0.jpg"), "--data-dir", str(s.layout.data_dir), "--model", str(s.model)]
+    assert main([*args, "--json", "--picture", str(tmp_path / "pair0.png")]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    assert answer["problem"] is None and len(answer["objects"]) >= 2
+    for found in answer["objects"]:
+        assert len(found["box"]) == 4 and len(found["products"]) == 3
+        assert {"product_id", "name", "url", "score"} <= set(found["products"][0])
+    with Image.open(tmp_path / "pair0.png") as drawn:
+        assert drawn.format == "PNG" and drawn.size == (512, 256)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "index of " in out and " objects" in out and "object 1 at (" in out and "  1. " in out
+
+
+@pytest.fixture(scope="module")
+def server(searchable: Searchable) -> Iterator[str]:
+    port = free_port()
+    data, model = str(searchable.layout.data_dir), str(searchable.model)
+    command = ["serve", "--port", str(port), "--data-dir", data, "--model", model]
+    proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", *command], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("reviewlens serve did not answer within 2 minutes")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
+    server: str, searchable: Searchable, tmp_path: Path
+) -> None:
+    find = f"{server}/api/find"
+    cases = {
+        b"": (400, "no photo was sent"),
+        b"<html>not a photo</html>": (400, "not a readable image"),
+        bomb_png(): (400, "too many pixels"),
+        b"\xff" * 26_000_000: (413, "at most"),
+    }
+    for body, (status, reason) in cases.items():
+        response = requests.post(find, data=body, timeout=60)
+        assert (response.status_code, reason in response.json()["error"]) == (status, True), response.text
+    Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
+    dot = requests.post(find, data=(tmp_path / "dot.png").read_bytes(), timeout=60)
+    assert dot.ok and len(dot.json()["objects"]) == 1  # a 1-pixel photo: an answer, surely not sure
+    blank = Image.new("RGB", (300, 200), (200, 200, 200))
+    blank.save(tmp_path / "blank.jpg")
+    nothing = requests.post(find, data=(tmp_path / "blank.jpg").read_bytes(), timeout=60).json()
+    assert [o["sure"] for o in nothing["objects"]] == [False]  # no product in it: says it is not sure
+    finder = Finder.load(searchable.layout, searchable.model)
+    photo = next(p for p in searchable.photos[searchable.left_out] if _answered_alone(finder, p, searchable.left_out))
+    good = requests.post(find, data=photo.read_bytes(), timeout=60)
+    assert good.ok and good.json()["objects"][0]["products"][0]["product_id"] == searchable.left_out
+    shown = requests.get(f"{server}/products/{searchable.left_out}/photo", timeout=10)
+    assert shown.ok and shown.headers["content-type"].startswith("image/")
+    assert requests.get(f"{server}/products/..%2F..%2Fmanifest.sqlite/photo", timeout=10).status_code == 404
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Chromium and its driver are absent: apt-get install chromium chromium-driver",
+)
+def test_a_shopper_drops_a_photo_in_a_real_browser_and_sees_its_products(
+    server: str, searchable: Searchable, tmp_path: Path
+) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    finder = Finder.load(searchable.layout, searchable.model)
+    first, second = (
+        next(p for p in searchable.photos[product] if _answered_alone(finder, p, product))
+        for product in sorted(searchable.photos)[1:3]
+    )
+    pair = tmp_path / "pair.jpg"
+    _side_by_side(first, second).save(pair)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        browser.get(server)
+        browser.find_element(By.ID, "photo").send_keys(str(pair))
+        WebDriverWait(browser, 120).until(seen.text_to_be_present_in_element((By.ID, "status"), "found"))
+        boxes = browser.find_elements(By.CSS_SELECTOR, "#frame .box")
+        sections = browser.find_elements(By.CSS_SELECTOR, "#objects .object")
+        assert len(boxes) == len(sections) >= 2
+        links = [a.get_attribute("href") for a in sections[0].find_elements(By.TAG_NAME, "a")]
+        assert len(links) == 3 and all(link and link.startswith("http") for link in links)
+        shown = sections[0].find_elements(By.TAG_NAME, "img")
+        assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 0 for img in shown)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "serve-page.png"))
+        # A file that is no photo: the page says why.
+        bad = tmp_path / "notes.jpg"
+        bad.write_text("not a photo")
+        browser.find_element(By.ID, "photo").send_keys(str(bad))
+        WebDriverWait(browser, 60).until(seen.text_to_be_present_in_element((By.ID, "status"), "not a readable"))
+        assert "error" in (browser.find_element(By.ID, "status").get_attribute("class") or "")
+    finally:
+        browser.quit()
+    assert (ARTIFACTS / "serve-page.png").stat().st_size > 10_000

@@ -1,0 +1,116 @@
+"""The index stage: every usable photo of every product embedded with the production model.
+
+A product becomes findable as soon as its photos are in the index, with no retrain: each run
+embeds only the photos the index lacks (their features come from the feature cache when
+training already computed them). An index made by another model is started again, as its
+vectors do not compare with the new model's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import queries as q
+from core.errors import ReviewlensError
+from core.layout import Layout
+from core.manifest import Manifest
+from core.photos import find_damaged
+from training.bundle import Ensemble
+from training.loading import PhotoRef
+from training.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
+
+BATCH = 2048  # photos embedded, added and saved at a time: a killed run keeps what it indexed
+
+
+class NoEmbedding(ReviewlensError):
+    """A model trained before the search embedding existed."""
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    name: str
+    url: str
+    photo: str = ""  # the store path of one of its photos, to show beside its name
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    photos: int
+    added: int
+    left_out: int  # photos whose file is missing or changed
+    products: int
+    model_version: str
+    approximate: bool
+    seconds: float
+
+
+def index_folder(layout: Layout) -> Path:
+    return layout.index_dir / "products"
+
+
+def update_index(
+    layout: Layout, ensemble: Ensemble, rebuild: bool = False, approximate_from: int = APPROXIMATE_FROM
+) -> IndexSummary:
+    """Adds every indexable photo the index lacks; returns what the index holds now."""
+    started = time.monotonic()
+    if ensemble.embedding is None:
+        raise NoEmbedding(f"model {ensemble.version} has no search embedding: train again with `reviewlens train`")
+    folder = index_folder(layout)
+    index = None
+    if not rebuild and (folder / "index.json").exists():
+        index = ProductIndex.load(folder)
+        if index.model_version != ensemble.version:
+            index = None  # another model's vectors: start again
+    if index is None:
+        index = ProductIndex(int(ensemble.embedding.weight.shape[0]), ensemble.version, approximate_from)
+    with Manifest(layout.manifest_path) as manifest:
+        rows = manifest.rows(q.INDEXABLE_PHOTOS)
+        # A photo whose file went missing or changed is left out (and fetched again by the next
+        # crawl), rather than stopping the run or being found under a wrong product.
+        damaged = find_damaged(manifest, layout, [r for r in rows if not index.has(r["sha256"])])
+    rows = [r for r in rows if r["sha256"] not in damaged]
+    products = {r["product_id"]: Product(r["product_id"], r["name"], r["url"], r["path"]) for r in rows}
+    todo = [r for r in rows if not index.has(r["sha256"])]
+    for start in range(0, len(todo), BATCH):
+        batch = todo[start : start + BATCH]
+        refs = [PhotoRef(layout.store_dir / r["path"], r["sha256"]) for r in batch]
+        vectors = ensemble.embedding(ensemble.photo_features(refs, layout)).numpy()
+        index.add([Entry(r["sha256"], r["product_id"]) for r in batch], vectors)
+        index.save(folder)
+        save_products(folder, products)
+    if not todo:
+        index.save(folder)
+        save_products(folder, products)
+    return IndexSummary(
+        len(index),
+        len(todo),
+        len(damaged),
+        len(products),
+        index.model_version,
+        index.approximate,
+        time.monotonic() - started,
+    )
+
+
+def save_products(folder: Path, products: dict[str, Product]) -> None:
+    (folder / ".products.json").write_text(json.dumps({k: vars(p) for k, p in products.items()}))
+    (folder / ".products.json").replace(folder / "products.json")
+
+
+def load_index(layout: Layout, ensemble: Ensemble) -> tuple[ProductIndex, dict[str, Product]] | None:
+    """The index of `ensemble`'s model and its products; None where there is none for this model."""
+    folder = index_folder(layout)
+    if not (folder / "index.json").exists():
+        return None
+    index = ProductIndex.load(folder)
+    if index.model_version != ensemble.version:
+        return None
+    try:
+        products = {k: Product(**v) for k, v in json.loads((folder / "products.json").read_text()).items()}
+    except (OSError, ValueError, TypeError) as exc:
+        raise IndexMismatch(f"the product list beside {folder} is unreadable ({exc}): run `reviewlens index`") from exc
+    return index, products

@@ -1,0 +1,36 @@
+"""A picture for people: each object's box on the photo, with its best product and score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from training.search import FoundObject
+
+COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+def draw_objects(image: Image.Image, objects: list[FoundObject], out: Path, side: int = 1024) -> Path:
+    """Writes `image` (shrunk to `side`) with a numbered box and label per object to `out` as PNG."""
+    picture = image.convert("RGB")
+    picture.thumbnail((side, side))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, picture.width // 45))
+    for n, found in enumerate(objects, start=1):
+        colour = COLOURS[(n - 1) % len(COLOURS)]
+        left, top, right, bottom = (
+            found.box[0] * picture.width,
+            found.box[1] * picture.height,
+            found.box[2] * picture.width,
+            found.box[3] * picture.height,
+        )
+        draw.rectangle((left, top, right, bottom), outline=colour, width=max(2, picture.width // 300))
+        best = found.matches[0]
+        text = f"{n}. {best.product.name} {best.score:.2f}" + ("" if found.sure else " (not sure)")
+        box = draw.textbbox((left + 3, top + 3), text, font=font)
+        draw.rectangle(box, fill=colour)
+        draw.text((left + 3, top + 3), text, fill="white", font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(out, "PNG")
+    return out

@@ -1,0 +1,128 @@
+"""Search by photo: every object in it, each with the three likeliest products of the whole shop.
+
+Two opinions are merged. The classifier knows the products it was trained on, calibrated; the
+index knows every product with a photo in it, as a softmax over each product's most similar
+photo (its temperature fitted on validation). The answer is their weighted product, normalized
+(a product of experts): where both know a product, both must agree for it to score high; on a
+product the classifier never saw it has no opinion, the uniform one, and the index decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.layout import Layout
+from models.coco_detector import Detector
+from training.bundle import Ensemble
+from training.embedding import best_by_product, merge
+from training.indexing import Product, load_index
+from training.objects import Box, Scored, crop, proposals, select
+from training.product_index import ProductIndex
+
+NEIGHBOURS = 100  # photos fetched per query: the products among them get the index's probability
+MOST_OBJECTS = 8
+
+
+@dataclass(frozen=True)
+class Match:
+    product: Product
+    score: float
+
+
+@dataclass(frozen=True)
+class FoundObject:
+    box: Box
+    matches: list[Match]  # best first
+    sure: bool
+
+
+class Finder:
+    """The production model and its index, loaded once; answers photos and their objects."""
+
+    def __init__(self, ensemble: Ensemble, index: ProductIndex | None, products: dict[str, Product]) -> None:
+        self.ensemble, self.index = ensemble, index
+        # Every product either opinion can name, the classifier's first (in its order); the
+        # index's product list carries a photo of each to show.
+        known = [products.get(c.product_id, Product(c.product_id, c.name, c.url)) for c in ensemble.classes]
+        trained = {p.product_id for p in known}
+        self.products = [*known, *(p for k, p in products.items() if k not in trained)]
+        self.column = {p.product_id: i for i, p in enumerate(self.products)}
+        self.n_known = len(ensemble.classes)
+        self.detector: Detector | None = Detector()
+
+    @classmethod
+    def load(cls, layout: Layout, model: Path) -> Finder:
+        ensemble = Ensemble.load(model)
+        found = load_index(layout, ensemble) if ensemble.embedding is not None else None
+        index, products = found if found else (None, {})
+        return cls(ensemble, index, products)
+
+    @property
+    def threshold(self) -> float:
+        """The score from which an answer is sure: the merged answer's where the index takes part."""
+        embedding = self.ensemble.embedding
+        if self.index is not None and len(self.index) and embedding is not None:
+            return embedding.sure_threshold
+        return self.ensemble.calibration.sure_threshold
+
+    def probabilities(self, images: list[Image.Image]) -> torch.Tensor:
+        """(N, products) merged probabilities of in-memory images (photos or crops)."""
+        return self.probabilities_of_features(self.ensemble.image_features(images))
+
+    def probabilities_of_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, products) merged probabilities from each member's features (N, width)."""
+        return self.search(features)[0]
+
+    def search(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merged probabilities (N, products) and each query's similarity to its nearest photo
+        (N; 1 where there is no index, so that every region may count)."""
+        n = len(next(iter(features.values())))
+        classifier = self.ensemble.ensemble_probs(self.ensemble.logits_of_features(features))
+        merged = torch.zeros(n, len(self.products))
+        merged[:, : self.n_known] = classifier
+        embedding = self.ensemble.embedding
+        if self.index is None or embedding is None or not len(self.index):
+            return merged, torch.ones(n)
+        similarity, rows = self.index.search(embedding(features).numpy(), NEIGHBOURS)
+        columns = np.array([self.column[self.index.entries[r].product_id] if r >= 0 else 0 for r in rows.ravel()])
+        similarity = np.where(rows >= 0, similarity, -1.0)
+        best = best_by_product(
+            torch.from_numpy(similarity).float(), torch.from_numpy(columns.reshape(rows.shape)), len(self.products)
+        )
+        nearest = torch.from_numpy(similarity[:, 0]).float()
+        return merge(merged[:, : self.n_known], best, embedding.temperature), nearest
+
+    def matches(self, row: torch.Tensor, k: int) -> list[Match]:
+        top = row.topk(min(k, len(self.products)))
+        return [Match(self.products[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]
+
+    def answer_photo(self, image: Image.Image, k: int = 3) -> FoundObject:
+        """The photo as one object."""
+        row = self.probabilities([image])[0]
+        matches = self.matches(row, k)
+        return FoundObject((0.0, 0.0, 1.0, 1.0), matches, matches[0].score >= self.threshold)
+
+    def find(self, image: Image.Image, k: int = 3, most: int = MOST_OBJECTS) -> list[FoundObject]:
+        """One entry per object found, best first; the photo's best guess when nothing is sure."""
+        boxes = proposals(image, self.detector)
+        probs, nearest = self.search(self.ensemble.image_features([crop(image, b) for b in boxes]))
+        best = probs.max(1)
+        floor = self.ensemble.embedding.object_similarity if self.ensemble.embedding else 0.0
+        # The whole photo is always a candidate; a region only where it looks like a product's photo.
+        scored = [
+            Scored(b, self.products[int(i)].product_id, float(s))
+            for n, (b, s, i, near) in enumerate(zip(boxes, best.values, best.indices, nearest, strict=True))
+            if n == 0 or near >= floor
+        ]
+        kept = select(scored, self.threshold, most)
+        by_box = {b: row for b, row in zip(boxes, probs, strict=True)}
+        out = []
+        for s in kept:
+            matches = self.matches(by_box[s.box], k)
+            out.append(FoundObject(s.box, matches, matches[0].score >= self.threshold))
+        return out
