@@ -25,7 +25,9 @@ import numpy as np
 from core.errors import ReviewlensError
 
 APPROXIMATE_FROM = 100_000
-PROBE = 24  # lists scanned per query: recall@10 >= 0.95 at 1M in index_scale.py
+# Lists scanned per query: at 1M photos, 12 of 4,000 ran at 25x exact search with recall@10
+# 0.965 in tests/benchmarks/index_scale.py (24: 13.6x, 0.974; 4: 65x, 0.950).
+PROBE = 12
 
 
 class IndexMismatch(ReviewlensError):
