@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+from core.layout import Layout
 
 GROCERY = Path(__file__).resolve().parents[3] / "shared" / "data" / "grocery-store" / "dataset"
 
@@ -18,3 +21,10 @@ def grocery_photos() -> list[Path]:
             if line.strip():
                 photos.append(GROCERY / line.split(",")[0].strip().lstrip("/"))
     return photos
+
+
+def grocery_layout(root: Path) -> Layout:
+    """A layout under `root` whose store is the dataset itself: training reads photos from a store."""
+    if not (root / "store").exists():
+        os.symlink(GROCERY, root / "store")
+    return Layout(root)

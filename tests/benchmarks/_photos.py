@@ -11,7 +11,12 @@ from PIL import Image
 
 from core.layout import Layout
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
+from training.bundle import Ensemble
 from training.data import Example, ProductClass, Snapshot, assign_splits
+from training.indexing import Product
+from training.loading import PhotoRef
+from training.product_index import Entry, ProductIndex
+from training.search import Finder
 
 
 def show_progress() -> None:
@@ -65,3 +70,13 @@ def tiny_photos(root: Path, n: int, n_classes: int = 50, side: int = 48) -> tupl
         examples.append(Example(sha, rel, sha, i % n_classes, split))
     classes = [ProductClass(str(c), f"product {c}", "") for c in range(n_classes)]
     return Snapshot(f"tiny-{n}", classes, examples), layout
+
+
+def finder_over(ensemble: Ensemble, layout: Layout, snapshot: Snapshot, examples: list[Example]) -> Finder:
+    """predict's Finder with an index of `examples` (photos in the layout's store), as `reviewlens index` makes one."""
+    assert ensemble.embedding is not None
+    refs = [PhotoRef(layout.store_dir / e.path, e.sha256) for e in examples]
+    vectors = ensemble.embedding(ensemble.photo_features(refs, layout))
+    index = ProductIndex(vectors.shape[1], ensemble.version)
+    index.add([Entry(e.sha256, snapshot.classes[e.label].product_id) for e in examples], vectors.numpy())
+    return Finder(ensemble, index, {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes})

@@ -20,7 +20,7 @@ import torch
 
 from core.layout import Layout
 from core.settings import TrainConfig
-from tests.benchmarks._grocery import GROCERY, grocery_photos
+from tests.benchmarks._grocery import GROCERY, grocery_layout, grocery_photos
 from tests.benchmarks._photos import show_progress
 from tests.benchmarks._shop import workdir
 from training.bundle import Ensemble
@@ -101,10 +101,7 @@ def main() -> None:
     grocery_photos()  # exits with a reason when ../shared is absent
     snapshot = grocery_snapshot()
     # The training code reads photos from a layout's store: point one at the dataset.
-    root = args.workdir or workdir("grocery")
-    if not (root / "store").exists():
-        os.symlink(GROCERY, root / "store")
-    layout = Layout(root)
+    layout = grocery_layout(args.workdir or workdir("grocery"))
     config = TrainConfig(mode=args.mode, members=tuple(args.members), budget_minutes=args.budget_minutes)
     mode = resolve_mode(config, device())
     started = time.monotonic()

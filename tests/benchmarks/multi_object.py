@@ -15,25 +15,20 @@ which a real photo's objects do not; the figure is the search's ceiling on separ
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import time
 from pathlib import Path
 
 from PIL import Image
 
-from core.layout import Layout
 from core.settings import TrainConfig
-from tests.benchmarks._grocery import GROCERY
-from tests.benchmarks._photos import show_progress
+from tests.benchmarks._grocery import grocery_layout
+from tests.benchmarks._photos import finder_over, show_progress
 from tests.benchmarks._shop import workdir
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, load_image
-from training.indexing import Product
-from training.loading import PhotoRef
-from training.product_index import Entry, ProductIndex
-from training.search import Finder
+from training.train import train_snapshot
 
 CELL = 320
 
@@ -63,22 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     show_progress()
     snapshot = grocery_snapshot()
-    root = args.workdir or workdir("grocery")
-    if not (root / "store").exists():
-        os.symlink(GROCERY, root / "store")
-    layout = Layout(root)
-    from training.train import train_snapshot
-
+    layout = grocery_layout(args.workdir or workdir("grocery"))
     run_dir = train_snapshot(snapshot, TrainConfig(mode="quick", members=tuple(args.members)), layout)
-    ensemble = Ensemble.load(run_dir)
-    assert ensemble.embedding is not None
     known = [e for e in snapshot.examples if e.split != "test"]
-    vectors = ensemble.embedding(
-        ensemble.photo_features([PhotoRef(layout.store_dir / e.path, e.sha256) for e in known], layout)
-    )
-    index = ProductIndex(vectors.shape[1], ensemble.version)
-    index.add([Entry(e.sha256, snapshot.classes[e.label].product_id) for e in known], vectors.numpy())
-    finder = Finder(ensemble, index, {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes})
+    finder = finder_over(Ensemble.load(run_dir), layout, snapshot, known)
 
     rng = random.Random(0)
     test = [e for e in snapshot.examples if e.split == "test"]

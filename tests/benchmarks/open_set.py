@@ -18,7 +18,6 @@ photos), which must be no worse.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from core.layout import Layout
 from core.settings import TrainConfig
-from tests.benchmarks._grocery import GROCERY
+from tests.benchmarks._grocery import grocery_layout
 from tests.benchmarks._photos import show_progress
 from tests.benchmarks._shop import workdir
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
@@ -141,10 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     show_progress()
     snapshot = grocery_snapshot()
-    root = args.workdir or workdir("grocery")
-    if not (root / "store").exists():
-        os.symlink(GROCERY, root / "store")
-    layout = Layout(root)
+    layout = grocery_layout(args.workdir or workdir("grocery"))
     results = [one_split(snapshot, layout, seed) for seed in range(args.splits)]
     for seed, r in enumerate(results):
         print(f"split {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))

@@ -15,15 +15,11 @@ import time
 
 from core.settings import TrainConfig
 from reviewlens.demoshop.generate import GeneratorConfig
-from tests.benchmarks._photos import shop_snapshot
+from tests.benchmarks._photos import finder_over, shop_snapshot
 from tests.benchmarks._shop import workdir
 from training.bundle import Ensemble
 from training.data import load_image
-from training.indexing import Product
-from training.loading import PhotoRef
 from training.predict import predict_many
-from training.product_index import Entry, ProductIndex
-from training.search import Finder
 from training.train import device, train_snapshot
 
 
@@ -44,14 +40,7 @@ def main() -> None:
     started = time.monotonic()
     predict_many(ensemble, photos)
     folder_s = time.monotonic() - started
-    assert ensemble.embedding is not None
-    known = [e for e in snapshot.examples if e.split != "test"]
-    vectors = ensemble.embedding(
-        ensemble.photo_features([PhotoRef(layout.store_dir / e.path, e.sha256) for e in known], layout)
-    )
-    index = ProductIndex(vectors.shape[1], ensemble.version)
-    index.add([Entry(e.sha256, snapshot.classes[e.label].product_id) for e in known], vectors.numpy())
-    finder = Finder(ensemble, index, {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes})
+    finder = finder_over(ensemble, layout, snapshot, [e for e in snapshot.examples if e.split != "test"])
     finder.find(load_image(photos[0]))
     found = []
     for photo in photos:
