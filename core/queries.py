@@ -13,6 +13,11 @@ Query = NewType("Query", str)
 
 # --- crawl -------------------------------------------------------------------------------------
 SOURCE_KNOWN = Query("SELECT 1 FROM sources WHERE shop = ? AND review_id = ? AND photo_url = ?")
+# A product's photo under this review id is stored, or failed and is tried again with the failures.
+PRODUCT_SOURCE_KNOWN = Query(
+    "SELECT 1 FROM sources WHERE shop = ? AND product_id = ? AND review_id = ? "
+    "UNION ALL SELECT 1 FROM failures WHERE shop = ? AND product_id = ? AND review_id = ?"
+)
 PRODUCT_SEEN = Query("SELECT name, reviews_complete_at FROM products WHERE shop = ? AND product_id = ?")
 UPSERT_PRODUCT = Query(
     "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "

@@ -61,6 +61,9 @@ class CrawlConfig:
     # Where the ranking comes from: the ranks JSON, or the ranking page's product links.
     ranking_source: Literal["json", "html"] = "json"
     max_reviews_per_product: Count = 4000
+    # Read each new product's page for the shop's own photo of it (its Open Graph image): search
+    # then finds the product before any review photo of it is labeled.
+    catalog_photos: bool = True
     # Requests per second the crawler allows itself on the page/JSON hosts and on the photo hosts.
     api_rate: Positive = 2.0
     image_rate: Positive = 10.0

@@ -25,11 +25,13 @@ from core.settings import CrawlConfig
 from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
+    CATALOG_REVIEW,
     OhouseAdapter,
     RankedProduct,
     Review,
     get_adapter,
     load_json,
+    parse_catalog_photo,
     parse_ranking_html,
     parse_ranking_json,
     parse_reviews,
@@ -45,7 +47,8 @@ T = TypeVar("T")
 class CrawlSummary:
     products: int = 0
     review_pages: int = 0
-    photos_stored: int = 0
+    photos_stored: int = 0  # review photos
+    catalog_photos: int = 0  # the shop's own photos of its products
     photos_failed: int = 0
     bytes: int = 0
     wall_s: float = 0.0
@@ -57,9 +60,10 @@ class CrawlSummary:
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
+        catalog = f", {self.catalog_photos} catalog photos" if self.catalog_photos else ""
         return (
-            f"{self.products} products, {self.review_pages} review pages, {self.photos_stored} photos stored "
-            f"({self.bytes / 1e6:.1f} MB), {self.photos_failed} failed ({reasons}) in {self.wall_s:.1f}s"
+            f"{self.products} products, {self.review_pages} review pages, {self.photos_stored} photos stored"
+            f"{catalog} ({self.bytes / 1e6:.1f} MB), {self.photos_failed} failed ({reasons}) in {self.wall_s:.1f}s"
         )
 
 
@@ -165,7 +169,13 @@ class _Crawl:
             db.run(q.INSERT_SOURCE, shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256,
                    r.created_at, now)  # fmt: skip
             db.run(q.DELETE_FAILURE, shop, r.review_id, r.photo_url)
-        self.summary.photos_stored += 1
+            if r.review_id == CATALOG_REVIEW:
+                # The shop's own photo shows its product by definition: no person needs to judge it.
+                db.run(q.ACCEPT_IMPORTED, photo.sha256, now, "the shop's catalog photo", now)
+        if r.review_id == CATALOG_REVIEW:
+            self.summary.catalog_photos += 1
+        else:
+            self.summary.photos_stored += 1
         self.summary.bytes += photo.bytes
 
     def submit(self, pool: ThreadPoolExecutor, jobs: list[_Job], product_id: str | None, complete: bool) -> None:
@@ -193,6 +203,20 @@ class _Crawl:
         """Downloads and records `jobs`, waiting for all of them."""
         self.submit(pool, jobs, None, False)
         self.collect(block=True)
+
+    def catalog_job(self, product_id: str, category_id: int) -> _Job | None:
+        """The download of the product's catalog photo when its page names one not yet stored."""
+        shop = self.adapter.name
+        if self.manifest.row(q.PRODUCT_SOURCE_KNOWN, shop, product_id, CATALOG_REVIEW, shop, product_id,
+                             CATALOG_REVIEW) is not None:  # fmt: skip
+            return None
+        page = self.adapter.product_url(product_id)
+        try:
+            url = self.fetch_page(page, lambda b: parse_catalog_photo(b.decode("utf-8", errors="replace"), page))
+        except CrawlError as exc:
+            _page_failed(self.summary, f"page of product {product_id}", exc)
+            return None
+        return _Job(product_id, category_id, Review(CATALOG_REVIEW, "", url, "")) if url else None
 
     def failed_jobs(self) -> list[_Job]:
         rows = self.manifest.rows(q.FAILED_PHOTOS, self.adapter.name)
@@ -276,6 +300,9 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
     complete = row is not None and row["reviews_complete_at"] is not None
     name = ranked.name or (row["name"] if row else "")
     jobs: list[_Job] = []
+    if run.config.catalog_photos and not complete:  # read until the product's reviews were read once
+        catalog = run.catalog_job(pid, category_id)
+        jobs += [catalog] if catalog else []
     try:
         for review in run.new_reviews(pid, complete):
             name = name or review.product_name

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
 
@@ -18,6 +18,9 @@ from core.errors import ConfigError
 from crawler.errors import LayoutChanged
 
 PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
+# The review id under which the shop's own photo of a product is kept: it is not a review, but it
+# shows the product as the shop sells it, so search finds the product from its first day.
+CATALOG_REVIEW = "catalog"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,17 @@ def parse_ranking_html(text: str) -> list[str]:
     if not ids:
         raise LayoutChanged("no link matching /productions/<id> on the ranking page")
     return ids
+
+
+def parse_catalog_photo(text: str, page_url: str) -> str:
+    """The URL of the product page's own photo, its Open Graph image; "" when the page names none.
+
+    Shops name it for sharing links; a page without it is not a changed layout, only a product
+    without a catalog photo.
+    """
+    tag = BeautifulSoup(text, "html.parser").find("meta", attrs={"property": "og:image"})
+    content = str(tag.get("content") or "").strip() if tag is not None else ""
+    return urljoin(page_url, content) if content else ""
 
 
 def parse_reviews(payload: Any) -> list[Review]:

@@ -38,6 +38,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, Mapping):
             parser.add_argument(flag, action="append", metavar="KEY=VALUE", help=f"{f.name} entry (repeat)")
+        elif isinstance(default, bool):  # --flag / --no-flag: a value after it would always read as true
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"(default: {default})")
         elif isinstance(default, tuple):
             kind = type(default[0]) if default else str
             shown = " ".join(map(str, default))
@@ -86,6 +88,7 @@ def cmd_demo_shop(args: argparse.Namespace) -> None:
             n_categories=args.categories,
             products_per_category=args.products,
             photos_per_product=args.photos,
+            catalog_photos=args.catalog_photos,
         ),
         args.out,
     )
@@ -302,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", type=int, default=4)
     p.add_argument("--products", type=int, default=5, help="products per category")
     p.add_argument("--photos", type=int, default=36, help="review photos per product")
+    p.add_argument("--catalog-photos", action="store_true", help="product pages name the shop's own photo of each")
     p.add_argument("--request-log", type=Path, help="append every request received to this JSONL file")
     p.add_argument(
         "--faults",

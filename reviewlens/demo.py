@@ -67,7 +67,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     """Runs the demo; returns the flow's result."""
     data_dir = Path(data_dir).resolve()
     layout = Layout(data_dir)
-    shop_config = GeneratorConfig()
+    shop_config = GeneratorConfig(catalog_photos=True)
     train_config = TrainConfig()
     if quick:
         shop_config = replace(shop_config, n_categories=2, products_per_category=3, photos_per_product=30)

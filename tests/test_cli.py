@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import TrainConfig
+from core.settings import CrawlConfig, TrainConfig
 from reviewlens.cli import build_parser, config_from_flags, main
 
 SUBCOMMANDS = [
@@ -70,6 +70,20 @@ def test_train_takes_every_setting_from_a_file_and_flags(tmp_path: Path) -> None
     ).stdout
     missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in help_text]
     assert missing == []
+
+
+def test_a_yes_no_setting_is_a_pair_of_flags(tmp_path: Path) -> None:
+    config = tmp_path / "crawl.json"
+    config.write_text('{"catalog_photos": false, "top_n": 3}')
+    from_file = config_from_flags(build_parser().parse_args(["crawl", "--config", str(config)]), CrawlConfig)
+    assert (from_file.catalog_photos, from_file.top_n) == (False, 3)
+    on = config_from_flags(
+        build_parser().parse_args(["crawl", "--config", str(config), "--catalog-photos"]), CrawlConfig
+    )
+    assert on.catalog_photos is True
+    off = config_from_flags(build_parser().parse_args(["crawl", "--no-catalog-photos"]), CrawlConfig)
+    assert off.catalog_photos is False
+    assert config_from_flags(build_parser().parse_args(["crawl"]), CrawlConfig).catalog_photos is True
 
 
 def test_a_bad_value_is_a_user_error_and_a_bug_is_not(

@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core import queries as q
 from core.errors import ConfigError
 from core.layout import Layout
 from core.manifest import Manifest
-from core.settings import CrawlConfig, from_mapping
+from core.settings import CrawlConfig, DedupeConfig, from_mapping
 from crawler.crawl import crawl
 from crawler.errors import FetchError, InvalidImage, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
-from crawler.ohouse import get_adapter, parse_ranking_html, parse_ranking_json, parse_reviews
+from crawler.ohouse import get_adapter, parse_catalog_photo, parse_ranking_html, parse_ranking_json, parse_reviews
 from crawler.store import PhotoStore
+from curation.dedupe.grouping import dedupe
 from reviewlens.cli import main
-from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
 from tests.db import count
@@ -266,3 +268,46 @@ def test_a_crawl_that_reads_nothing_fails_and_says_why(
 def test_crawl_settings_are_checked_against_their_types_and_ranges(setting: dict, named: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(named)):
         from_mapping(CrawlConfig, setting)
+
+
+def test_catalog_photo_is_the_product_pages_open_graph_image() -> None:
+    page = "https://ohou.se/productions/7/selling"
+    head = '<html><head><meta property="og:image" content="{}"></head><body></body></html>'
+    assert parse_catalog_photo(head.format("https://image.ohou.se/p/7.jpg"), page) == "https://image.ohou.se/p/7.jpg"
+    assert parse_catalog_photo(head.format("/images/7.jpg"), page) == "https://ohou.se/images/7.jpg"
+    # A page that names no photo is a product without one, not a changed layout.
+    assert parse_catalog_photo("<html><head><title>Lamp</title></head></html>", page) == ""
+    assert parse_catalog_photo(head.format(" "), page) == ""
+
+
+def test_crawl_keeps_each_products_catalog_photo_accepted_and_findable(
+    tmp_path_factory: pytest.TempPathFactory, layout: Layout, tmp_path: Path
+) -> None:
+    config = GeneratorConfig(seed=3, n_categories=1, products_per_category=3, photos_per_product=6, catalog_photos=True)
+    shop_dir = generate(config, tmp_path_factory.mktemp("catalog-shop"))
+    with DemoShop(shop_dir, request_log=tmp_path / "requests.jsonl") as shop:
+        summary = crawl(crawl_config(shop), layout)
+        assert summary.catalog_photos == 3 and summary.photos_stored == len(load_truth(shop_dir))
+        pages_before = len(_requests(tmp_path / "requests.jsonl"))
+        again = crawl(crawl_config(shop), layout)
+        # A product whose reviews were read once is not asked for its page again.
+        new_paths = [str(r["path"]) for r in _requests(tmp_path / "requests.jsonl")[pages_before:]]
+        assert again.catalog_photos == 0 and not [p for p in new_paths if p.endswith("/selling")]
+        # Without the setting, no product page is read.
+        off = crawl(crawl_config(shop, catalog_photos=False), layout)
+        assert off.catalog_photos == 0
+    dedupe(DedupeConfig(workers=1), layout)
+    with Manifest(layout.manifest_path) as m:
+        rows = m.conn.execute(
+            "SELECT s.product_id, p.path, l.decision, l.reason FROM sources s JOIN photos p USING (sha256) "
+            "LEFT JOIN labels l USING (sha256) WHERE s.review_id = 'catalog'"
+        ).fetchall()
+        assert sorted(r["product_id"] for r in rows) == sorted(str(p.product_id) for p in shop.data.products)
+        for r in rows:
+            stored = (layout.store_dir / r["path"]).read_bytes()
+            assert stored == (shop_dir / "catalog" / f"{r['product_id']}.jpg").read_bytes()
+            # The shop's own photo needs no person's judgement: accepted, never a labeling task.
+            assert r["decision"] == "accept" and "catalog" in r["reason"]
+        catalog = {(layout.store_dir / r["path"]).name for r in rows}
+        assert not catalog & {Path(r["path"]).name for r in m.rows(q.UNLABELED_PHOTOS)}
+        assert catalog <= {Path(r["path"]).name for r in m.rows(q.INDEXABLE_PHOTOS)}

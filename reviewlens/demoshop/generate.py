@@ -62,6 +62,10 @@ class GeneratorConfig:
     cross_posts: int = 4
     # One review in this many has no photo (the real JSON then carries an empty image_url).
     no_photo_every: int = 12
+    # Each product page names the shop's own photo of the product (its Open Graph image), as shop
+    # pages do for sharing: the product alone on white. Off by default, so the review photos and
+    # the truth the tests count are the same either way.
+    catalog_photos: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,8 @@ def generate(config: GeneratorConfig, out_dir: Path) -> Path:
                 )
             )
     truths += _cross_posts(config, products, truths, photos_dir)
+    if config.catalog_photos:
+        _catalog_photos(products, out_dir / "catalog")
     (out_dir / "catalog.json").write_text(json.dumps([asdict(p) for p in products], indent=1))
     (out_dir / "truth.json").write_text(json.dumps([asdict(t) for t in truths], indent=1))
     done.write_text(json.dumps({"config_hash": stamp, "config": asdict(config)}))
@@ -348,6 +354,17 @@ def _cross_posts(
             )
         )
     return posts
+
+
+def _catalog_photos(products: list[Product], out_dir: Path) -> None:
+    """The shop's own photo of each product: the product alone, centred on white."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for product in products:
+        sprite = draw_product(product.shape, product.pattern, list(product.colours), 320)
+        side = max(sprite.size) + 80
+        frame = Image.new("RGB", (side, side), (255, 255, 255))
+        frame.paste(sprite, ((side - sprite.width) // 2, (side - sprite.height) // 2), sprite)
+        (out_dir / f"{product.product_id}.jpg").write_bytes(_jpeg(frame, 92))
 
 
 def _no_photo(product: Product, review_no: int, created: datetime) -> PhotoTruth:

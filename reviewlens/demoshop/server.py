@@ -33,6 +33,7 @@ class ShopData:
     products: list[Product]
     reviews: dict[int, list[PhotoTruth]]  # product id -> reviews, newest first
     photos_dir: Path
+    catalog_dir: Path  # the shop's own photo of each product, where it was generated
 
     @classmethod
     def load(cls, out_dir: Path) -> ShopData:
@@ -43,7 +44,7 @@ class ShopData:
             reviews[t.product_id].append(t)
         for items in reviews.values():
             items.sort(key=lambda t: t.created_at, reverse=True)
-        return cls(load_catalog(out_dir), dict(reviews), out_dir / "photos")
+        return cls(load_catalog(out_dir), dict(reviews), out_dir / "photos", out_dir / "catalog")
 
 
 @dataclass
@@ -169,6 +170,8 @@ class _ImageServer(_ShopServer):
         # Only names the generator wrote are served: no path from the URL reaches the disk.
         if path.startswith("/reviews/") and name in self.shop.photo_names:
             return Response(200, "image/jpeg", (self.shop.data.photos_dir / name).read_bytes())
+        if path.startswith("/catalog/") and name in self.shop.catalog_names:
+            return Response(200, "image/jpeg", (self.shop.data.catalog_dir / name).read_bytes())
         return super().route(path, q)
 
 
@@ -193,6 +196,8 @@ class DemoShop:
     ) -> None:
         self.data = ShopData.load(Path(out_dir))
         self.photo_names = {f"{t.photo_id}.jpg" for items in self.data.reviews.values() for t in items if t.photo_id}
+        catalog = self.data.catalog_dir
+        self.catalog_names = {f.name for f in catalog.glob("*.jpg")} if catalog.is_dir() else set()
         self.products = {p.product_id: p for p in self.data.products}
         self._api = _ApiServer(host, port, self)
         self._images = _ImageServer(host, image_port, self)
@@ -289,7 +294,12 @@ class DemoShop:
     def product_html(self, product_id: int) -> str:
         p = self.products[product_id]
         name = html.escape(p.name)
-        return f"<!DOCTYPE html><html><head><title>{name}</title></head><body><h1>{name}</h1></body></html>"
+        photo = f"{product_id}.jpg"
+        # Shop pages name their product's photo for sharing (Open Graph); only when there is one.
+        og = ""
+        if photo in self.catalog_names:
+            og = f'<meta property="og:image" content="{self.image_url}/catalog/{photo}">'
+        return f"<!DOCTYPE html><html><head><title>{name}</title>{og}</head><body><h1>{name}</h1></body></html>"
 
     def reviews_json(self, product_id: int, page: int) -> dict[str, Any]:
         product = self.products[product_id]
