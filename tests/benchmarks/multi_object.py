@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--mosaics", type=int, default=500)
     parser.add_argument("--members", nargs="+", default=list(TrainConfig().members))
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
+    parser.add_argument(
+        "--object-top", type=int, default=3, help="likeliest products whose probability makes a region an object"
+    )
     args = parser.parse_args()
     show_progress()
     snapshot = grocery_snapshot()
@@ -62,6 +65,7 @@ def main() -> None:
     run_dir = train_snapshot(snapshot, TrainConfig(mode="quick", members=tuple(args.members)), layout)
     known = [e for e in snapshot.examples if e.split != "test"]
     finder = finder_over(Ensemble.load(run_dir), layout, snapshot, known)
+    finder.object_top = args.object_top
 
     rng = random.Random(0)
     test = [e for e in snapshot.examples if e.split == "test"]
@@ -112,7 +116,10 @@ def main() -> None:
         first_object += product(e) in [m.product.product_id for m in answered_alone[0].matches]
     searched_alone = len(sample)
     multi_top3, single_top3 = found / objects, alone / len(singles)
-    print(f"members: {', '.join(args.members)}; {len(cases)} mosaics of {objects} objects; {answers} answers")
+    print(
+        f"members: {', '.join(args.members)}; object when the top {args.object_top} are sure; "
+        f"{len(cases)} mosaics of {objects} objects; {answers} answers"
+    )
     print(f"objects found (product in that object's top 3): {100 * multi_top3:.1f}%")
     print(f"the same {len(singles)} photos alone, top 3: {100 * single_top3:.1f}%")
     print(
