@@ -128,6 +128,11 @@ CREATE TABLE IF NOT EXISTS splits (
 """
 
 
+# The review id under which the shop's own photo of a product is kept: it is not a review, but it
+# shows the product as the shop sells it, so search finds the product from its first day.
+CATALOG_REVIEW = "catalog"
+
+
 def utc_now() -> str:
     """The current time as an ISO-8601 UTC string, the manifest's one time format."""
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -55,6 +55,7 @@ HASHED_PHOTOS = Query(
     "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.sha256"
 )
 PHOTO_PRODUCTS = Query("SELECT DISTINCT sha256, product_id FROM sources")
+PHOTOS_OF_REVIEW_ID = Query("SELECT DISTINCT sha256 FROM sources WHERE review_id = ?")
 SET_GROUP = Query("UPDATE curation SET group_id = ?, is_kept = ?, is_ambiguous = ? WHERE sha256 = ?")
 GROUP_MEMBERS = Query(
     "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "

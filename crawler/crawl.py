@@ -20,12 +20,11 @@ from tqdm import tqdm
 from core import queries as q
 from core.errors import ConfigError
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import CATALOG_REVIEW, Manifest, utc_now
 from core.settings import CrawlConfig
 from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
-    CATALOG_REVIEW,
     OhouseAdapter,
     RankedProduct,
     Review,

@@ -18,9 +18,6 @@ from core.errors import ConfigError
 from crawler.errors import LayoutChanged
 
 PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
-# The review id under which the shop's own photo of a product is kept: it is not a review, but it
-# shows the product as the shop sells it, so search finds the product from its first day.
-CATALOG_REVIEW = "catalog"
 
 
 @dataclass(frozen=True)

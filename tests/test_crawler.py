@@ -283,11 +283,12 @@ def test_catalog_photo_is_the_product_pages_open_graph_image() -> None:
 def test_crawl_keeps_each_products_catalog_photo_accepted_and_findable(
     tmp_path_factory: pytest.TempPathFactory, layout: Layout, tmp_path: Path
 ) -> None:
-    config = GeneratorConfig(seed=3, n_categories=1, products_per_category=3, photos_per_product=6, catalog_photos=True)
+    # Five products of three shapes: two chairs and two sofas on white look alike to a perceptual hash.
+    config = GeneratorConfig(seed=3, n_categories=1, products_per_category=5, photos_per_product=6, catalog_photos=True)
     shop_dir = generate(config, tmp_path_factory.mktemp("catalog-shop"))
     with DemoShop(shop_dir, request_log=tmp_path / "requests.jsonl") as shop:
         summary = crawl(crawl_config(shop), layout)
-        assert summary.catalog_photos == 3 and summary.photos_stored == len(load_truth(shop_dir))
+        assert summary.catalog_photos == 5 and summary.photos_stored == len(load_truth(shop_dir))
         pages_before = len(_requests(tmp_path / "requests.jsonl"))
         again = crawl(crawl_config(shop), layout)
         # A product whose reviews were read once is not asked for its page again.
@@ -299,9 +300,12 @@ def test_crawl_keeps_each_products_catalog_photo_accepted_and_findable(
     dedupe(DedupeConfig(workers=1), layout)
     with Manifest(layout.manifest_path) as m:
         rows = m.conn.execute(
-            "SELECT s.product_id, p.path, l.decision, l.reason FROM sources s JOIN photos p USING (sha256) "
-            "LEFT JOIN labels l USING (sha256) WHERE s.review_id = 'catalog'"
+            "SELECT s.product_id, p.path, l.decision, l.reason, c.is_kept, c.is_ambiguous FROM sources s "
+            "JOIN photos p USING (sha256) JOIN curation c USING (sha256) LEFT JOIN labels l USING (sha256) "
+            "WHERE s.review_id = 'catalog'"
         ).fetchall()
+        # The shop's photos of two look-alike products are two products, never one photo posted twice.
+        assert all(r["is_kept"] == 1 and r["is_ambiguous"] == 0 for r in rows)
         assert sorted(r["product_id"] for r in rows) == sorted(str(p.product_id) for p in shop.data.products)
         for r in rows:
             stored = (layout.store_dir / r["path"]).read_bytes()

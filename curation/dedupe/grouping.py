@@ -25,7 +25,7 @@ import numpy as np
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import CATALOG_REVIEW, Manifest
 from core.photos import OutsideStore, photo_path
 from core.settings import DedupeConfig
 from curation.dedupe.hashing import check_photos
@@ -112,6 +112,11 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
         full = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
         centre = np.array([int(r["centre_hash"] or r["phash"], 16) for r in rows], dtype=np.uint64)
         pairs = near_pairs(full, centre, config.max_distance, config.max_cross_distance)
+        # The shop's own photos of two products are two products, however alike they look (the
+        # same chair in two colours on white hashes alike): never one photo posted twice.
+        catalog = {r["sha256"] for r in manifest.rows(q.PHOTOS_OF_REVIEW_ID, CATALOG_REVIEW)}
+        is_catalog = [r["sha256"] in catalog for r in rows]
+        pairs = [(a, b) for a, b in pairs if not (is_catalog[a] and is_catalog[b])]
         roots = group_pairs(len(rows), pairs)
         members: dict[int, list[int]] = {}
         for i, root in enumerate(roots):

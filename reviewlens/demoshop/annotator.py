@@ -37,7 +37,10 @@ def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> 
 
 
 def product_of(truth: dict[str, PhotoTruth], photo_id: str) -> str:
-    """The product a photo really shows: a cross post shows its original's product."""
+    """The product a photo really shows: a cross post shows its original's product, and a catalog
+    photo (named by its product's id) its product."""
+    if photo_id not in truth:
+        return photo_id
     t = truth[photo_id]
     return str(truth[t.duplicate_of].product_id if t.kind == "cross" and t.duplicate_of else t.product_id)
 
