@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS labels (
     reason TEXT,
     coverage REAL,
     n_objects INTEGER,
-    decided_at TEXT
+    decided_at TEXT,
+    box TEXT                      -- the person's box around the product: 'left,top,right,bottom' as fractions
 );
 CREATE TABLE IF NOT EXISTS product_choices (  -- a person's choice for a photo posted under several products
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
@@ -194,8 +195,9 @@ class Manifest:
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(curation)")}
         if "centre_hash" not in columns:
             self.conn.execute("ALTER TABLE curation ADD COLUMN centre_hash TEXT")
-        if "box" not in {r[1] for r in self.conn.execute("PRAGMA table_info(estimates)")}:
-            self.conn.execute("ALTER TABLE estimates ADD COLUMN box TEXT")
+        for table in ("estimates", "labels"):
+            if "box" not in {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN box TEXT")
 
     def rows(self, query: Query, *params: Any) -> list[sqlite3.Row]:
         """Every row `query` returns."""

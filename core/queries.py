@@ -15,8 +15,8 @@ Query = NewType("Query", str)
 SOURCE_KNOWN = Query("SELECT 1 FROM sources WHERE shop = ? AND review_id = ? AND photo_url = ?")
 # A product's photo under this review id is stored, or failed and is tried again with the failures.
 PRODUCT_SOURCE_KNOWN = Query(
-    "SELECT 1 FROM sources WHERE shop = ? AND product_id = ? AND review_id = ? "
-    "UNION ALL SELECT 1 FROM failures WHERE shop = ? AND product_id = ? AND review_id = ?"
+    "SELECT 1 FROM sources WHERE shop = ?1 AND product_id = ?2 AND review_id = ?3 "
+    "UNION ALL SELECT 1 FROM failures WHERE shop = ?1 AND product_id = ?2 AND review_id = ?3"
 )
 PRODUCT_SEEN = Query("SELECT name, reviews_complete_at FROM products WHERE shop = ? AND product_id = ?")
 UPSERT_PRODUCT = Query(
@@ -90,8 +90,8 @@ SAVE_ESTIMATE = Query(
 NOTE_LABEL_TASK = Query("INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")
 LABEL_ANNOTATION = Query("SELECT annotation_id FROM labels WHERE sha256 = ?")
 SAVE_DECISION = Query(
-    "UPDATE labels SET annotation_id = ?, decision = ?, reason = ?, coverage = ?, n_objects = ?, decided_at = ? "
-    "WHERE sha256 = ?"
+    "UPDATE labels SET annotation_id = ?, decision = ?, reason = ?, coverage = ?, n_objects = ?, decided_at = ?, "
+    "box = ? WHERE sha256 = ?"
 )
 LABEL_TASKS_IN_PROJECT = Query("SELECT COUNT(*) FROM labels WHERE project_id = ?")
 ACCEPTED_SINCE = Query("SELECT COUNT(*) FROM labels WHERE decision = 'accept' AND decided_at > ?")
@@ -157,6 +157,19 @@ INDEXABLE_PHOTOS = Query(
     JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
     LEFT JOIN labels l USING (sha256)
     WHERE l.decision IS NULL OR l.decision = 'accept'
+    ORDER BY pr.product_id, u.sha256
+    """
+)
+# The photos a person boxed as showing exactly one product, accepted or refused only for its
+# size in the frame: cut to the box, each shows its product alone.
+BOXED_PHOTOS = Query(
+    """
+    SELECT u.sha256, u.path, u.group_id, l.box, p.width, p.height, pr.product_id, pr.name, pr.url
+    FROM labels l
+    JOIN usable_photos u USING (sha256)
+    JOIN photos p USING (sha256)
+    JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
+    WHERE l.box IS NOT NULL AND l.n_objects = 1
     ORDER BY pr.product_id, u.sha256
     """
 )

@@ -153,6 +153,10 @@ class TrainConfig:
     # Products with fewer accepted photos are left out, as the study left out products with
     # too few photo reviews: a split needs a photo for each of train, validation and test.
     min_photos: Count = 5
+    # The labeling stage's boxes train too: each photo a person boxed as one product adds the
+    # view cut to its box (also photos refused only because the product is small in them), so the
+    # model knows a product as the object search sees it, cut out of a larger scene.
+    train_on_boxes: bool = True
     # predict says "not sure" below the score at which this share of validation answers was right.
     sure_precision: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.9
     seed: int = 0

@@ -168,10 +168,11 @@ class _Crawl:
             db.run(q.INSERT_SOURCE, shop, r.review_id, r.photo_url, job.product_id, job.category_id, photo.sha256,
                    r.created_at, now)  # fmt: skip
             db.run(q.DELETE_FAILURE, shop, r.review_id, r.photo_url)
-            if r.review_id == CATALOG_REVIEW:
+            catalog = r.review_id == CATALOG_REVIEW
+            if catalog:
                 # The shop's own photo shows its product by definition: no person needs to judge it.
                 db.run(q.ACCEPT_IMPORTED, photo.sha256, now, "the shop's catalog photo", now)
-        if r.review_id == CATALOG_REVIEW:
+        if catalog:
             self.summary.catalog_photos += 1
         else:
             self.summary.photos_stored += 1
@@ -206,8 +207,7 @@ class _Crawl:
     def catalog_job(self, product_id: str, category_id: int) -> _Job | None:
         """The download of the product's catalog photo when its page names one not yet stored."""
         shop = self.adapter.name
-        if self.manifest.row(q.PRODUCT_SOURCE_KNOWN, shop, product_id, CATALOG_REVIEW, shop, product_id,
-                             CATALOG_REVIEW) is not None:  # fmt: skip
+        if self.manifest.row(q.PRODUCT_SOURCE_KNOWN, shop, product_id, CATALOG_REVIEW) is not None:
             return None
         page = self.adapter.product_url(product_id)
         try:

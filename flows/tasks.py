@@ -131,10 +131,11 @@ def index_task(data_dir: str) -> IndexSummary:
     layout = Layout(Path(data_dir))
     summary = update_index(layout, Ensemble.load(layout.production_dir))
     get_run_logger().info(
-        "index of model %s: %d photos of %d products, %d added",
+        "index of model %s: %d photos of %d products (%d cut to a person's box), %d added",
         summary.model_version,
         summary.photos,
         summary.products,
+        summary.views,
         summary.added,
     )
     return summary

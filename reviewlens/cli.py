@@ -199,7 +199,8 @@ def cmd_index(args: argparse.Namespace) -> None:
     summary = update_index(layout, ensemble, rebuild=args.rebuild, approximate_from=args.approximate_from)
     kind = "approximate (IVF)" if summary.approximate else "exact"
     print(
-        f"index of model {summary.model_version}: {summary.photos} photos of {summary.products} products, "
+        f"index of model {summary.model_version}: {summary.photos} photos of {summary.products} products "
+        f"({summary.views} of them cut to a person's box), "
         f"{summary.added} added in {summary.seconds:.1f} s; {kind} search"
         + (f"; {summary.left_out} left out (file missing or changed)" if summary.left_out else "")
     )

@@ -61,6 +61,17 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
         expected = "accept" if t.coverage >= 0.5 and t.n_objects == 1 else "reject"
         assert r["decision"] == expected, (t, r["reason"])
     assert {r["decision"] for r in rows} == {"accept", "reject"}
+    # The pull keeps the box the person drew around the one product (as fractions of the frame).
+    with Manifest(layout.manifest_path) as m:
+        boxes = m.conn.execute(
+            "SELECT s.photo_url, l.box FROM labels l JOIN sources s USING (sha256) WHERE l.n_objects = 1"
+        ).fetchall()
+    assert boxes and all(b["box"] for b in boxes)
+    for b in boxes:
+        t = truth[b["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
+        drawn = [float(v) for v in b["box"].split(",")]
+        expected = [t.bbox[0] / t.width, t.bbox[1] / t.height, t.bbox[2] / t.width, t.bbox[3] / t.height]
+        assert drawn == pytest.approx(expected, abs=1e-3)
     # Re-posts land in their original's duplicate group.
     reposts = [t for t in truth.values() if t.duplicate_of]
     assert all(groups[t.photo_id] == groups[t.duplicate_of] for t in reposts)
@@ -87,6 +98,11 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
         if e["group_id"] in chosen
     }
     assert trained_as and all(chosen[g] == p for g, p in trained_as.items())
+    # Those boxes train too: views cut to them, in the training split only, also of photos
+    # refused only because their product is small in the frame.
+    views = [e for e in snapshot["examples"] if e["box"]]
+    small = {e["sha256"] for e in views} - {e["sha256"] for e in snapshot["examples"] if not e["box"]}
+    assert views and {e["split"] for e in views} == {"train"} and small
 
     # The report holds every member's figures and the ensemble's, as JSON and as a table.
     run_dir = Path(result.evaluate.run_dir)

@@ -107,12 +107,10 @@ class Ensemble:
             if (
                 store is not None
                 and photos
-                and all(p.sha256 for p in photos)
-                and not store.missing([str(p.sha256) for p in photos])
+                and all(p.key for p in photos)
+                and not store.missing([str(p.key) for p in photos])
             ):
-                out[member.name] = torch.stack(
-                    [head(f) for f in store.read([str(p.sha256) for p in photos]).unbind(1)], 1
-                )
+                out[member.name] = torch.stack([head(f) for f in store.read([str(p.key) for p in photos]).unbind(1)], 1)
                 continue
             cache = PhotoCache(layout.cache_dir / "photos", round(size * self.config.resize_ratio)) if layout else None
             dataset = Photos(photos, [0] * len(photos), cache, round(size * self.config.resize_ratio), size)
@@ -147,8 +145,8 @@ class Ensemble:
         """Each member's features (N, width) of stored photos, through the feature cache: only
         photos it lacks are embedded, and they are kept for the next time."""
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        by_sha = {str(p.sha256): p for p in photos}
-        shas = list(by_sha)
+        by_key = {str(p.key): p for p in photos}
+        keys = list(by_key)
         out = {}
         for trained in self.members:
             member, size = trained.member, trained.size
@@ -158,14 +156,14 @@ class Ensemble:
             model = self._answering(trained, dev)
 
             def batches(todo: list[str], cache: PhotoCache = cache, resize: int = resize, size: int = size) -> Any:
-                dataset = Photos([by_sha[s] for s in todo], [0] * len(todo), cache, resize, size)
+                dataset = Photos([by_key[k] for k in todo], [0] * len(todo), cache, resize, size)
                 return photo_loader(dataset, 64, workers, pin_memory=dev.type == "cuda")
 
             def embed(x: torch.Tensor, model: nn.Module = model, member: Member = member) -> torch.Tensor:
                 return embed_batch(model, member.head, normalize(x.to(dev), member.mean, member.std))
 
-            embed_missing(store, shas, batches, embed)
-            out[member.name] = store.read([str(p.sha256) for p in photos])[:, 0]
+            embed_missing(store, keys, batches, embed)
+            out[member.name] = store.read([str(p.key) for p in photos])[:, 0]
         return out
 
     @torch.inference_mode()

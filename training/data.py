@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from core import queries as q
+from core.boxes import area, parse_box, view_key
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import Manifest
@@ -19,6 +20,10 @@ from core.photos import find_damaged
 # The crawler's default cap (CrawlConfig.max_image_pixels): a photo larger than any it stores is
 # refused before decoding, as a decompression bomb would take gigabytes.
 MAX_PIXELS = 40_000_000
+# A person's box makes a view of its photo to train on when it leaves out a real part of the
+# frame (a box of nearly all of it is the photo again) and keeps enough pixels to show the product.
+BOX_VIEW_MAX_AREA = 0.8
+BOX_VIEW_MIN_PIXELS = 64
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,12 @@ class Example:
     group_id: str
     label: int
     split: str
+    box: str = ""  # a view of the photo cut to a person's box ('left,top,right,bottom'), or the whole photo
+
+    @property
+    def key(self) -> str:
+        """The name its features and cached pixels are kept under."""
+        return view_key(self.sha256, self.box)
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,33 @@ def assign_splits(groups: list[str], val_share: float, test_share: float, seed: 
     return out
 
 
-def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int) -> Snapshot:
+def box_views(rows: list[sqlite3.Row]) -> dict[str, str]:
+    """The box of each boxed photo (BOXED_PHOTOS rows) worth a view of its own, by photo hash."""
+    views = {}
+    for r in rows:
+        try:
+            box = parse_box(r["box"])
+        except ValueError:
+            continue  # a box written by hand into the manifest, not by the pull: not trained on
+        short = min((box[2] - box[0]) * r["width"], (box[3] - box[1]) * r["height"])
+        if area(box) <= BOX_VIEW_MAX_AREA and short >= BOX_VIEW_MIN_PIXELS:
+            views[r["sha256"]] = r["box"]
+    return views
+
+
+def make_snapshot(
+    layout: Layout, val_share: float, test_share: float, seed: int, min_photos: int, with_boxes: bool = True
+) -> Snapshot:
     """Builds the snapshot of accepted photos and records its split in the manifest.
 
     A photo trains when it is usable (the manifest's usable_photos: the kept photo of its
     duplicate group, posted under one product only or given one by a person) and accepted by
     the rules, and its file is intact. Products with fewer than `min_photos` such photos are left out.
+
+    `with_boxes`: the labeling stage's boxes train too. A photo a person boxed as one product
+    adds its box's view to the training photos: an accepted photo's view when the photo trains,
+    and the view of a photo refused only because its product is small in the frame, which shows
+    that product alone. Validation and test stay whole photos, as the study measured them.
     """
     with Manifest(layout.manifest_path) as manifest:
         accepted = manifest.rows(q.ACCEPTED_PHOTOS)
@@ -104,11 +136,27 @@ def make_snapshot(layout: Layout, val_share: float, test_share: float, seed: int
             examples += [
                 Example(r["sha256"], r["path"], r["group_id"], label, splits[r["group_id"]]) for r in product_rows
             ]
-        digest = hashlib.sha256(json.dumps([(e.sha256, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
+        if with_boxes:
+            examples += _box_examples(manifest, layout, examples, {c.product_id: i for i, c in enumerate(classes)})
+        digest = hashlib.sha256(json.dumps([(e.key, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
         snapshot = Snapshot(f"snap-{digest}", classes, examples)
         with manifest.transaction() as db:
             db.run_many(q.RECORD_SPLIT, [(snapshot.snapshot_id, e.sha256, e.split) for e in examples])
     return snapshot
+
+
+def _box_examples(manifest: Manifest, layout: Layout, examples: list[Example], labels: dict[str, int]) -> list[Example]:
+    """The training views cut to people's boxes, of the products in `labels`."""
+    split_of = {e.sha256: e.split for e in examples}
+    boxed = [r for r in manifest.rows(q.BOXED_PHOTOS) if r["product_id"] in labels]
+    boxed = [r for r in boxed if split_of.get(r["sha256"], "train") == "train"]
+    damaged = find_damaged(manifest, layout, boxed)
+    views = box_views([r for r in boxed if r["sha256"] not in damaged])
+    return [
+        Example(r["sha256"], r["path"], r["group_id"], labels[r["product_id"]], "train", views[r["sha256"]])
+        for r in boxed
+        if r["sha256"] in views
+    ]
 
 
 class UnreadablePhoto(ReviewlensError):

@@ -1,5 +1,9 @@
 """The index stage: every usable photo of every product embedded with the production model.
 
+Beside each whole photo, the index holds the view cut to the box a person drew around its one
+product (training/data.py's box views): the object search looks for products in cuts of a
+photo, and a photo refused only because its product is small in it shows the product there.
+
 A product becomes findable as soon as its photos are in the index, with no retrain: each run
 embeds only the photos the index lacks (their features come from the feature cache when
 training already computed them). An index made by another model is started again, as its
@@ -14,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import queries as q
+from core.boxes import VIEW_MARK, view_key
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import Manifest
 from core.photos import find_damaged
 from training.bundle import Ensemble
+from training.data import box_views
 from training.loading import PhotoRef
 from training.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
 
@@ -39,7 +45,8 @@ class Product:
 
 @dataclass(frozen=True)
 class IndexSummary:
-    photos: int
+    photos: int  # entries: whole photos, and views cut to a person's box
+    views: int  # of them, views cut to a person's box
     added: int
     left_out: int  # photos whose file is missing or changed
     products: int
@@ -69,17 +76,26 @@ def update_index(
         index = ProductIndex(int(ensemble.embedding.weight.shape[0]), ensemble.version, approximate_from)
     with Manifest(layout.manifest_path) as manifest:
         rows = manifest.rows(q.INDEXABLE_PHOTOS)
+        boxed = manifest.rows(q.BOXED_PHOTOS)
+        views = box_views(boxed)
         # A photo whose file went missing or changed is left out (and fetched again by the next
         # crawl), rather than stopping the run or being found under a wrong product.
-        damaged = find_damaged(manifest, layout, [r for r in rows if not index.has(r["sha256"])])
+        damaged = find_damaged(
+            manifest,
+            layout,
+            [r for r in rows if not index.has(r["sha256"])]
+            + [r for r in boxed if r["sha256"] in views and not index.has(view_key(r["sha256"], views[r["sha256"]]))],
+        )
     rows = [r for r in rows if r["sha256"] not in damaged]
-    products = {r["product_id"]: Product(r["product_id"], r["name"], r["url"], r["path"]) for r in rows}
-    todo = [r for r in rows if not index.has(r["sha256"])]
+    boxed = [r for r in boxed if r["sha256"] in views and r["sha256"] not in damaged]
+    products = {r["product_id"]: Product(r["product_id"], r["name"], r["url"], r["path"]) for r in boxed + rows}
+    items = [(PhotoRef(layout.store_dir / r["path"], r["sha256"]), r["product_id"]) for r in rows]
+    items += [(PhotoRef(layout.store_dir / r["path"], r["sha256"], views[r["sha256"]]), r["product_id"]) for r in boxed]
+    todo = [(ref, product) for ref, product in items if not index.has(str(ref.key))]
     for start in range(0, len(todo), BATCH):
         batch = todo[start : start + BATCH]
-        refs = [PhotoRef(layout.store_dir / r["path"], r["sha256"]) for r in batch]
-        vectors = ensemble.embedding(ensemble.photo_features(refs, layout)).numpy()
-        index.add([Entry(r["sha256"], r["product_id"]) for r in batch], vectors)
+        vectors = ensemble.embedding(ensemble.photo_features([ref for ref, _ in batch], layout)).numpy()
+        index.add([Entry(str(ref.key), product) for ref, product in batch], vectors)
         index.save(folder)
         save_products(folder, products)
     if not todo:
@@ -87,6 +103,7 @@ def update_index(
         save_products(folder, products)
     return IndexSummary(
         len(index),
+        sum(VIEW_MARK in e.key for e in index.entries),
         len(todo),
         len(damaged),
         len(products),

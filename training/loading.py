@@ -18,16 +18,23 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from core.boxes import crop, parse_box, view_key
 from training.data import load_image
 from training.photo_cache import PhotoCache, shrink
 
 
 @dataclass(frozen=True)
 class PhotoRef:
-    """A photo to read: its file, and its content hash when it is in the store (so it can be cached)."""
+    """A photo to read: its file, its content hash when it is in the store (so it can be cached),
+    and the box it is cut to when it is a view of the photo ('left,top,right,bottom')."""
 
     path: Path
     sha256: str | None = None
+    box: str = ""
+
+    @property
+    def key(self) -> str | None:
+        return None if self.sha256 is None else view_key(self.sha256, self.box)
 
 
 def to_uint8(img: Image.Image) -> torch.Tensor:
@@ -74,9 +81,11 @@ class Photos(Dataset[tuple[torch.Tensor, int]]):
         return len(self.photos)
 
     def _open(self, ref: PhotoRef) -> Image.Image:
-        if self.cache is not None and ref.sha256 is not None:
-            return self.cache.open(ref.sha256, ref.path)
-        return load_image(ref.path)
+        box = parse_box(ref.box) if ref.box else None
+        if self.cache is not None and ref.key is not None:
+            return self.cache.open(ref.key, ref.path, box)
+        img = load_image(ref.path)
+        return img if box is None else crop(img, box)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = fit_short_side(self._open(self.photos[i]), self.resize)

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from core.boxes import WHOLE, Box, area
 from models.coco_detector import Detector
 
-Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of the frame
-WHOLE: Box = (0.0, 0.0, 1.0, 1.0)
 SCALES = (1, 2, 3)
 OVERLAP = 0.4
 DETECTOR_SCORE = 0.3
 NOT_PRODUCTS = {"person", "dining table", "bed", "couch", "tv"}  # the scene rather than a product in it
-MARGIN = 0.04  # context around a box: a tight crop loses the product's edges
 # Intersection over union from which two boxes are one object: above a half, so that each half
 # of a photo of two products may stand beside the whole.
 SAME_BOX = 0.6
@@ -67,20 +65,7 @@ def proposals(image: Image.Image, detector: Detector | None) -> list[Box]:
     if detector is not None:
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         boxes += [d.box for d in detector.detect(bgr) if d.score >= DETECTOR_SCORE and d.label not in NOT_PRODUCTS]
-    return list(dict.fromkeys(tuple(round(v, 4) for v in b) for b in boxes if _area(b) > 0.01))  # type: ignore[misc]
-
-
-def crop(image: Image.Image, box: Box) -> Image.Image:
-    """The box with a margin of context, cut from the photo."""
-    left, top, right, bottom = box
-    mx, my = (right - left) * MARGIN, (bottom - top) * MARGIN
-    pixels = (
-        max(0, round((left - mx) * image.width)),
-        max(0, round((top - my) * image.height)),
-        min(image.width, max(1, round((right + mx) * image.width))),
-        min(image.height, max(1, round((bottom + my) * image.height))),
-    )
-    return image.crop(pixels)
+    return list(dict.fromkeys(tuple(round(v, 4) for v in b) for b in boxes if area(b) > 0.01))  # type: ignore[misc]
 
 
 def select(scored: list[Scored], threshold: float, most: int) -> list[Scored]:
@@ -115,14 +100,10 @@ def _greedy(scored: list[Scored], threshold: float, most: int, kept: list[Scored
 
 def _clashes(new: Scored, kept: Scored) -> bool:
     inter = _intersection(new.box, kept.box)
-    if inter >= SAME_BOX * (_area(new.box) + _area(kept.box) - inter):
+    if inter >= SAME_BOX * (area(new.box) + area(kept.box) - inter):
         return True
-    return new.product == kept.product and inter >= SAME_PRODUCT_OVERLAP * _area(new.box)
-
-
-def _area(b: Box) -> float:
-    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    return new.product == kept.product and inter >= SAME_PRODUCT_OVERLAP * area(new.box)
 
 
 def _intersection(a: Box, b: Box) -> float:
-    return _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))

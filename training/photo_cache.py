@@ -2,7 +2,9 @@
 
 Each photo is written once as a JPEG whose short side is the largest any member asks for, under
 `cache/photos/<side>/<first two hex digits>/<sha256>.jpg`. Reading one is a small decode, so the
-loader's workers read them as needed and memory does not grow with the number of photos.
+loader's workers read them as needed and memory does not grow with the number of photos. A view
+of a photo cut to a box is cut from the full photo before shrinking, and kept under its own key
+(`<sha256>#<box>`), so a small product keeps the pixels it has.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.boxes import Box, crop
 from training.data import load_image
 
 # Quality 95 keeps what the models see: the shrink costs more detail than the encoding.
@@ -25,18 +28,20 @@ class PhotoCache:
         self.side = side
         self.root = Path(root) / str(side)
 
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / f"{sha256}.jpg"
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.jpg"
 
-    def open(self, sha256: str, original: Path) -> Image.Image:
-        """The photo shrunk to the cache's short side, read from the cache or made and kept there."""
-        cached = self.path(sha256)
+    def open(self, key: str, original: Path, box: Box | None = None) -> Image.Image:
+        """The photo (cut to `box`, when given) shrunk to the cache's short side, read from the
+        cache or made and kept there under `key`."""
+        cached = self.path(key)
         try:
             with Image.open(cached) as kept:
                 return kept.convert("RGB")
         except (FileNotFoundError, OSError):
             pass  # not cached yet, or a write that was cut short: made again from the original
-        img = shrink(load_image(original), self.side)
+        img = load_image(original)
+        img = shrink(img if box is None else crop(img, box), self.side)
         cached.parent.mkdir(parents=True, exist_ok=True)
         # Written under a name of this process and renamed: a reader never sees half a file, and
         # two workers making the same photo both end with a whole one.

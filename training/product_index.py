@@ -1,7 +1,8 @@
 """Every photo of every product as a vector, searchable by nearest neighbour (faiss).
 
-Keyed by photo content hash, so adding photos embeds only the new ones, and stamped with the
-model version whose embedding made it: vectors of another model do not compare. Below
+Keyed by photo content hash (a view cut to a person's box by the hash and the box), so adding
+photos embeds only the new ones, and stamped with the model version whose embedding made it:
+vectors of another model do not compare. Below
 `approximate_from` vectors the search is exact (a flat inner-product scan). From there on it is
 an inverted file (IVF, Jégou et al. 2011): the vectors are clustered into about 4·sqrt(n) lists
 and a query scans the `probe` lists nearest to it, which tests/benchmarks/index_scale.py
@@ -36,7 +37,7 @@ class IndexMismatch(ReviewlensError):
 
 @dataclass(frozen=True)
 class Entry:
-    sha256: str
+    key: str  # the photo's content hash; with '#' and a box for a view cut to a person's box
     product_id: str
 
 
@@ -60,12 +61,12 @@ class ProductIndex:
     def approximate(self) -> bool:
         return not isinstance(self._faiss, faiss.IndexFlatIP)
 
-    def has(self, sha256: str) -> bool:
-        return sha256 in self._known
+    def has(self, key: str) -> bool:
+        return key in self._known
 
     def add(self, entries: list[Entry], vectors: np.ndarray) -> int:
         """Adds the entries not yet in the index; returns how many were new."""
-        new = [i for i, e in enumerate(entries) if e.sha256 not in self._known]
+        new = [i for i, e in enumerate(entries) if e.key not in self._known]
         if not new:
             return 0
         rows = np.ascontiguousarray(vectors[new], dtype=np.float32)
@@ -73,7 +74,7 @@ class ProductIndex:
             raise IndexMismatch(f"vectors of width {rows.shape[1]} do not fit an index of width {self.dim}")
         crossing = not self.approximate and len(self) + len(new) >= self.approximate_from
         self.entries += [entries[i] for i in new]
-        self._known.update(entries[i].sha256 for i in new)
+        self._known.update(entries[i].key for i in new)
         self.vectors = np.concatenate([self.vectors, rows])
         if crossing:
             self._faiss = self._build_ivf()
@@ -112,7 +113,7 @@ class ProductIndex:
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir()
         np.save(building / "vectors.npy", self.vectors)
-        (building / "entries.tsv").write_text("".join(f"{e.sha256}\t{e.product_id}\n" for e in self.entries))
+        (building / "entries.tsv").write_text("".join(f"{e.key}\t{e.product_id}\n" for e in self.entries))
         meta = {"dim": self.dim, "model_version": self.model_version, "approximate_from": self.approximate_from}
         (building / "index.json").write_text(json.dumps({**meta, "probe": self.probe, "photos": len(self)}))
         old = folder.with_name(f".{folder.name}.old.{os.getpid()}")

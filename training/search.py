@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.boxes import Box, crop
 from core.layout import Layout
 from models.coco_detector import Detector
 from training.bundle import Ensemble
 from training.embedding import best_by_product, merge
 from training.indexing import Product, load_index
-from training.objects import Box, Scored, crop, proposals, select
+from training.objects import Scored, proposals, select
 from training.product_index import ProductIndex
 
 NEIGHBOURS = 100  # photos fetched per query: the products among them get the index's probability

@@ -66,7 +66,7 @@ class Context:
     workers: int
 
     def refs(self, examples: list[Example]) -> list[PhotoRef]:
-        return [PhotoRef(self.layout.store_dir / e.path, e.sha256) for e in examples]
+        return [PhotoRef(self.layout.store_dir / e.path, e.sha256, e.box) for e in examples]
 
     def eval_photos(self, examples: list[Example], size: int) -> Photos:
         resize = round(size * self.config.resize_ratio)
@@ -79,11 +79,11 @@ class Context:
 def embed_snapshot(ctx: Context, member: Member, model: nn.Module, size: int, store: FeatureStore) -> int:
     """Embeds every photo of the snapshot the store lacks (test photos too: evaluation reads them)."""
     model = for_inference(model).to(ctx.dev).to(memory_format=torch.channels_last)
-    by_sha = {e.sha256: e for e in ctx.snapshot.examples}
-    shas = [e.sha256 for e in ctx.snapshot.examples]
+    by_key = {e.key: e for e in ctx.snapshot.examples}
+    keys = list(by_key)
 
     def batches(todo: list[str]) -> Any:
-        photos = ctx.eval_photos([by_sha[s] for s in todo], size)
+        photos = ctx.eval_photos([by_key[k] for k in todo], size)
         with Bar(len(todo), f"{member.name} features") as bar:
             for x, y in ctx.loader(photos, ctx.config.batch_size * 2):
                 yield x, y
@@ -94,19 +94,19 @@ def embed_snapshot(ctx: Context, member: Member, model: nn.Module, size: int, st
             return embed_batch(model, member.head, normalize(x.to(ctx.dev, non_blocking=True), member.mean, member.std))
 
     started = time.monotonic()
-    done = embed_missing(store, shas, batches, embed)
+    done = embed_missing(store, keys, batches, embed)
     progress.info(
         "%s: features of %d photos computed in %.0f s, %d read from the cache",
         member.name,
         done,
         time.monotonic() - started,
-        len(set(shas)) - done,
+        len(keys) - done,
     )
     return done
 
 
 def _rows(examples: list[Example]) -> Rows:
-    return Rows([e.sha256 for e in examples], [e.label for e in examples])
+    return Rows([e.key for e in examples], [e.label for e in examples])
 
 
 def train_member(
@@ -136,7 +136,7 @@ def train_member(
     progress.info("%s: probe val top-1 %.3f", member.name, probe["probe_val_top1"])
     val_labels = torch.tensor([e.label for e in val])
     if mode == "quick":
-        val_logits = torch.stack([head(f) for f in store.read([e.sha256 for e in val]).unbind(1)], 1).detach()
+        val_logits = torch.stack([head(f) for f in store.read([e.key for e in val]).unbind(1)], 1).detach()
         return model, val_logits, record
     resize = round(size * config.resize_ratio)
     train_photos = Photos(ctx.refs(train), [e.label for e in train], ctx.cache, resize, size, train=True)
@@ -191,7 +191,9 @@ def train(config: TrainConfig, layout: Layout) -> Path:
     started = time.monotonic()
     for name in config.members:
         get_member(name)  # an unknown name fails before any work
-    snapshot = make_snapshot(layout, config.val_share, config.test_share, config.seed, config.min_photos)
+    snapshot = make_snapshot(
+        layout, config.val_share, config.test_share, config.seed, config.min_photos, config.train_on_boxes
+    )
     if len(snapshot.classes) < 2:
         raise NotEnoughData(
             f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
@@ -214,11 +216,12 @@ def train_snapshot(snapshot: Snapshot, config: TrainConfig, layout: Layout, star
     cache = PhotoCache(layout.cache_dir / "photos", largest)
     ctx = Context(snapshot, layout, config, cache, dev, config.workers or default_workers())
     progress.info(
-        "training %s mode on %s: %d products, %d train / %d val / %d test photos",
+        "training %s mode on %s: %d products, %d train (%d of them cut to a person's box) / %d val / %d test photos",
         mode,
         dev,
         len(snapshot.classes),
         len(snapshot.split("train")),
+        sum(1 for e in snapshot.split("train") if e.box),
         len(snapshot.split("val")),
         len(snapshot.split("test")),
     )
@@ -275,7 +278,7 @@ def train_embedding(ctx: Context, models: dict[str, nn.Module], val_probs: torch
         embed_snapshot(ctx, member, model, size, features[name])  # a fine-tuned body sees its photos again
 
     def embed(examples: list[Example]) -> dict[str, torch.Tensor]:
-        return {name: store.read([e.sha256 for e in examples])[:, 0] for name, store in features.items()}
+        return {name: store.read([e.key for e in examples])[:, 0] for name, store in features.items()}
 
     train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
     train_labels = torch.tensor([e.label for e in train])

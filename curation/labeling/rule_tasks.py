@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core import queries as q
+from core.boxes import box_text
 from core.layout import Layout
 from core.manifest import Manifest, utc_now
 from core.photos import find_damaged, photo_path
@@ -46,7 +47,7 @@ def machine_prediction(
 
 
 def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Location | None) -> None:
-    box = None if e.box is None else ",".join(f"{v:.4f}" for v in e.box)
+    box = None if e.box is None else box_text(e.box)
     manifest.write(
         q.SAVE_ESTIMATE,
         sha256,
@@ -127,9 +128,10 @@ def pull_rules(
         answers = new_answers(client, manifest, project_id, q.LABEL_ANNOTATION)
         for done in answers.new:
             d = decide(done.result, done.cancelled, config.min_coverage)
+            box = None if d.box is None else box_text(d.box)
             manifest.write(
                 q.SAVE_DECISION,
-                done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), done.data["sha256"],
+                done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box, done.data["sha256"],
             )  # fmt: skip
             decisions.append(d)
     return decisions, answers.unchanged

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from curation.labeling.shapes import SEVERAL, box_coverage, boxes_in, choices_in
+from core.boxes import Box
+from curation.labeling.shapes import SEVERAL, box_coverage, box_of, boxes_in, choices_in
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class Decision:
     reason: str  # why, for a person reading the manifest
     coverage: float | None  # share of the photo the product's box covers
     n_objects: int
+    box: Box | None = None  # the person's box around the one product, kept as training data
 
 
 def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -> Decision:
@@ -32,6 +34,8 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
     coverage = box_coverage(boxes[0])
     if n_objects > 1:
         return Decision("reject", f"{n_objects} products in the photo", coverage, n_objects)
+    box = box_of(boxes[0])
     if coverage < min_coverage:
-        return Decision("reject", f"product covers {coverage:.0%} of the photo, under {min_coverage:.0%}", coverage, 1)
-    return Decision("accept", "one product covering enough of the photo", coverage, 1)
+        reason = f"product covers {coverage:.0%} of the photo, under {min_coverage:.0%}"
+        return Decision("reject", reason, coverage, 1, box)
+    return Decision("accept", "one product covering enough of the photo", coverage, 1, box)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of the frame
+from core.boxes import Box
 
 # The names the views give their controls, and the values of their choices.
 PRODUCT_BOX = "product"
@@ -125,6 +125,14 @@ def choices_in(result: list[dict[str, Any]], control: str | None = None) -> list
         if r.get("type") == "choices" and (control is None or r.get("from_name") == control)
         for c in r.get("value", {}).get("choices") or []
     ]
+
+
+def box_of(value: dict[str, Any]) -> Box | None:
+    """A drawn box (in percent) as fractions of the frame, clipped to it; None when it has no area."""
+    left, top = max(0.0, value["x"] / 100), max(0.0, value["y"] / 100)
+    right = min(1.0, (value["x"] + value["width"]) / 100)
+    bottom = min(1.0, (value["y"] + value["height"]) / 100)
+    return (left, top, right, bottom) if right > left and bottom > top else None
 
 
 def box_coverage(value: dict[str, Any]) -> float:

@@ -75,8 +75,8 @@ def tiny_photos(root: Path, n: int, n_classes: int = 50, side: int = 48) -> tupl
 def finder_over(ensemble: Ensemble, layout: Layout, snapshot: Snapshot, examples: list[Example]) -> Finder:
     """predict's Finder with an index of `examples` (photos in the layout's store), as `reviewlens index` makes one."""
     assert ensemble.embedding is not None
-    refs = [PhotoRef(layout.store_dir / e.path, e.sha256) for e in examples]
+    refs = [PhotoRef(layout.store_dir / e.path, e.sha256, e.box) for e in examples]
     vectors = ensemble.embedding(ensemble.photo_features(refs, layout))
     index = ProductIndex(vectors.shape[1], ensemble.version)
-    index.add([Entry(e.sha256, snapshot.classes[e.label].product_id) for e in examples], vectors.numpy())
+    index.add([Entry(e.key, snapshot.classes[e.label].product_id) for e in examples], vectors.numpy())
     return Finder(ensemble, index, {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes})
