@@ -209,26 +209,25 @@ def cmd_index(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from training.data import UnreadablePhoto
     from training.picture import draw_objects
-    from training.predict import as_json, find_many, photos_in
+    from training.predict import as_json, find_each, photos_in
     from training.search import Finder
 
     layout = Layout(args.data_dir)
     finder = Finder.load(layout, _production_or_latest(layout, args.model))
     photos = photos_in(Path(args.photo))
-    answers = find_many(finder, photos, k=args.top)
+    answers = []
+    for answer, image in find_each(finder, photos, k=args.top):
+        answers.append(answer)
+        if args.picture and image is not None:
+            out = Path(args.picture)
+            draw_objects(
+                image, answer.objects, out / f"{answer.photo.stem}.png" if len(photos) > 1 or out.is_dir() else out
+            )
     problems = [a.problem for a in answers if a.problem]
     if len(problems) == len(answers):  # nothing to answer: the reason is the error
         raise UnreadablePhoto(
             problems[0] if len(problems) == 1 else f"none of the {len(problems)} photos could be read"
         )
-    if args.picture:
-        from training.data import load_image
-
-        for answer in answers:
-            if not answer.problem:
-                out = Path(args.picture)
-                out = out / f"{answer.photo.stem}.png" if len(answers) > 1 or out.is_dir() else out
-                draw_objects(load_image(answer.photo), answer.objects, out)
     if args.json:
         print(json.dumps([as_json(a) for a in answers], indent=1, ensure_ascii=False))
         return

@@ -9,7 +9,7 @@ and never stops the server.
 
 from __future__ import annotations
 
-import tempfile
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from core.layout import Layout
-from training.data import UnreadablePhoto, load_image
+from training.data import UnreadablePhoto, decode_image
 from training.predict import PhotoObjects, as_json
 from training.search import Finder
 
@@ -34,13 +34,7 @@ def build_app(layout: Layout, finder: Finder) -> Starlette:
     lock = threading.Lock()
 
     def answer(data: bytes) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "photo"
-            path.write_bytes(data)
-            try:
-                image = load_image(path)
-            except UnreadablePhoto as exc:
-                raise UnreadablePhoto(str(exc).replace(str(path), "the photo")) from None
+        image = decode_image(io.BytesIO(data), "the photo")
         with lock:
             objects = finder.find(image)
         return {**as_json(PhotoObjects(Path("upload"), objects)), "photo": None}

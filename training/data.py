@@ -7,6 +7,7 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps
 
@@ -165,14 +166,19 @@ class UnreadablePhoto(ReviewlensError):
 
 def load_image(path: Path) -> Image.Image:
     """Opens a photo upright (EXIF orientation applied) in RGB; raises UnreadablePhoto."""
+    return decode_image(path, str(path))
+
+
+def decode_image(source: Path | IO[bytes], name: str) -> Image.Image:
+    """A photo's file or bytes decoded as load_image does; `name` says which photo in an error."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             # Checked on the header, before any pixel is decoded: a small file may claim a huge image.
             if img.width * img.height > MAX_PIXELS:
-                raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {img.width}x{img.height}")
+                raise UnreadablePhoto(f"{name} has too many pixels to decode safely: {img.width}x{img.height}")
             img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
             return ImageOps.exif_transpose(img).convert("RGB")
     except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it at all
-        raise UnreadablePhoto(f"{path} has too many pixels to decode safely: {exc}") from exc
+        raise UnreadablePhoto(f"{name} has too many pixels to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise UnreadablePhoto(f"{path} is not a readable image: {exc}") from exc
+        raise UnreadablePhoto(f"{name} is not a readable image: {exc}") from exc

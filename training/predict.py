@@ -8,9 +8,12 @@ a photo that cannot be read is reported and the others are still answered.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from training.bundle import Ensemble
 from training.data import ProductClass, UnreadablePhoto, load_image
@@ -80,15 +83,21 @@ class PhotoObjects:
     problem: str = ""
 
 
-def find_many(finder: Finder, photos: list[Path], k: int = 3) -> list[PhotoObjects]:
-    """Every object of every photo, with one load of the models; unreadable photos get their reason."""
-    out = []
+def find_each(finder: Finder, photos: list[Path], k: int = 3) -> Iterator[tuple[PhotoObjects, Image.Image | None]]:
+    """Every object of each photo in turn, with the decoded photo (None where it could not be
+    read: the answer says why), so a caller that draws it decodes nothing twice."""
     for photo in photos:
         try:
-            out.append(PhotoObjects(photo, finder.find(load_image(photo), k)))
+            image = load_image(photo)
         except UnreadablePhoto as exc:
-            out.append(PhotoObjects(photo, [], str(exc)))
-    return out
+            yield PhotoObjects(photo, [], str(exc)), None
+            continue
+        yield PhotoObjects(photo, finder.find(image, k)), image
+
+
+def find_many(finder: Finder, photos: list[Path], k: int = 3) -> list[PhotoObjects]:
+    """Every object of every photo, with one load of the models; unreadable photos get their reason."""
+    return [answer for answer, _ in find_each(finder, photos, k)]
 
 
 def as_json(answer: PhotoObjects) -> dict[str, Any]:

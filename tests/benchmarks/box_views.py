@@ -11,6 +11,7 @@ photos, composed the same way:
   product's share of top-1 and top-3 answers (`predict`'s merged answer);
 - through the object search on a sample of the scenes: an answer whose box centre lies in the
   product's box with the product in its top 3;
+  with how many answers a scene of one product gets (and how many of them are sure);
 - the whole test photos as they are, so that views are seen to cost nothing there.
 
     .venv/bin/python -m tests.benchmarks.box_views [--members ...] [--scenes 100] [--features DIR]
@@ -127,11 +128,13 @@ def main() -> None:
 
         whole, cut = merged(test), merged(test_scenes)
         labels = [e.label for e in test]
-        found = 0
+        found = answers = sure = 0
         sample = test_scenes[:: max(1, len(test_scenes) // args.scenes)][: args.scenes]
         for e in sample:
             left, top, right, bottom = (float(v) for v in e.box.split(","))
             answered = finder.find(load_image(layout.store_dir / e.path))
+            answers += len(answered)
+            sure += sum(a.sure for a in answered)
             inside = [
                 a
                 for a in answered
@@ -144,8 +147,10 @@ def main() -> None:
             "cut top1": top_k(cut, labels, finder, snapshot, 1),
             "cut top3": top_k(cut, labels, finder, snapshot, 3),
             "scene found": 100 * found / len(sample),
+            "answers per scene": answers / len(sample),
+            "sure answers per scene": sure / len(sample),
         }
-        print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
+        print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
 
     print(f"members: {', '.join(args.members)}; {len(test)} test photos, {args.scenes} scenes searched")
     print("| trained on | whole test top-1 | cut at the box top-1 | top-3 | scene: found in top 3 |")
