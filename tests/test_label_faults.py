@@ -1,0 +1,113 @@
+"""Label Studio killed in the middle of a push and of a pull: the next run leaves exactly one task
+per photo and loses no decision. The server is the session's real one, killed with SIGKILL at a
+known request by a proxy in front of it (tests/killer_proxy.py), and started again."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import DedupeConfig, LabelConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling import client as client_module
+from curation.labeling.client import LabelStudioClient, LabelStudioError, connect
+from curation.labeling.rules import decide
+from curation.labeling.shapes import RULES_VIEW
+from curation.labeling.sync import pull, push
+from reviewlens.demoshop.annotator import answer
+from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.conftest import crawl_config
+from tests.killer_proxy import killer_proxy
+
+
+@pytest.fixture
+def revived(label_studio: LabelStudioServer) -> Iterator[LabelStudioServer]:
+    """The session's Label Studio, started again after the test whatever happened in it."""
+    yield label_studio
+    if not label_studio.is_up():
+        label_studio.start()
+
+
+def nth(n: int, method: str, path: str, **params: str) -> Callable[[str, str, int], bool]:
+    """A trigger that fires at the `n`th request (from 1) of `method` to `path` with these query values."""
+    matched = [0]
+
+    def trigger(m: str, target: str, _: int) -> bool:
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if m == method and url.path.rstrip("/") == path and all(query.get(k) == v for k, v in params.items()):
+            matched[0] += 1
+            return matched[0] == n
+        return False
+
+    return trigger
+
+
+def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
+    revived: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    label = LabelConfig(project_title=f"faults {layout.data_dir.name}")
+    token = os.environ["LABEL_STUDIO_API_KEY"]
+    direct = connect()
+    project = direct.ensure_project(label.project_title, layout.store_dir, RULES_VIEW)
+    monkeypatch.setattr(client_module, "IMPORT_BATCH", 10)  # several requests, so one can be cut
+
+    # Killed at the third request creating the rules project's tasks: two batches are in.
+    cut = nth(3, "POST", f"/api/projects/{project}/import")
+    with killer_proxy(revived, cut) as url, pytest.raises(LabelStudioError, match="does not answer") as failed:
+        push(label, layout, connect(url, token))
+    assert token not in str(failed.value) and not revived.answers()
+    revived.start()
+    before = len(direct.task_ids_by_key(project, "sha256"))
+    summary = push(label, layout, connect())
+    tasks = direct.task_ids_by_key(project, "sha256")
+    with Manifest(layout.manifest_path) as m:
+        noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)).fetchall())
+    assert before == 20 and summary.pushed == len(tasks) - before > 0
+    # Exactly one task per photo: as many tasks as photos, each the one the manifest names.
+    listed = list(direct.sdk.tasks.list(project=project, page_size=500))
+    assert len(listed) == len(tasks) == len(noted) and noted == tasks
+
+    # Half answered and pulled; the rest answered, then the server killed as the pull reads them.
+    truth = load_truth(shop_dir)
+    open_tasks = list(direct.unannotated(project))
+    half = len(open_tasks) // 2
+    _answer(direct, open_tasks[:half], truth)
+    assert pull(label, layout, direct).decided == half
+    _answer(direct, open_tasks[half:], truth)
+    # (the pull has read the "which product" project by then: the rules project's answers are next)
+    cut = nth(1, "GET", "/api/tasks", project=str(project), only_annotated="true")
+    with killer_proxy(revived, cut) as url, pytest.raises(LabelStudioError, match="does not answer"):
+        pull(label, layout, connect(url, token))
+    with Manifest(layout.manifest_path) as m:
+        assert m.conn.execute("SELECT COUNT(*) FROM labels WHERE decision IS NOT NULL").fetchone()[0] == half
+    revived.start()
+    again = pull(label, layout, connect())
+    assert again.decided == len(open_tasks) - half and again.unchanged == half
+    # No decision lost or changed: each is the rules' decision on the answer given.
+    with Manifest(layout.manifest_path) as m:
+        decided = dict(m.conn.execute("SELECT task_id, decision FROM labels WHERE project_id = ?", (project,)))
+    expected = {
+        task_id: decide(answer(truth[_photo(data)]), False, label.min_coverage).decision for task_id, data in open_tasks
+    }
+    assert decided == expected
+
+
+def _photo(data: dict[str, object]) -> str:
+    return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
+
+
+def _answer(client: LabelStudioClient, tasks: list[tuple[int, dict[str, object]]], truth: dict) -> None:  # type: ignore[type-arg]
+    for task_id, data in tasks:
+        client.annotate(task_id, answer(truth[_photo(data)]))
