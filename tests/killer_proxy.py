@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -69,3 +70,18 @@ def killer_proxy(server: LabelStudioServer, trigger: Callable[[str, str, int], b
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def nth(n: int, method: str, path: str, **params: str) -> Callable[[str, str, int], bool]:
+    """A trigger that fires at the `n`th request (from 1) of `method` to `path` with these query values."""
+    matched = [0]
+
+    def trigger(m: str, target: str, _: int) -> bool:
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if m == method and url.path.rstrip("/") == path and all(query.get(k) == v for k, v in params.items()):
+            matched[0] += 1
+            return matched[0] == n
+        return False
+
+    return trigger

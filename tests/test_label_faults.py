@@ -5,9 +5,8 @@ known request by a proxy in front of it (tests/killer_proxy.py), and started aga
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -26,7 +25,7 @@ from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
-from tests.killer_proxy import killer_proxy
+from tests.killer_proxy import killer_proxy, nth
 
 
 @pytest.fixture
@@ -35,21 +34,6 @@ def revived(label_studio: LabelStudioServer) -> Iterator[LabelStudioServer]:
     yield label_studio
     if not label_studio.is_up():
         label_studio.start()
-
-
-def nth(n: int, method: str, path: str, **params: str) -> Callable[[str, str, int], bool]:
-    """A trigger that fires at the `n`th request (from 1) of `method` to `path` with these query values."""
-    matched = [0]
-
-    def trigger(m: str, target: str, _: int) -> bool:
-        url = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if m == method and url.path.rstrip("/") == path and all(query.get(k) == v for k, v in params.items()):
-            matched[0] += 1
-            return matched[0] == n
-        return False
-
-    return trigger
 
 
 def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(

@@ -153,12 +153,11 @@ def main() -> None:
         print(name, {k: round(v, 2) for k, v in results[name].items()}, flush=True)
 
     print(f"members: {', '.join(args.members)}; {len(test)} test photos, {args.scenes} scenes searched")
-    print("| trained on | whole test top-1 | cut at the box top-1 | top-3 | scene: found in top 3 |")
-    print("|---|---|---|---|---|")
+    print("| trained on | whole test top-1 | cut at the box top-1 | top-3 | scene: found in top 3 | answers (sure) |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(
-            f"| {name} | {r['whole top1']:.1f} | {r['cut top1']:.1f} | {r['cut top3']:.1f} | {r['scene found']:.1f} |"
-        )
+        figures = " | ".join(f"{r[k]:.1f}" for k in ("whole top1", "cut top1", "cut top3", "scene found"))
+        print(f"| {name} | {figures} | {r['answers per scene']:.2f} ({r['sure answers per scene']:.2f}) |")
     base, boxed = results["accepted photos alone"], results["with the views of boxes"]
     print(f"box_views_cut_top1_gain: {boxed['cut top1'] - base['cut top1']:.1f}")
 

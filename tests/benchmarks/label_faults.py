@@ -1,0 +1,129 @@
+"""Label Studio killed (SIGKILL) during a push of about 2,000 photos and during the pull of their
+answers, then each run once more: tasks in Label Studio per photo pushed (goal exactly 1.0) and
+decisions lost (goal 0).
+
+A demo shop is generated, crawled and deduplicated; a real Label Studio of its own starts in a
+temporary folder. A proxy in front of it (tests/killer_proxy.py) kills it at the middle request
+of the push's task imports, and at the second page of the pull's reading of answers. Every task
+is answered between the two, by the demo's scripted annotator through the API.
+
+    .venv/bin/python -m tests.benchmarks.label_faults [--photos-per-product 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+import time
+
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import DedupeConfig, LabelConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling.client import IMPORT_BATCH, LabelStudioError, connect
+from curation.labeling.rules import decide
+from curation.labeling.shapes import RULES_VIEW
+from curation.labeling.sync import pull, push
+from reviewlens.demoshop.annotator import answer
+from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.benchmarks._shop import crawl_config, workdir
+from tests.killer_proxy import killer_proxy, nth
+
+FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos-per-product", type=int, default=200)
+    args = parser.parse_args()
+    root = workdir("label-faults")
+    shop_dir = generate(
+        GeneratorConfig(seed=3, n_categories=2, products_per_category=5, photos_per_product=args.photos_per_product),
+        root / "shop",
+    )
+    layout = Layout(root / "data")
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
+    server = LabelStudioServer(root / "label-studio", root, port=free_port())
+    creds = server.start()
+    os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
+    try:
+        with DemoShop(shop_dir) as shop:
+            crawl(crawl_config(shop, **FAST), layout)
+        dedupe(DedupeConfig(), layout)
+        label = LabelConfig(project_title="label faults")
+        direct = connect()
+        project = direct.ensure_project(label.project_title, layout.store_dir, RULES_VIEW)
+
+        started = time.monotonic()
+        with Manifest(layout.manifest_path) as m:
+            photos = m.conn.execute("SELECT COUNT(*) FROM usable_photos").fetchone()[0]
+        middle = max(1, math.ceil(photos / IMPORT_BATCH) // 2)
+        killed = False
+        with killer_proxy(server, nth(middle, "POST", f"/api/projects/{project}/import")) as url:
+            try:
+                push(label, layout, connect(url, creds.token))
+            except LabelStudioError as exc:
+                killed = not server.answers()
+                print(f"push stopped: {exc}")
+        server.start()
+        before = len(direct.task_ids_by_key(project, "sha256"))
+        summary = push(label, layout, connect())
+        push_seconds = time.monotonic() - started
+        listed = list(direct.sdk.tasks.list(project=project, page_size=1000))
+        keys = direct.task_ids_by_key(project, "sha256")
+        with Manifest(layout.manifest_path) as m:
+            noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)))
+        print(
+            f"push killed at import request {middle} (server dead: {killed}) with {before} tasks in; "
+            f"the re-run pushed {summary.pushed}; {len(listed)} tasks for {len(noted)} photos pushed "
+            f"({len(keys)} distinct photos in Label Studio, the manifest names each task: {noted == keys}); "
+            f"{push_seconds:.0f} s in all"
+        )
+
+        truth = load_truth(shop_dir)
+        started = time.monotonic()
+        answered = {}
+        for task_id, data in list(direct.unannotated(project)):
+            result = answer(truth[str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")])
+            direct.annotate(task_id, result)
+            answered[task_id] = decide(result, False, label.min_coverage).decision
+        print(f"{len(answered)} tasks answered through the API in {time.monotonic() - started:.0f} s")
+
+        started = time.monotonic()
+        pull_killed = False
+        cut = nth(2, "GET", "/api/tasks", project=str(project), only_annotated="true")
+        with killer_proxy(server, cut) as url:
+            try:
+                pull(label, layout, connect(url, creds.token))
+            except LabelStudioError as exc:
+                pull_killed = not server.answers()
+                print(f"pull stopped: {exc}")
+        server.start()
+        again = pull(label, layout, connect())
+        with Manifest(layout.manifest_path) as m:
+            decided = dict(m.conn.execute("SELECT task_id, decision FROM labels WHERE decision IS NOT NULL"))
+        lost = sum(1 for t in answered if t not in decided)
+        wrong = sum(1 for t, d in answered.items() if t in decided and decided[t] != d)
+        print(
+            f"pull killed at the second page of answers (server dead: {pull_killed}); the re-run recorded "
+            f"{again.decided} decisions in {time.monotonic() - started:.0f} s; lost {lost}, different {wrong}"
+        )
+        print(f"decisions lost: {lost}")
+        print(f"label_faults_tasks_per_photo: {len(listed) / len(noted):.3f}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
