@@ -1,0 +1,113 @@
+"""Tasks to Label Studio in batches versus one task per request, and 10,000 answers pulled back.
+
+A real Label Studio of its own starts in a temporary folder. The label stage's exchange
+(curation/labeling/exchange.py: push_tasks, the push's own path) sends the rules project's tasks
+of 10,000 photos, a hundred a request as the push does; then tasks of a sample of other photos
+one per request, in the same run: the figure is the ratio of tasks per second. Then 10,000 tasks
+arrive answered (each with a one-product box, imported with its annotation) and the label pull
+(curation/labeling/rule_tasks.py: pull_rules) records their decisions: seconds for all of them.
+
+Pre-annotation (the detector and the co-localiser) is left out: it is the machine's work before
+the push, measured with the labeling stage's agreement, not Label Studio's. The photos' files are
+not needed: a task only names its photo.
+
+    .venv/bin/python -m tests.benchmarks.label_push [--photos 10000] [--single 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from core import queries as q
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import LabelConfig
+from curation.labeling import client as client_module
+from curation.labeling.client import LabelStudioClient, connect
+from curation.labeling.exchange import push_tasks
+from curation.labeling.rule_tasks import pull_rules
+from curation.labeling.shapes import RULES_VIEW, box_region, objects_region, rules_task
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.benchmarks._shop import workdir
+
+PRODUCT = {"product_id": "1", "name": "a lamp", "url": "https://example.invalid/productions/1/selling"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def photos(layout: Layout, n: int, tag: str) -> list[str]:
+    """`n` photo rows in the manifest (hashes of made-up bytes), as the crawl would store them."""
+    shas = [hashlib.sha256(f"{tag}-{i}".encode()).hexdigest() for i in range(n)]
+    with Manifest(layout.manifest_path, create=True) as m, m.transaction() as db:
+        db.run_many(q.INSERT_PHOTO, [(s, f"{s[:2]}/{s}.jpg", "JPEG", 800, 600, 1, utc_now()) for s in shas])
+    return shas
+
+
+def task(sha: str, answered: bool) -> dict[str, Any]:
+    data = rules_task(f"/data/local-files/?d=store/{sha[:2]}/{sha}.jpg", sha, PRODUCT, f"/photos/{sha}.jpg", "unsure")
+    out: dict[str, Any] = {"data": data}
+    if answered:
+        out["annotations"] = [{"result": [box_region((0.1, 0.1, 0.9, 0.9)), objects_region(1)]}]
+    return out
+
+
+def pushed(client: LabelStudioClient, layout: Layout, title: str, shas: list[str], answered: bool = False) -> float:
+    """Seconds to push the tasks of `shas` into a new project through push_tasks."""
+    project = client.ensure_project(title, layout.store_dir, RULES_VIEW)
+    started = time.monotonic()
+    with Manifest(layout.manifest_path) as m:
+        push_tasks(client, m, project, q.NOTE_LABEL_TASK, shas, lambda todo: [task(s, answered) for s in todo])
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=10_000)
+    parser.add_argument("--single", type=int, default=300, help="tasks pushed one per request")
+    args = parser.parse_args()
+    root = workdir("label-push")
+    layout = Layout(root / "data")
+    layout.store_dir.mkdir(parents=True)
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
+    server = LabelStudioServer(root / "label-studio", root, port=free_port())
+    creds = server.start()
+    try:
+        client = connect(server.url, creds.token)
+        batched = pushed(client, layout, "batched", photos(layout, args.photos, "batched"))
+        batch = client_module.IMPORT_BATCH
+        client_module.IMPORT_BATCH = 1
+        single = pushed(client, layout, "one per request", photos(layout, args.single, "single"))
+        client_module.IMPORT_BATCH = batch
+        batched_rate, single_rate = args.photos / batched, args.single / single
+        print(f"{args.photos} tasks, {batch} a request: {batched:.1f} s, {batched_rate:.0f} tasks/s")
+        print(f"{args.single} tasks, one a request: {single:.1f} s, {single_rate:.1f} tasks/s")
+
+        answered = photos(layout, args.photos, "answered")
+        pushed(client, layout, "answered", answered, answered=True)
+        project = client.ensure_project("answered", layout.store_dir, RULES_VIEW)
+        started = time.monotonic()
+        decisions, unchanged = pull_rules(LabelConfig(), layout, client, project)
+        pull_seconds = time.monotonic() - started
+        with Manifest(layout.manifest_path) as m:
+            recorded = m.scalar(q.LABEL_TASKS_IN_PROJECT, project)
+        print(
+            f"pull of {args.photos} answers: {len(decisions)} decisions recorded ({recorded} tasks noted, "
+            f"{unchanged} unchanged) in {pull_seconds:.1f} s; Label Studio's folder: {Path(server.home)}"
+        )
+        print(f"label_push_batched_over_single: {batched_rate / single_rate:.1f}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
