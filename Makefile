@@ -47,7 +47,8 @@ test: env lint
 bench: env
 	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
 	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement bad_inputs \
-		train_throughput retrain_cost train_memory predict_latency grocery_accuracy open_set multi_object index_scale; do \
+		train_throughput retrain_cost train_memory predict_latency grocery_accuracy open_set multi_object index_scale \
+		box_views label_push label_faults; do \
 		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
 
 stop:

@@ -20,7 +20,11 @@ from training.runs import accepted_since_last_run
 
 def _label(m: Manifest, sha: str, decision: str, decided_at: str) -> None:
     m.conn.execute("INSERT INTO photos VALUES (?, 'p', 'JPEG', 1, 1, 1, '')", (sha,))
-    m.conn.execute("INSERT INTO labels VALUES (?, 1, 1, '', 1, ?, '', 1.0, 1, ?)", (sha, decision, decided_at))
+    m.conn.execute(
+        "INSERT INTO labels (sha256, project_id, task_id, pushed_at, annotation_id, decision, reason, coverage, "
+        "n_objects, decided_at) VALUES (?, 1, 1, '', 1, ?, '', 1.0, 1, ?)",
+        (sha, decision, decided_at),
+    )
 
 
 def test_only_acceptances_after_the_newest_run_count(tmp_path: Path) -> None:
