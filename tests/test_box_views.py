@@ -4,6 +4,7 @@ around one product makes a view of its photo that trains and that search finds t
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,16 @@ def _middle_colour(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB").crop((w * 2 // 5, h * 2 // 5, w * 3 // 5, h * 3 // 5)), np.float64).mean(
         (0, 1)
     )
+
+
+def test_a_manifest_written_before_boxes_were_kept_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE labels (sha256 TEXT PRIMARY KEY, project_id INTEGER NOT NULL, task_id INTEGER NOT NULL, "
+            "pushed_at TEXT NOT NULL, annotation_id INTEGER, decision TEXT, reason TEXT, coverage REAL, "
+            "n_objects INTEGER, decided_at TEXT)"
+        )
+        old.execute("INSERT INTO labels VALUES ('a', 1, 1, '', 1, 'accept', '', 0.9, 1, '')")
+    with Manifest(path) as m:
+        assert [tuple(r) for r in m.conn.execute("SELECT sha256, decision, box FROM labels")] == [("a", "accept", None)]
