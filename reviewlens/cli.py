@@ -20,6 +20,10 @@ from reviewlens.labelstudio_server import LabelStudioServer
 
 T = TypeVar("T")
 
+# Prefect's ephemeral API gets 20 s to start by default; its first start in a new home migrates
+# its database, which on a busy 2-core machine takes longer. Waiting is better than failing a run.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 
 def _read_json(path: str) -> Any:
     try:
