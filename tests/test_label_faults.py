@@ -1,5 +1,5 @@
 """Label Studio killed in the middle of a push and of a pull: the next run leaves exactly one task
-per photo and loses no decision. The server is the session's real one, killed with SIGKILL at a
+per photo and loses no decision. The server is the test run's real one, killed with SIGKILL at a
 known request by a proxy in front of it (tests/killer_proxy.py), and started again."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.killer_proxy import killer_proxy, nth
 
 @pytest.fixture
 def revived(label_studio: LabelStudioServer) -> Iterator[LabelStudioServer]:
-    """The session's Label Studio, started again after the test whatever happened in it."""
+    """The test run's Label Studio, started again after the test whatever happened in it."""
     yield label_studio
     if not label_studio.is_up():
         label_studio.start()
