@@ -20,7 +20,7 @@ from curation.labeling.client import LabelStudioClient, LabelStudioError, connec
 from curation.labeling.rules import decide
 from curation.labeling.shapes import RULES_VIEW
 from curation.labeling.sync import pull, push
-from reviewlens.demoshop.annotator import answer
+from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
@@ -83,15 +83,12 @@ def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
     with Manifest(layout.manifest_path) as m:
         decided = dict(m.conn.execute("SELECT task_id, decision FROM labels WHERE project_id = ?", (project,)))
     expected = {
-        task_id: decide(answer(truth[_photo(data)]), False, label.min_coverage).decision for task_id, data in open_tasks
+        task_id: decide(answer(truth[photo_id(data)]), False, label.min_coverage).decision
+        for task_id, data in open_tasks
     }
     assert decided == expected
 
 
-def _photo(data: dict[str, object]) -> str:
-    return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
-
-
 def _answer(client: LabelStudioClient, tasks: list[tuple[int, dict[str, object]]], truth: dict) -> None:  # type: ignore[type-arg]
     for task_id, data in tasks:
-        client.annotate(task_id, answer(truth[_photo(data)]))
+        client.annotate(task_id, answer(truth[photo_id(data)]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.boxes import Box
+from core.boxes import Box, area
 
 # The names the views give their controls, and the values of their choices.
 PRODUCT_BOX = "product"
@@ -136,8 +136,10 @@ def box_of(value: dict[str, Any]) -> Box | None:
 
 
 def box_coverage(value: dict[str, Any]) -> float:
-    """The share of the photo a box covers (its value is in percent of width and height)."""
-    return round(value["width"] * value["height"] / 10_000, 4)
+    """The share of the photo a box covers (its value is in percent of width and height); a box
+    drawn past the frame's edge counts the part inside it."""
+    box = box_of(value)
+    return 0.0 if box is None else round(area(box), 4)
 
 
 def chosen_product(result: list[dict[str, Any]], product_ids: dict[str, str]) -> str | None:

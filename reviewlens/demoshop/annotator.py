@@ -11,7 +11,7 @@ from typing import Any
 
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.shapes import NONE_OF_THESE, PRODUCT_CHOICE, box_region, choice_region, objects_region
-from reviewlens.demoshop.generate import PhotoTruth, load_truth
+from reviewlens.demoshop.generate import PhotoTruth, load_catalog, load_truth
 
 
 def answer(truth: PhotoTruth) -> list[dict[str, Any]]:
@@ -22,7 +22,8 @@ def answer(truth: PhotoTruth) -> list[dict[str, Any]]:
     return [box, objects_region(truth.n_objects)]
 
 
-def _photo_id(data: dict[str, Any]) -> str:
+def photo_id(data: dict[str, Any]) -> str:
+    """The generator's name of a task's photo (a catalog photo is named by its product's id)."""
     return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
 
 
@@ -31,26 +32,27 @@ def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> 
     truth = load_truth(shop_dir)
     done = 0
     for task_id, data in list(client.unannotated(project_id)):
-        client.annotate(task_id, answer(truth[_photo_id(data)]))
+        client.annotate(task_id, answer(truth[photo_id(data)]))
         done += 1
     return done
 
 
-def product_of(truth: dict[str, PhotoTruth], photo_id: str) -> str:
-    """The product a photo really shows: a cross post shows its original's product, and a catalog
-    photo (named by its product's id) its product."""
-    if photo_id not in truth:
-        return photo_id
-    t = truth[photo_id]
+def product_of(truth: dict[str, PhotoTruth], photo: str, catalog: frozenset[str] = frozenset()) -> str:
+    """The product a photo really shows: a cross post shows its original's product, and the
+    catalog photo of a product in `catalog` (named by its product's id) that product."""
+    if photo in catalog:
+        return photo
+    t = truth[photo]
     return str(truth[t.duplicate_of].product_id if t.kind == "cross" and t.duplicate_of else t.product_id)
 
 
 def choose_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
     """Answers every unanswered product-choice task with the product the photo shows; returns how many."""
     truth = load_truth(shop_dir)
+    catalog = frozenset(str(p.product_id) for p in load_catalog(shop_dir))
     done = 0
     for task_id, data in list(client.unannotated(project_id)):
-        shown = product_of(truth, _photo_id(data))
+        shown = product_of(truth, photo_id(data), catalog)
         label = next((k for k, v in data["product_ids"].items() if v == shown), NONE_OF_THESE)
         client.annotate(task_id, [choice_region(PRODUCT_CHOICE, label)])
         done += 1

@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from core.layout import Layout
 from core.manifest import Manifest
@@ -27,7 +28,7 @@ from curation.labeling.client import IMPORT_BATCH, LabelStudioError, connect
 from curation.labeling.rules import decide
 from curation.labeling.shapes import RULES_VIEW
 from curation.labeling.sync import pull, push
-from reviewlens.demoshop.annotator import answer
+from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
@@ -41,6 +42,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def killed_during(
+    server: LabelStudioServer, cut: Callable[[str, str, int], bool], step: Callable[[str], object]
+) -> bool:
+    """Runs `step` through a proxy that kills the server at `cut`; whether it stopped with the server dead."""
+    with killer_proxy(server, cut) as url:
+        try:
+            step(url)
+        except LabelStudioError as exc:
+            print(f"stopped: {exc}")
+            return not server.answers()
+    return False
 
 
 def main() -> None:
@@ -69,13 +83,8 @@ def main() -> None:
         with Manifest(layout.manifest_path) as m:
             photos = m.conn.execute("SELECT COUNT(*) FROM usable_photos").fetchone()[0]
         middle = max(1, math.ceil(photos / IMPORT_BATCH) // 2)
-        killed = False
-        with killer_proxy(server, nth(middle, "POST", f"/api/projects/{project}/import")) as url:
-            try:
-                push(label, layout, connect(url, creds.token))
-            except LabelStudioError as exc:
-                killed = not server.answers()
-                print(f"push stopped: {exc}")
+        cut = nth(middle, "POST", f"/api/projects/{project}/import")
+        killed = killed_during(server, cut, lambda url: push(label, layout, connect(url, creds.token)))
         server.start()
         before = len(direct.task_ids_by_key(project, "sha256"))
         summary = push(label, layout, connect())
@@ -95,20 +104,14 @@ def main() -> None:
         started = time.monotonic()
         answered = {}
         for task_id, data in list(direct.unannotated(project)):
-            result = answer(truth[str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")])
+            result = answer(truth[photo_id(data)])
             direct.annotate(task_id, result)
             answered[task_id] = decide(result, False, label.min_coverage).decision
         print(f"{len(answered)} tasks answered through the API in {time.monotonic() - started:.0f} s")
 
         started = time.monotonic()
-        pull_killed = False
         cut = nth(2, "GET", "/api/tasks", project=str(project), only_annotated="true")
-        with killer_proxy(server, cut) as url:
-            try:
-                pull(label, layout, connect(url, creds.token))
-            except LabelStudioError as exc:
-                pull_killed = not server.answers()
-                print(f"pull stopped: {exc}")
+        pull_killed = killed_during(server, cut, lambda url: pull(label, layout, connect(url, creds.token)))
         server.start()
         again = pull(label, layout, connect())
         with Manifest(layout.manifest_path) as m:
