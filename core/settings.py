@@ -147,6 +147,12 @@ class TrainConfig:
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
     label_smoothing: Share = 0.1
+    # Full mode: the weight of the search embedding's own loss (a normalised softmax against one
+    # proxy per product) beside the classifier's while the body fine-tunes. The classifier alone
+    # shapes features that tell the trained products apart; the proxy loss shapes them so nearest
+    # photos share a product, which is how products never trained on are found. Off until
+    # tests/benchmarks/open_set_finetuned.py measures it on a GPU against the classifier alone.
+    embedding_weight: NonNegativeFloat = 0.0
     # Evaluation resizes the short side to image_size * this, then crops the centre: the
     # 256 / 224 of the ImageNet recipe, so a product at the frame's edge is mostly kept.
     resize_ratio: Annotated[float, Field(ge=1, le=2, allow_inf_nan=False)] = 1.14

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
 from models import efficientnet_lite
 from training.augment import augment, normalize
 from training.calibrate import calibrate, fit_temperature, fit_weights, sure_threshold
 from training.features import VIEWS, FeatureStore
-from training.finetune import warmup_cosine
+from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
 from training.members import get_member
 from training.metrics import expected_calibration_error, macro_f1
@@ -80,6 +81,48 @@ def test_warm_up_then_cosine() -> None:
     assert shares[0] == pytest.approx(0.1) and shares[9] == 1.0
     assert shares[60] == pytest.approx(0.5) and shares[-1] < 0.01
     assert all(a >= b for a, b in itertools.pairwise(shares[9:]))
+
+
+def test_the_proxy_loss_learns_to_place_each_product_nearest_its_own_proxy() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 32, generator=generator) * 3
+    labels = torch.arange(3).repeat_interleave(20)
+    features = centres[labels] + torch.randn(60, 32, generator=generator)
+    loss = ProxyLoss(32, 3, seed=0)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=1e-2)
+    first = float(loss(features, labels).detach())
+    for _ in range(100):
+        optimizer.zero_grad()
+        step = loss(features, labels)
+        step.backward()
+        optimizer.step()
+    assert float(loss(features, labels).detach()) < first / 4
+    z = torch.nn.functional.normalize(loss.project(features), dim=1)
+    nearest = (z @ torch.nn.functional.normalize(loss.proxies, dim=1).T).argmax(1)
+    assert bool((nearest == labels).all())
+
+
+def test_fine_tuning_adds_the_proxy_loss_at_its_weight_and_leaves_no_hook() -> None:
+    member = get_member("efficientnet_lite0")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=generator)
+    y = torch.arange(4).repeat(4)
+
+    def first_epoch_loss(weight: float) -> float:
+        torch.manual_seed(0)
+        model = member.build(4, None, True)
+        loader = DataLoader(TensorDataset(x, y), 8, shuffle=True, generator=torch.Generator().manual_seed(0))
+        model, _, history = finetune(
+            model, member, 32, loader, DataLoader(TensorDataset(x[:, :, :32, :32], y), 16), y,
+            1e-3, 1.0, 0.0, 0.0, Schedule(1, 0, 1, math.inf), torch.device("cpu"), 0, embedding_weight=weight,
+        )  # fmt: skip
+        assert [h["epoch"] for h in history] == [0, 1]
+        assert not model.get_submodule(member.head)._forward_pre_hooks  # the model answers as before
+        return float(history[1]["loss"])
+
+    # Proxies start at random, so their softmax over 4 products starts near log(4) = 1.39: the
+    # epoch's loss holds the classifier's and, at weight 1, that much more.
+    assert first_epoch_loss(1.0) - first_epoch_loss(0.0) > 1.0
 
 
 def test_device_augmentation_crops_flips_and_normalizes_a_batch() -> None:

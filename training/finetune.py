@@ -3,6 +3,12 @@
 The torchvision references' loop, with warm-up then cosine decay per step, early stopping on
 validation top-1 with a patience, an epoch budget and a wall-clock deadline. On a GPU, batches
 travel as uint8 and are augmented there, under bf16 autocast, channels-last.
+
+Beside the classifier's cross-entropy, the body's features also learn the search embedding's
+own objective (training/embedding.py): a normalised softmax against one proxy per product. The
+classifier alone shapes features that separate the trained products; the proxies' cosine loss
+shapes them so that nearest photos share a product, which is what finds products the classifier
+never saw (tests/benchmarks/open_set_finetuned.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from training.augment import augment, normalize
+from training.embedding import DIM, SCALE
 from training.members import Member
 from training.progress import Bar, duration, log
 
@@ -69,6 +76,22 @@ def train_mode(model: nn.Module) -> None:
             module.eval()
 
 
+class ProxyLoss(nn.Module):
+    """Normalised softmax on the body's features: a linear map to DIM, then the cosine to one
+    learned proxy per product, times SCALE, under cross-entropy (Zhai and Wu, 2019)."""
+
+    def __init__(self, width: int, n_classes: int, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.project = nn.Linear(width, DIM)
+        self.proxies = nn.Parameter(torch.randn(n_classes, DIM, generator=generator) * 0.01)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(self.project(features), dim=1)
+        cosine = z @ nn.functional.normalize(self.proxies, dim=1).T
+        return nn.functional.cross_entropy(SCALE * cosine, labels)
+
+
 def _batches(loader: DataLoader[Any], dev: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for x, y in loader:
         yield x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -88,13 +111,24 @@ def finetune(
     schedule: Schedule,
     dev: torch.device,
     seed: int,
+    embedding_weight: float = 0.0,
 ) -> tuple[nn.Module, torch.Tensor, list[dict[str, float]]]:
     """Fine-tunes `model` in place; returns it at its best validation epoch, that epoch's
     validation logits (N, 2, C) for the photos and their mirror images, and one record per
-    epoch. Epoch 0 is the probe as it came."""
+    epoch. Epoch 0 is the probe as it came. With `embedding_weight`, the ProxyLoss on the
+    head's input joins the loss at that weight."""
     model.to(dev).to(memory_format=torch.channels_last)
     head = [p for n, p in model.named_parameters() if n.startswith(member.head_prefixes)]
     body = [p for n, p in model.named_parameters() if not n.startswith(member.head_prefixes)]
+    final = model.get_submodule(member.head)
+    assert isinstance(final, nn.Linear)
+    proxy_loss = ProxyLoss(final.in_features, final.out_features, seed).to(dev)
+    features: list[torch.Tensor] = []  # the head's input of the training step, when the proxies learn
+    if embedding_weight:
+        head += list(proxy_loss.parameters())
+    hook = final.register_forward_pre_hook(
+        lambda _m, args: features.append(args[0]) if embedding_weight and final.training else None
+    )
     optimizer = torch.optim.AdamW(
         [{"params": head, "lr": lr}, {"params": body, "lr": lr * backbone_lr_scale}], weight_decay=weight_decay
     )
@@ -128,6 +162,8 @@ def finetune(
                 with autocast(dev):
                     out = model(x)
                     loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+                    if features:
+                        loss = loss + embedding_weight * proxy_loss(features.pop().float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -168,5 +204,6 @@ def finetune(
             if since_best >= schedule.patience:
                 log.info("%s: no gain on validation for %d epochs; stopping", member.name, since_best)
                 break
+    hook.remove()
     model.load_state_dict(best_state)
     return model, best_logits, history

@@ -168,6 +168,7 @@ def train_member(
         schedule,
         ctx.dev,
         config.seed,
+        config.embedding_weight,
     )
     record["epochs"] = history
     return model.cpu(), val_logits, record
