@@ -86,6 +86,11 @@ SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
     "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)"
 )
+# What the machine estimated of one photo, with the photo's file: the ML backend's answer.
+ESTIMATE_OF = Query("SELECT e.*, p.path FROM estimates e JOIN photos p USING (sha256) WHERE e.sha256 = ?")
+PHOTO_FILE = Query("SELECT path FROM photos WHERE sha256 = ?")
+# The rules project's tasks nobody has answered yet: the ones a new model predicts again.
+OPEN_LABEL_TASKS = Query("SELECT task_id FROM labels WHERE project_id = ? AND annotation_id IS NULL ORDER BY task_id")
 # A photo noted already keeps its row: pushing again never forgets a decision.
 NOTE_LABEL_TASK = Query("INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")
 LABEL_ANNOTATION = Query("SELECT annotation_id FROM labels WHERE sha256 = ?")

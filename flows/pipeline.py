@@ -27,6 +27,7 @@ from flows.tasks import (
     index_task,
     label_pull_task,
     label_push_task,
+    predict_again_task,
     train_task,
 )
 from training.indexing import IndexSummary
@@ -62,13 +63,17 @@ def label_push_flow(data_dir: str = DATA_DIR, label: LabelConfig | None = None) 
 
 
 @flow(name="retrain")
-def retrain_flow(data_dir: str = DATA_DIR, train: TrainConfig | None = None, promote: bool = True) -> Evaluation:
+def retrain_flow(
+    data_dir: str = DATA_DIR, train: TrainConfig | None = None, promote: bool = True, label: LabelConfig | None = None
+) -> Evaluation:
     """Trains on the accepted photos, evaluates, and promotes the model if it passes the gate;
-    a promoted model's index is built at once, so search answers with the model that is live."""
+    a promoted model's index is built at once, so search answers with the model that is live,
+    and the open labeling tasks are answered again by it."""
     run_dir = train_task(train or TrainConfig(), data_dir)
     evaluation = evaluate_task(run_dir, data_dir, promote)
     if evaluation.promoted:
         index_task(data_dir)
+        predict_again_task(label or LabelConfig(), data_dir)
     return evaluation
 
 
@@ -79,14 +84,15 @@ def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
 
 
 @task
-def start_retrain(data_dir: str, train: TrainConfig) -> str:
+def start_retrain(data_dir: str, train: TrainConfig, label: LabelConfig) -> str:
     """Starts a retrain: through its deployment when running deployed, else right here."""
     if deployment.id:
         from prefect.deployments import run_deployment
 
-        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"data_dir": data_dir, "train": asdict(train)}, timeout=0)
+        parameters = {"data_dir": data_dir, "train": asdict(train), "label": asdict(label)}
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0)
         return f"retrain flow run {getattr(run, 'id', '?')} scheduled"
-    return retrain_flow(data_dir, train).run_dir
+    return retrain_flow(data_dir, train, label=label).run_dir
 
 
 @flow(name="label-pull")
@@ -102,7 +108,7 @@ def label_pull_flow(
         waiting = accepted_since_last_run(Layout(Path(data_dir)))
         logger = get_run_logger()
         if waiting >= retrain_after:
-            started = start_retrain(data_dir, train or TrainConfig())
+            started = start_retrain(data_dir, train or TrainConfig(), label or LabelConfig())
             logger.info("%d newly accepted photos (threshold %d): %s", waiting, retrain_after, started)
         else:
             logger.info("%d newly accepted photos, retrain waits for %d", waiting, retrain_after)
@@ -139,5 +145,5 @@ def pipeline_flow(
     pulled = label_pull_task(label, data_dir)
     if pulled.chosen:
         label_push_task(label, data_dir)
-    evaluated = retrain_flow(data_dir, train, promote)
+    evaluated = retrain_flow(data_dir, train, promote, label)
     return PipelineResult(crawled, deduped, pushed, pulled, evaluated)

@@ -139,12 +139,24 @@ def cmd_contact_sheet(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from curation.labeling.client import connect
-    from curation.labeling.sync import pull, push
+    from curation.labeling.sync import connect_backend, predict_again, pull, push
 
     config = config_from_flags(args, LabelConfig)
-    client = connect()
-    stage = push if args.action == "push" else pull
-    print(stage(config, Layout(args.data_dir), client))
+    client, layout = connect(), Layout(args.data_dir)
+    if args.action == "connect-backend":
+        version = connect_backend(config, layout, client, args.backend_url)
+        print(f"ML backend {args.backend_url} connected to project '{config.project_title}' (model {version})")
+    elif args.action == "predict-again":
+        print(f"{predict_again(config, layout, client)} open tasks asked about again")
+    else:
+        print((push if args.action == "push" else pull)(config, layout, client))
+
+
+def cmd_ml_backend(args: argparse.Namespace) -> None:
+    from reviewlens.ml_backend import serve_backend
+
+    config = config_from_flags(args, LabelConfig)
+    serve_backend(Layout(args.data_dir), config.min_coverage, args.host, args.port)
 
 
 def _label_studio(args: argparse.Namespace) -> LabelStudioServer:
@@ -345,11 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="the page's path (default: DATA_DIR/reports/contact-sheet.html)")
     p.set_defaults(func=cmd_contact_sheet)
 
-    p = sub.add_parser("label", help="push tasks to Label Studio, or pull decisions back")
-    p.add_argument("action", choices=["push", "pull"])
+    p = sub.add_parser(
+        "label",
+        help="push tasks to Label Studio, pull decisions back, connect the ML backend, or ask it about the open tasks",
+    )
+    p.add_argument("action", choices=["push", "pull", "connect-backend", "predict-again"])
+    p.add_argument(
+        "--backend-url", default="http://127.0.0.1:9090", help="connect-backend: where `reviewlens ml-backend` answers"
+    )
     _add_data_dir(p)
     add_config_flags(p, LabelConfig)
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("ml-backend", help="the model in production for Label Studio's labeling view (its ML backend)")
+    _add_data_dir(p)
+    add_config_flags(p, LabelConfig)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9090)
+    p.set_defaults(func=cmd_ml_backend)
 
     p = sub.add_parser("label-studio", help="start, stop or check the local Label Studio server")
     p.add_argument("action", choices=["start", "stop", "status"])

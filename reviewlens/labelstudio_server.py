@@ -23,6 +23,16 @@ import requests
 
 from core.errors import ReviewlensError
 
+# Label Studio's default reserved networks (core/utils/io.py: validate_ip), less 127.0.0.0/8 and
+# ::1/128: its ML backend and webhooks may reach reviewlens on this machine, and nothing else
+# private that the default would refuse.
+BANNED_BUT_LOOPBACK = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128",
+    "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32",
+    "2001:20::/28", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
 # Label Studio's own environment, made by `make env` beside this package's repository.
 DEFAULT_BIN = Path(__file__).resolve().parents[1] / ".venv-labelstudio" / "bin" / "label-studio"
 
@@ -114,6 +124,10 @@ class LabelStudioServer:
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.home.resolve()),
             "DJANGO_DB": "sqlite",
             "LATEST_VERSION_CHECK": "false",
+            # reviewlens' ML backend answers on this machine: Label Studio's guard against requests
+            # to reserved networks keeps every network it bans but the loopback.
+            "USE_DEFAULT_BANNED_SUBNETS": "false",
+            "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_BUT_LOOPBACK),
         }
         cmd = [
             str(self.binary),

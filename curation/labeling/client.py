@@ -22,6 +22,8 @@ from core.errors import ReviewlensError
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Tasks sent in one import request: large imports time out on a small server.
 IMPORT_BATCH = 100
+# Tasks Label Studio asks the ML backend about in one request when a new model predicts again.
+PREDICT_BATCH = 100
 
 
 class LabelStudioError(ReviewlensError):
@@ -66,7 +68,8 @@ class LabelStudioClient:
                 "recorded is kept"
             ) from exc
         except ApiError as exc:
-            if exc.status_code in (401, 403):
+            # A 403 is also Label Studio refusing an address it will not call (its SSRF guard).
+            if exc.status_code == 401 or (exc.status_code == 403 and "network address" not in str(exc.body)):
                 raise LabelStudioError(
                     f"Label Studio at {self.url} refused the token: set LABEL_STUDIO_API_KEY"
                 ) from exc
@@ -78,12 +81,18 @@ class LabelStudioClient:
         with self._asking("listing projects"):
             self.sdk.projects.list(page_size=1)
 
+    def project_id(self, title: str) -> int | None:
+        """The id of the project titled `title`, None when there is none."""
+        with self._asking("finding a project"):
+            found = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
+            return int(found[0].id) if found else None
+
     def ensure_project(self, title: str, store_dir: Path, label_config: str) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
         with self._asking("setting up a project"):
-            existing = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
-            if existing:
-                project_id = int(existing[0].id)
+            found = self.project_id(title)
+            if found is not None:
+                project_id = found
             else:
                 project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
                 project_id = int(project.id)  # type: ignore[arg-type]
@@ -149,6 +158,57 @@ class LabelStudioClient:
         with self._asking("submitting an answer"):
             ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
             return int(ann.id)
+
+    def connect_backend(self, project_id: int, url: str, title: str) -> str:
+        """Connects the ML backend at `url` to the project (once; Label Studio then asks its /health
+        and /setup, and adds a webhook to its /webhook); returns the model version it reported."""
+        with self._asking("connecting the ML backend"):
+            backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
+            backend = backends[0] if backends else self.sdk.ml.create(project=project_id, url=url, title=title)
+            # Reading it makes Label Studio ask the backend again: a backend that was down when
+            # first connected reports its state and version now.
+            backend = self.sdk.ml.get(id=backend.id)
+            if backend.state != "CO":
+                raise LabelStudioError(
+                    f"Label Studio cannot reach the ML backend at {url} (state {backend.state}: "
+                    f"{backend.error_message or 'no answer'}): start it (reviewlens ml-backend), and start "
+                    "Label Studio with ML_BLOCK_LOCAL_IP=false when both run on one machine"
+                )
+            # Predictions shown to annotators, and asked for when a task without them is opened.
+            self.sdk.projects.update(id=project_id, show_collab_predictions=True)
+            return str(backend.model_version or "")
+
+    def predict_again(self, project_id: int, task_ids: list[int]) -> int:
+        """Asks the connected ML backend for its answers on `task_ids`, PREDICT_BATCH a request;
+        Label Studio skips tasks that already hold a prediction of the backend's current version.
+        Returns how many tasks were asked about."""
+        with self._asking("asking the ML backend again"):
+            backends = list(self.sdk.ml.list(project=project_id))
+            if not backends:
+                return 0
+            for start in range(0, len(task_ids), PREDICT_BATCH):
+                batch = task_ids[start : start + PREDICT_BATCH]
+                self.sdk.actions.create(
+                    id="retrieve_tasks_predictions",
+                    project=project_id,
+                    selected_items={"all": False, "included": batch},
+                )
+            version = str(self.sdk.ml.get(id=backends[0].id).model_version or "")
+            if task_ids and version:
+                # The labeling view shows the predictions of the project's model version: the new
+                # model's, now that they exist.
+                self.sdk.projects.update(id=project_id, model_version=version)
+            return len(task_ids)
+
+    def predictions(self, task_id: int) -> list[dict[str, Any]]:
+        """The task's predictions as Label Studio keeps them."""
+        with self._asking("reading predictions"):
+            return [p.model_dump() for p in self.sdk.predictions.list(task=task_id)]
+
+    def open_task(self, task_id: int) -> dict[str, Any]:
+        """The task as the labeling view opens it (Label Studio asks the ML backend for a task without predictions)."""
+        with self._asking("opening a task"):
+            return self.sdk.tasks.get(id=str(task_id)).model_dump()
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"

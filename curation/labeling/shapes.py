@@ -18,6 +18,7 @@ OBJECTS = "objects"
 ONE = "one product"
 SEVERAL = "several products"
 PRODUCT_CHOICE = "product_id"
+MACHINE_NOTE = "machine"  # what the machine found, in words: never read back as a decision
 NONE_OF_THESE = "none of these"
 
 # The labeling view: a box around the product (its coverage follows from the box) and a choice
@@ -32,6 +33,8 @@ RULES_VIEW = f"""<View>
     <Choice value="{ONE}"/>
     <Choice value="{SEVERAL}"/>
   </Choices>
+  <TextArea name="{MACHINE_NOTE}" toName="image" editable="false" rows="4"
+            placeholder="What the machine found appears here when the model in production answers"/>
 </View>"""
 
 # The second view: a photo posted under several products, and which of them it shows. The
@@ -73,6 +76,11 @@ def box_region(box: Box, score: float | None = None, size: tuple[int, int] | Non
 def choice_region(control: str, choice: str) -> dict[str, Any]:
     """One choice made in the control named `control`."""
     return {"from_name": control, "to_name": "image", "type": "choices", "value": {"choices": [choice]}}
+
+
+def note_region(lines: list[str]) -> dict[str, Any]:
+    """The machine's findings in words, one line each, in the rules view's note."""
+    return {"from_name": MACHINE_NOTE, "to_name": "image", "type": "textarea", "value": {"text": lines}}
 
 
 def objects_region(n_objects: int) -> dict[str, Any]:

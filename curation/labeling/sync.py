@@ -95,3 +95,20 @@ def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> Pull
     summary.accepted = sum(d.decision == "accept" for d in decisions)
     summary.rejected = sum(d.decision == "reject" for d in decisions)
     return summary
+
+
+def connect_backend(config: LabelConfig, layout: Layout, client: LabelStudioClient, url: str) -> str:
+    """Connects the ML backend at `url` to the rules project; returns the model version it answers with."""
+    project_id = client.ensure_project(config.project_title, layout.store_dir, RULES_VIEW)
+    return client.connect_backend(project_id, url, "reviewlens")
+
+
+def predict_again(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> int:
+    """Asks the project's ML backend about every open task (after a promotion, with the new model);
+    returns how many were asked about, 0 when there is no project or no backend connected to it."""
+    project_id = client.project_id(config.project_title)
+    if project_id is None:
+        return 0
+    with Manifest(layout.manifest_path) as manifest:
+        open_tasks = [int(r["task_id"]) for r in manifest.rows(q.OPEN_LABEL_TASKS, project_id)]
+    return client.predict_again(project_id, open_tasks)

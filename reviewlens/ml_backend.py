@@ -1,0 +1,191 @@
+"""`reviewlens ml-backend`: the model in production, live in Label Studio's labeling view.
+
+It speaks the protocol of HumanSignal's label-studio-ml-backend: GET /health, POST /setup (the
+model version), POST /predict (one answer per task, in the order asked) and POST /webhook.
+Label Studio calls /predict for a task opened without predictions, and for the open tasks a new
+model is asked about (`LabelStudioClient.predict_again`).
+
+Each answer holds the product's box and the object count as the machine estimated them when the
+photo was pushed, and a note in words: the rule verdicts and the model's three likeliest products
+with their scores. The photo is read from the store by the hash in the task, never fetched over
+HTTP. The model is the one in production; a promotion replaces it on disk, and the next request
+answers with it under its version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core import queries as q
+from core.boxes import parse_box
+from core.layout import Layout
+from core.manifest import Manifest
+from core.photos import photo_path
+from curation.labeling.shapes import box_region, note_region, objects_region
+from curation.preannotate.estimates import photo_verdict
+from training.bundle import Ensemble
+from training.predict import predict_many
+
+log = logging.getLogger(__name__)
+NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted
+
+
+class Production:
+    """The model in production, loaded again whenever a promotion replaces its file."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.file = layout.production_dir / "model.pt"
+        self.ensemble: Ensemble | None = None
+        # The file as loaded: a promotion renames a new folder into place, so its inode changes.
+        self.loaded_from: tuple[int, int, int] | None = None
+        self.lock = threading.Lock()
+
+    def current(self) -> Ensemble | None:
+        with self.lock:
+            try:
+                stat = self.file.stat()
+            except FileNotFoundError:
+                self.ensemble, self.loaded_from = None, None
+                return None
+            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != self.loaded_from:
+                self.ensemble = Ensemble.load(self.file.parent)
+                self.loaded_from = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                log.info("model %s loaded from %s", self.ensemble.version, self.file.parent)
+            return self.ensemble
+
+    def version(self) -> str:
+        ensemble = self.current()
+        return ensemble.version if ensemble is not None else NO_MODEL
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The machine's estimate of one photo, as the push saved it."""
+
+    coverage: float | None
+    n_objects: int
+    confidence: float
+    coverage_verdict: str
+    objects_verdict: str
+    box: str | None
+
+    def words(self, min_coverage: float) -> list[str]:
+        verdict = photo_verdict(self.coverage_verdict, self.objects_verdict)
+        found = (
+            "no product found: draw its box"
+            if self.coverage is None
+            else f"its box covers {self.coverage:.0%} of the photo; the rule asks at least {min_coverage:.0%}"
+        )
+        count = "none found" if self.n_objects == 0 else "one" if self.n_objects == 1 else f"{self.n_objects}"
+        return [
+            f"Machine verdict: {verdict.upper()} (confidence {self.confidence:.2f}). "
+            "Your box and your choice decide, not this.",
+            f"Coverage: {found} -> {self.coverage_verdict}.",
+            f"Products in the photo: {count} -> {self.objects_verdict}.",
+        ]
+
+
+def model_words(ensemble: Ensemble | None, photo: Path, claimed: str) -> tuple[list[str], float | None]:
+    """The model's three likeliest products in words, and its best score (None without a model)."""
+    if ensemble is None:
+        return ["Model: none in production yet."], None
+    answer = predict_many(ensemble, [photo], k=3)[0]
+    if answer.problem:
+        return [f"Model {ensemble.version}: cannot read the photo ({answer.problem})."], None
+    ranked = ", ".join(f"{n}. {g.product.name} ({g.score:.2f})" for n, g in enumerate(answer.guesses, start=1))
+    lines = [f"Model {ensemble.version}: {ranked}" + ("" if answer.sure else " - not sure.")]
+    best = answer.guesses[0]
+    if answer.sure and best.product.name != claimed:
+        lines.append(f"The model takes it for {best.product.name}, not {claimed}: check which product it shows.")
+    return lines, best.score
+
+
+def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, task: dict[str, Any],
+                min_coverage: float, version: str) -> dict[str, Any]:  # fmt: skip
+    """One task's prediction in Label Studio's shape."""
+    data = task.get("data") or {}
+    sha256 = str(data.get("sha256") or "")
+    row = manifest.row(q.ESTIMATE_OF, sha256)
+    if row is None:
+        known = manifest.row(q.PHOTO_FILE, sha256)
+        if known is None:
+            return {"result": [note_region(["This photo is not in reviewlens' manifest."])], "score": 0.0,
+                    "model_version": version}  # fmt: skip
+        path, estimate = photo_path(layout, sha256, known["path"]), None
+    else:
+        path = photo_path(layout, sha256, row["path"])
+        estimate = Verdicts(row["coverage"], row["n_objects"], row["confidence"], row["coverage_verdict"],
+                            row["objects_verdict"], row["box"])  # fmt: skip
+    result: list[dict[str, Any]] = []
+    lines: list[str] = []
+    if estimate is not None:
+        if estimate.box:
+            result.append(box_region(parse_box(estimate.box), estimate.confidence))
+            result.append(objects_region(estimate.n_objects))
+        lines += estimate.words(min_coverage)
+    said, _ = model_words(ensemble, path, str(data.get("product") or ""))
+    result.append(note_region(lines + said))
+    return {"result": result, "score": estimate.confidence if estimate else 0.0, "model_version": version}
+
+
+def build_backend(layout: Layout, min_coverage: float) -> Starlette:
+    production = Production(layout)
+    answering = threading.Lock()  # one /predict at a time: the models are not shared between threads
+
+    def predict_tasks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        with answering, Manifest(layout.manifest_path) as manifest:
+            ensemble = production.current()
+            version = ensemble.version if ensemble is not None else NO_MODEL
+            results = [answer_task(manifest, layout, ensemble, t, min_coverage, version) for t in tasks]
+        log.info("predicted %d tasks with model %s", len(tasks), version)
+        return {"results": results, "model_version": version}
+
+    async def health(_: Request) -> Response:
+        version = await run_in_threadpool(production.version)
+        return JSONResponse({"status": "UP", "model_class": "reviewlens", "model_version": version})
+
+    async def setup(_: Request) -> Response:
+        return JSONResponse({"model_version": await run_in_threadpool(production.version)})
+
+    async def predict(request: Request) -> Response:
+        try:
+            body = await request.json()
+            tasks = body["tasks"]
+            assert isinstance(tasks, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return JSONResponse({"error": "expected a JSON body with a list of tasks"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
+
+    async def webhook(request: Request) -> Response:
+        # Label Studio posts every event of the project here once a backend is connected; the
+        # labels are pulled by the pipeline, so an event is only acknowledged.
+        event = await request.json()
+        log.debug("event %s", event.get("action") if isinstance(event, dict) else None)
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/setup", setup, methods=["POST"]),
+            Route("/predict", predict, methods=["POST"]),
+            Route("/webhook", webhook, methods=["POST"]),
+        ]
+    )
+
+
+def serve_backend(layout: Layout, min_coverage: float, host: str, port: int) -> None:
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    print(f"reviewlens ml-backend: http://{host}:{port}/ (data {layout.data_dir})", flush=True)
+    uvicorn.run(build_backend(layout, min_coverage), host=host, port=port, log_level="warning")

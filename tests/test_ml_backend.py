@@ -1,0 +1,161 @@
+"""The model in production, live in Label Studio: `reviewlens ml-backend` connected to the rules
+project of the test run's real Label Studio. A task opened without predictions is answered by it;
+a promotion bumps the version, and the open tasks are asked about again in batches."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig, LabelConfig, TrainConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling import client as client_module
+from curation.labeling.client import LabelStudioClient, connect
+from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX
+from curation.labeling.sync import connect_backend, predict_again, push
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.conftest import crawl_config, free_port
+from training.bundle import Ensemble
+from training.evaluate import promote
+from training.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
+
+
+@dataclass
+class Connected:
+    layout: Layout
+    label: LabelConfig
+    client: LabelStudioClient
+    project: int
+    backend: str
+    log: Path
+    names: set[str]  # the products' names
+
+
+def _backend_lines(log: Path, version: str) -> list[int]:
+    """How many tasks each /predict answered with model `version`, in order."""
+    pattern = re.compile(rf"predicted (\d+) tasks with model {re.escape(version)}$")
+    return [int(m.group(1)) for line in log.read_text().splitlines() if (m := pattern.search(line))]
+
+
+@pytest.fixture(scope="module")
+def connected(
+    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Connected]:
+    layout = Layout(document_root / "ml-backend")  # under the root Label Studio serves photos from
+    with DemoShop(shop_dir) as shop:
+        crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    label = LabelConfig(project_title=f"backend {layout.data_dir.name}")
+    client = connect()
+    push(label, layout, client)
+    with Manifest(layout.manifest_path) as m, m.conn:
+        # Decisions recorded as a pull would (no answer in Label Studio): every task stays open.
+        m.conn.execute("UPDATE labels SET decision = 'accept', decided_at = ?", (utc_now(),))
+        names = {r[0] for r in m.conn.execute("SELECT name FROM products")}
+        project = int(m.conn.execute("SELECT project_id FROM labels LIMIT 1").fetchone()[0])
+    promote(train(TrainConfig(mode="quick", **SMALL), layout), layout)  # type: ignore[arg-type]
+    port, log = free_port(), tmp_path_factory.mktemp("ml-backend") / "backend.log"
+    url = f"http://127.0.0.1:{port}"
+    command = ["ml-backend", "--port", str(port), "--data-dir", str(layout.data_dir)]
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", *command], cwd=ROOT, stdout=out, stderr=out)
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"reviewlens ml-backend did not answer within 2 minutes: {log.read_text()}")
+        yield Connected(layout, label, client, project, url, log, names)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_task_opened_without_predictions_gets_the_production_models_answer(connected: Connected) -> None:
+    c = connected
+    production = Ensemble.load(c.layout.production_dir).version
+    assert requests.get(f"{c.backend}/health", timeout=10).json()["model_version"] == production
+    assert connect_backend(c.label, c.layout, c.client, c.backend) == production
+    assert connect_backend(c.label, c.layout, c.client, c.backend) == production  # connected once, not twice
+    assert len(list(c.client.sdk.ml.list(project=c.project))) == 1
+
+    with Manifest(c.layout.manifest_path) as m:
+        row = m.conn.execute(
+            "SELECT l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) WHERE e.box IS NOT NULL LIMIT 1"
+        ).fetchone()
+    task_id = int(row[0])
+    for kept in c.client.predictions(task_id):  # the push's pre-annotation, made before any model
+        c.client.sdk.predictions.delete(id=kept["id"])
+    opened = c.client.open_task(task_id)
+    predictions = c.client.predictions(task_id)
+    assert [p["model_version"] for p in predictions] == [production]
+    assert opened["predictions"] and opened["predictions"][0]["model_version"] == production
+    result = predictions[0]["result"]
+    box = next(r for r in result if r["from_name"] == PRODUCT_BOX)["value"]
+    left, top, right, bottom = (float(v) for v in row[1].split(","))
+    assert (box["x"], box["y"]) == (pytest.approx(100 * left), pytest.approx(100 * top))
+    assert (box["width"], box["height"]) == (pytest.approx(100 * (right - left)), pytest.approx(100 * (bottom - top)))
+    note = next(r for r in result if r["from_name"] == MACHINE_NOTE)["value"]["text"]
+    assert note[0].startswith("Machine verdict: ") and "Your box and your choice decide" in note[0]
+    assert any(line.startswith("Coverage: its box covers ") for line in note)
+    said = next(line for line in note if line.startswith(f"Model {production}: 1. "))
+    named = re.findall(r"\d\. (.+?) \((0\.\d\d|1\.00)\)", said)
+    assert len(named) == 3 and {name for name, _ in named} <= c.names
+    assert _backend_lines(c.log, production) == [1]
+
+
+def test_a_promotion_asks_again_about_every_open_task_in_batches(
+    connected: Connected, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = connected
+    first = Ensemble.load(c.layout.production_dir).version
+    connect_backend(c.label, c.layout, c.client, c.backend)
+    promote(train(TrainConfig(mode="quick", seed=1, **SMALL), c.layout), c.layout)  # type: ignore[arg-type]
+    second = Ensemble.load(c.layout.production_dir).version
+    assert second != first
+    monkeypatch.setattr(client_module, "PREDICT_BATCH", 7)
+    with Manifest(c.layout.manifest_path) as m:
+        tasks = [r[0] for r in m.conn.execute("SELECT task_id FROM labels WHERE project_id = ?", (c.project,))]
+        answered = int(m.conn.execute("SELECT task_id FROM labels LIMIT 1").fetchone()[0])
+        m.conn.execute("UPDATE labels SET annotation_id = 1 WHERE task_id = ?", (answered,))  # one task answered
+    asked = predict_again(c.label, c.layout, c.client)
+    assert asked == len(tasks) - 1
+    for task_id in tasks:
+        versions = [p["model_version"] for p in c.client.predictions(task_id)]
+        assert (second in versions) == (task_id != answered)
+    batches = _backend_lines(c.log, second)
+    assert sum(batches) == asked and max(batches) <= 7 and len(batches) == -(-asked // 7)
+    assert c.client.sdk.projects.get(id=c.project).model_version == second
+    # Asked again with nothing new: Label Studio skips tasks that hold the version's prediction.
+    predict_again(c.label, c.layout, c.client)
+    assert sum(_backend_lines(c.log, second)) == asked
+
+
+def test_the_backend_answers_a_bad_request_with_a_reason(connected: Connected) -> None:
+    c = connected
+    bad = requests.post(f"{c.backend}/predict", data=b"not json", timeout=10)
+    assert bad.status_code == 400 and "list of tasks" in bad.json()["error"]
+    stranger = requests.post(
+        f"{c.backend}/predict", json={"tasks": [{"id": 1, "data": {"sha256": "0" * 64}}]}, timeout=30
+    )
+    note = stranger.json()["results"][0]["result"][0]["value"]["text"]
+    assert note == ["This photo is not in reviewlens' manifest."]
+    assert requests.post(f"{c.backend}/setup", json={"project": "1.0"}, timeout=10).json()["model_version"]
