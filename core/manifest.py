@@ -94,7 +94,9 @@ CREATE TABLE IF NOT EXISTS labels (
     coverage REAL,
     n_objects INTEGER,
     decided_at TEXT,
-    box TEXT                      -- the person's box around the product: 'left,top,right,bottom' as fractions
+    box TEXT,                     -- the person's box around the product: 'left,top,right,bottom' as fractions
+    annotator TEXT,               -- who answered: the Label Studio user's e-mail
+    lead_time REAL                -- seconds the person spent on the task, as Label Studio measured them
 );
 CREATE TABLE IF NOT EXISTS product_choices (  -- a person's choice for a photo posted under several products
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
@@ -195,9 +197,14 @@ class Manifest:
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(curation)")}
         if "centre_hash" not in columns:
             self.conn.execute("ALTER TABLE curation ADD COLUMN centre_hash TEXT")
-        for table in ("estimates", "labels"):
-            if "box" not in {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}:
-                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN box TEXT")
+        for table, column, kind in (
+            ("estimates", "box", "TEXT"),
+            ("labels", "box", "TEXT"),
+            ("labels", "annotator", "TEXT"),
+            ("labels", "lead_time", "REAL"),
+        ):
+            if column not in {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def rows(self, query: Query, *params: Any) -> list[sqlite3.Row]:
         """Every row `query` returns."""

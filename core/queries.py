@@ -86,6 +86,37 @@ SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
     "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)"
 )
+# The labeling report (curation/labeling/report.py).
+FUNNEL = Query(
+    """
+    SELECT
+        (SELECT COUNT(*) FROM photos) AS crawled,
+        (SELECT COUNT(*) FROM curation WHERE status = 'ok') AS valid,
+        (SELECT COUNT(*) FROM curation WHERE status = 'ok' AND is_kept = 1) AS unique_photos,
+        (SELECT COUNT(*) FROM usable_photos) AS usable,
+        (SELECT COUNT(*) FROM labels) AS pushed,
+        (SELECT COUNT(*) FROM labels WHERE decision IS NOT NULL) AS labeled,
+        (SELECT COUNT(*) FROM labels WHERE decision = 'accept') AS accepted
+    """
+)
+REJECTED_BY_REASON = Query(
+    "SELECT reason, COUNT(*) AS n FROM labels WHERE decision = 'reject' GROUP BY reason ORDER BY n DESC, reason"
+)
+# The newest snapshot's splits: what the last training trained, validated and tested on.
+SPLITS = Query(
+    """
+    SELECT split, COUNT(*) AS n FROM splits
+    WHERE snapshot = (SELECT snapshot FROM splits ORDER BY rowid DESC LIMIT 1)
+    GROUP BY split
+    """
+)
+DECIDED_WITH_ESTIMATES = Query(
+    """
+    SELECT l.decision, l.annotator, l.lead_time, e.coverage_verdict, e.objects_verdict
+    FROM labels l LEFT JOIN estimates e USING (sha256)
+    WHERE l.decision IS NOT NULL
+    """
+)
 # What the machine estimated of one photo, with the photo's file: the ML backend's answer.
 ESTIMATE_OF = Query("SELECT e.*, p.path FROM estimates e JOIN photos p USING (sha256) WHERE e.sha256 = ?")
 PHOTO_FILE = Query("SELECT path FROM photos WHERE sha256 = ?")
@@ -96,7 +127,7 @@ NOTE_LABEL_TASK = Query("INSERT OR IGNORE INTO labels (sha256, project_id, task_
 LABEL_ANNOTATION = Query("SELECT annotation_id FROM labels WHERE sha256 = ?")
 SAVE_DECISION = Query(
     "UPDATE labels SET annotation_id = ?, decision = ?, reason = ?, coverage = ?, n_objects = ?, decided_at = ?, "
-    "box = ? WHERE sha256 = ?"
+    "box = ?, annotator = ?, lead_time = ? WHERE sha256 = ?"
 )
 LABEL_TASKS_IN_PROJECT = Query("SELECT COUNT(*) FROM labels WHERE project_id = ?")
 ACCEPTED_SINCE = Query("SELECT COUNT(*) FROM labels WHERE decision = 'accept' AND decided_at > ?")

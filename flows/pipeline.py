@@ -27,6 +27,7 @@ from flows.tasks import (
     index_task,
     label_pull_task,
     label_push_task,
+    labeling_report_task,
     predict_again_task,
     train_task,
 )
@@ -104,6 +105,7 @@ def label_pull_flow(
 ) -> PullSummary:
     """Pulls decisions; with `retrain_after` > 0, starts a retrain once that many new photos are accepted."""
     summary = label_pull_task(label or LabelConfig(), data_dir)
+    labeling_report_task(data_dir)
     if retrain_after > 0:
         waiting = accepted_since_last_run(Layout(Path(data_dir)))
         logger = get_run_logger()
@@ -146,4 +148,5 @@ def pipeline_flow(
     if pulled.chosen:
         label_push_task(label, data_dir)
     evaluated = retrain_flow(data_dir, train, promote, label)
+    labeling_report_task(data_dir)
     return PipelineResult(crawled, deduped, pushed, pulled, evaluated)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
@@ -20,6 +21,7 @@ from crawler.crawl import CrawlSummary, crawl
 from crawler.errors import LayoutChanged
 from curation.dedupe.grouping import DedupeSummary, dedupe
 from curation.labeling.client import LabelStudioError, connect
+from curation.labeling.report import labeling_report, write_report
 from curation.labeling.sync import PullSummary, PushSummary, predict_again, pull, push
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
@@ -72,6 +74,17 @@ def label_pull_task(config: LabelConfig, data_dir: str) -> PullSummary:
     summary = pull(config, Layout(Path(data_dir)), connect())
     get_run_logger().info("label pull: %s", summary)
     return summary
+
+
+@task
+def labeling_report_task(data_dir: str) -> str:
+    """The funnel, the machine's agreement with people and each annotator's work: written to the
+    data folder's reports and kept as the flow run's artifact "labeling-report"."""
+    layout = Layout(Path(data_dir))
+    report = labeling_report(layout)
+    path = write_report(layout, report)
+    create_markdown_artifact(markdown=report.markdown(), key="labeling-report", description=str(path))
+    return str(path)
 
 
 class _ToRunLogger(logging.Handler):

@@ -142,6 +142,12 @@ def cmd_label(args: argparse.Namespace) -> None:
     from curation.labeling.sync import connect_backend, predict_again, pull, push
 
     config = config_from_flags(args, LabelConfig)
+    if args.action == "report":  # the manifest alone: no Label Studio needed
+        from curation.labeling.report import labeling_report, write_report
+
+        report = labeling_report(Layout(args.data_dir))
+        print(report.markdown() + f"\nwritten to {write_report(Layout(args.data_dir), report)}")
+        return
     client, layout = connect(), Layout(args.data_dir)
     if args.action == "connect-backend":
         version = connect_backend(config, layout, client, args.backend_url)
@@ -359,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "label",
-        help="push tasks to Label Studio, pull decisions back, connect the ML backend, or ask it about the open tasks",
+        help="push tasks to Label Studio, pull decisions back, connect the ML backend, ask it about the open "
+        "tasks, or report the funnel, the machine's agreement with people and each annotator's work",
     )
-    p.add_argument("action", choices=["push", "pull", "connect-backend", "predict-again"])
+    p.add_argument("action", choices=["push", "pull", "connect-backend", "predict-again", "report"])
     p.add_argument(
         "--backend-url", default="http://127.0.0.1:9090", help="connect-backend: where `reviewlens ml-backend` answers"
     )

@@ -18,7 +18,7 @@ from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
 from curation.labeling.shapes import CHOICE_VIEW, RULES_VIEW
 from flows.pipeline import PipelineResult, retrain_flow
-from flows.tasks import crawl_task, dedupe_task, label_pull_task, label_push_task
+from flows.tasks import crawl_task, dedupe_task, label_pull_task, label_push_task, labeling_report_task
 from reviewlens.demoshop.annotator import annotate_all, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
@@ -59,7 +59,8 @@ def demo_flow(
         label_push_task(label, data_dir)
         scripted_annotator_task(label, data_dir, shop_dir)
         pulled = replace(label_pull_task(label, data_dir), chosen=pulled.chosen)
-    evaluated = retrain_flow(data_dir, train, promote)
+    evaluated = retrain_flow(data_dir, train, promote, label)
+    labeling_report_task(data_dir)
     return PipelineResult(crawled, deduped, pushed, pulled, evaluated)
 
 
@@ -97,6 +98,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated.promoted} ({evaluated.gate['reason']})")
     print(f"Manifest:      {layout.manifest_path}")
     print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
+    print(f"Labeling:      {layout.data_dir / 'reports' / 'labeling.md'} (funnel, machine against people, annotators)")
     print(f"Label Studio:  {result.push.project_url}")
     print(
         f"  login {creds.username} / {creds.password} "

@@ -33,7 +33,7 @@ from core.layout import Layout
 from core.manifest import Manifest
 from core.photos import photo_path
 from curation.labeling.shapes import box_region, note_region, objects_region
-from curation.preannotate.estimates import photo_verdict
+from curation.preannotate.estimates import photo_verdict, queue_score
 from training.bundle import Ensemble
 from training.predict import predict_many
 
@@ -80,8 +80,12 @@ class Verdicts:
     objects_verdict: str
     box: str | None
 
+    @property
+    def verdict(self) -> str:
+        return photo_verdict(self.coverage_verdict, self.objects_verdict)
+
     def words(self, min_coverage: float) -> list[str]:
-        verdict = photo_verdict(self.coverage_verdict, self.objects_verdict)
+        verdict = self.verdict
         found = (
             "no product found: draw its box"
             if self.coverage is None
@@ -136,7 +140,8 @@ def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, t
         lines += estimate.words(min_coverage)
     said, _ = model_words(ensemble, path, str(data.get("product") or ""))
     result.append(note_region(lines + said))
-    return {"result": result, "score": estimate.confidence if estimate else 0.0, "model_version": version}
+    score = queue_score(estimate.verdict, estimate.confidence) if estimate else 0.0
+    return {"result": result, "score": score, "model_version": version}
 
 
 def build_backend(layout: Layout, min_coverage: float) -> Starlette:

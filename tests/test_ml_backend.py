@@ -4,6 +4,7 @@ a promotion bumps the version, and the open tasks are asked about again in batch
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX
 from curation.labeling.sync import connect_backend, predict_again, push
+from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config, free_port
@@ -159,3 +161,40 @@ def test_the_backend_answers_a_bad_request_with_a_reason(connected: Connected) -
     note = stranger.json()["results"][0]["result"][0]["value"]["text"]
     assert note == ["This photo is not in reviewlens' manifest."]
     assert requests.post(f"{c.backend}/setup", json={"project": "1.0"}, timeout=10).json()["model_version"]
+
+
+def _served(c: Connected, n: int) -> list[int]:
+    """The next `n` tasks Label Studio's queue serves the annotator, each skipped to move on."""
+    served = []
+    for _ in range(n):
+        token = {"Authorization": f"Token {os.environ['LABEL_STUDIO_API_KEY']}"}
+        response = requests.get(f"{c.client.url}/api/projects/{c.project}/next", headers=token, timeout=60)
+        task_id = int(response.json()["id"])
+        served.append(task_id)
+        c.client.annotate(task_id, [], cancelled=True)
+    return served
+
+
+def test_the_queue_serves_the_hardest_photos_first_in_either_sampling(connected: Connected) -> None:
+    c = connected
+    connect_backend(c.label, c.layout, c.client, c.backend)
+    predict_again(c.label, c.layout, c.client)  # every open task holds the production model's answer
+    with Manifest(c.layout.manifest_path) as m:
+        rows = m.conn.execute(
+            "SELECT l.task_id, e.coverage_verdict, e.objects_verdict, e.confidence FROM labels l "
+            "JOIN estimates e USING (sha256) WHERE l.project_id = ?",
+            (c.project,),
+        ).fetchall()
+    score = {int(r[0]): queue_score(photo_verdict(r[1], r[2]), r[3]) for r in rows}
+    assert min(score.values()) < 0.5 < max(score.values())  # unsure photos and decided ones
+
+    # Sequence sampling, Label Studio's default: the order the push created the tasks in.
+    first = _served(c, 8)
+    assert [score[t] for t in first] == sorted(score[t] for t in first)
+    assert score[first[0]] == min(score.values())
+
+    # Uncertainty sampling: the lowest score of the model version shown, whatever the creation order.
+    c.client.sdk.projects.update(id=c.project, sampling="Uncertainty sampling")
+    left = {t: s for t, s in score.items() if t not in first}
+    then = _served(c, 8)
+    assert [score[t] for t in then] == sorted(left.values())[:8]

@@ -15,6 +15,7 @@ from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.rules import decide
 from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
 from curation.labeling.sync import push
+from curation.preannotate.estimates import estimate, queue_score
 from models.coco_detector import Detection, Detector
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import free_port
@@ -52,13 +53,22 @@ def test_missing_box_and_skipped_task_are_rejected() -> None:
 
 
 def test_detections_become_a_pre_annotation_in_percent() -> None:
-    pre = machine_prediction(
-        [Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0)), Detection("vase", 0.5, (0.0, 0.0, 0.1, 0.1))]
-    )
+    detections = [Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0)), Detection("vase", 0.5, (0.0, 0.0, 0.1, 0.1))]
+    pre = machine_prediction(detections, None, estimate(detections))
     box = pre["result"][0]["value"]
     assert (round(box["x"]), round(box["y"]), round(box["width"]), round(box["height"])) == (10, 20, 50, 80)
-    assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and pre["score"] == 0.9
+    assert pre["result"][0]["score"] == 0.9 and pre["result"][-1]["value"]["choices"] == [SEVERAL]
     assert machine_prediction([])["result"] == []
+
+
+def test_the_prediction_score_orders_unsure_photos_first_least_confident_first() -> None:
+    # The score Label Studio's uncertainty sampling orders by: unsure under 0.5, decided above.
+    order = [("unsure", 0.1), ("unsure", 0.9), ("fail", 0.2), ("pass", 0.3), ("fail", 0.95)]
+    scores = [queue_score(verdict, confidence) for verdict, confidence in order]
+    assert scores == sorted(scores) and scores[1] < 0.5 < scores[2]
+    sure_chair = estimate([Detection("chair", 0.9, (0.0, 0.0, 0.9, 0.9))])
+    assert sure_chair.verdict == "pass"
+    assert machine_prediction([], None, sure_chair)["score"] == queue_score("pass", 0.9) == 0.95
 
 
 def test_estimates_decide_only_where_the_detector_is_sure() -> None:

@@ -37,6 +37,8 @@ class Completed:
     annotation_id: int
     result: list[dict[str, Any]]
     cancelled: bool
+    annotator: str = ""  # the user who answered, by e-mail
+    lead_time: float | None = None  # seconds spent on it, as Label Studio measured them
 
 
 def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioClient:
@@ -84,13 +86,16 @@ class LabelStudioClient:
     def project_id(self, title: str) -> int | None:
         """The id of the project titled `title`, None when there is none."""
         with self._asking("finding a project"):
-            found = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
-            return int(found[0].id) if found else None
+            return self._project_titled(title)
+
+    def _project_titled(self, title: str) -> int | None:
+        found = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
+        return int(found[0].id) if found else None
 
     def ensure_project(self, title: str, store_dir: Path, label_config: str) -> int:
         """Returns the id of the project titled `title`, creating it and its local-files storage."""
         with self._asking("setting up a project"):
-            found = self.project_id(title)
+            found = self._project_titled(title)
             if found is not None:
                 project_id = found
             else:
@@ -128,9 +133,14 @@ class LabelStudioClient:
                 batch = tasks[start : start + IMPORT_BATCH]
                 self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)  # type: ignore[arg-type]
 
+    def _users(self) -> dict[int, str]:
+        """{user id: e-mail} of the server's users."""
+        return {int(u.id): str(u.email or u.username or u.id) for u in self.sdk.users.list()}
+
     def completed(self, project_id: int) -> Iterator[Completed]:
         """Yields each annotated task with its latest annotation."""
         with self._asking("reading answers"):
+            users = self._users()
             for task in cast(
                 Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
             ):
@@ -144,6 +154,8 @@ class LabelStudioClient:
                     annotation_id=int(latest["id"]),
                     result=list(latest.get("result") or []),
                     cancelled=bool(latest.get("was_cancelled")),
+                    annotator=_user(latest.get("completed_by"), users),
+                    lead_time=latest.get("lead_time"),
                 )
 
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -153,10 +165,12 @@ class LabelStudioClient:
                 if not task.annotations:
                     yield int(task.id), dict(task.data or {})
 
-    def annotate(self, task_id: int, result: list[dict[str, Any]], cancelled: bool = False) -> int:
+    def annotate(
+        self, task_id: int, result: list[dict[str, Any]], cancelled: bool = False, lead_time: float = 1.0
+    ) -> int:
         """Submits an annotation as the annotator's browser does; returns its id."""
         with self._asking("submitting an answer"):
-            ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=1.0)
+            ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=lead_time)
             return int(ann.id)
 
     def connect_backend(self, project_id: int, url: str, title: str) -> str:
@@ -212,3 +226,12 @@ class LabelStudioClient:
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
+
+
+def _user(completed_by: Any, users: dict[int, str]) -> str:
+    """An annotation's author by e-mail; Label Studio gives an id, or the user itself when expanded."""
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("id")
+    if completed_by is None:
+        return ""
+    return users.get(int(completed_by), f"user {completed_by}")

@@ -22,7 +22,7 @@ from curation.labeling.exchange import new_answers, push_tasks
 from curation.labeling.rules import Decision, decide
 from curation.labeling.shapes import image_ref, prediction, rules_task
 from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
-from curation.preannotate.estimates import RuleEstimate, estimate
+from curation.preannotate.estimates import RuleEstimate, estimate, queue_score
 from models.coco_detector import MODEL_VERSION, Detection, Detector
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,10 @@ def machine_prediction(
     With a location, the annotator starts from the product's box and the machine's object
     count; without, from the detector's boxes.
     """
+    score = 0.0 if guess is None else queue_score(guess.verdict, guess.confidence)
     if located is not None and located.n_objects and guess is not None:
-        return prediction([(located.box, guess.confidence)], guess.n_objects, machine_version(located))
-    return prediction([(d.box, d.score) for d in detections], len(detections), MODEL_VERSION)
+        return prediction([(located.box, guess.confidence)], guess.n_objects, machine_version(located), score)
+    return prediction([(d.box, d.score) for d in detections], len(detections), MODEL_VERSION, score)
 
 
 def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Location | None) -> None:
@@ -107,11 +108,12 @@ def push_rules(
                     "data": rules_task(image_ref(path, root), sha, dict(r), r["photo_url"], guess.verdict),
                     "predictions": [machine_prediction(detections, where, guess)],
                 }
-                ordered.append((guess.verdict != "unsure", guess.confidence, task))
-            # Annotators see tasks in the order they were created: photos the machine cannot
-            # decide come first, then the ones it decided, least confident first.
-            ordered.sort(key=lambda t: (t[0], t[1]))
-            return [task for _, _, task in ordered]
+                ordered.append((queue_score(guess.verdict, guess.confidence), task))
+            # Label Studio's default queue serves tasks in the order they were created: photos
+            # the machine cannot decide first, then the ones it decided, least confident first.
+            # The predictions' score holds the same order for its uncertainty sampling.
+            ordered.sort(key=lambda t: t[0])
+            return [task for _, task in ordered]
 
         return push_tasks(client, manifest, project_id, q.NOTE_LABEL_TASK, list(rows), build)
 
@@ -131,7 +133,8 @@ def pull_rules(
             box = None if d.box is None else box_text(d.box)
             manifest.write(
                 q.SAVE_DECISION,
-                done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box, done.data["sha256"],
+                done.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box,
+                done.annotator or None, done.lead_time, done.data["sha256"],
             )  # fmt: skip
             decisions.append(d)
     return decisions, answers.unchanged

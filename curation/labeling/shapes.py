@@ -88,12 +88,14 @@ def objects_region(n_objects: int) -> dict[str, Any]:
     return choice_region(OBJECTS, SEVERAL if n_objects > 1 else ONE)
 
 
-def prediction(boxes: list[tuple[Box, float]], n_objects: int, model_version: str) -> dict[str, Any]:
-    """A pre-annotation of the rules view: the boxes found, with their scores, and the object count."""
-    result = [box_region(box, score) for box, score in boxes]
+def prediction(boxes: list[tuple[Box, float]], n_objects: int, model_version: str, score: float) -> dict[str, Any]:
+    """A pre-annotation of the rules view: the boxes found, with their scores, and the object count.
+    `score` is how sure the machine is of the photo's verdict: Label Studio's uncertainty sampling
+    serves the lowest first."""
+    result = [box_region(box, s) for box, s in boxes]
     if boxes:
         result.append(objects_region(n_objects))
-    return {"model_version": model_version, "score": max((s for _, s in boxes), default=0.0), "result": result}
+    return {"model_version": model_version, "score": score, "result": result}
 
 
 def rules_task(image: str, sha256: str, product: dict[str, str], photo_url: str, verdict: str) -> dict[str, Any]:

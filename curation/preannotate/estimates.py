@@ -39,6 +39,12 @@ class RuleEstimate:
         return photo_verdict(self.coverage_verdict, self.objects_verdict)
 
 
+def queue_score(verdict: str, confidence: float) -> float:
+    """How sure the machine is of a photo's verdict, 0..1, in the order a person should see photos:
+    every unsure photo below every decided one, the least confident first within each."""
+    return round(confidence / 2 if verdict == "unsure" else 0.5 + confidence / 2, 4)
+
+
 def photo_verdict(coverage_verdict: str, objects_verdict: str) -> str:
     """One failed rule fails the photo; otherwise one unsure rule leaves it to a person."""
     rules = (coverage_verdict, objects_verdict)

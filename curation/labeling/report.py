@@ -1,0 +1,146 @@
+"""What labeling did, read from the manifest alone: the funnel from crawled photos to the training
+splits, how often people agreed with the machine's verdict, and each annotator's work.
+
+The funnel says where photos are lost (invalid, duplicates, rejected and why); agreement per
+verdict says how far the machine's "pass" and "fail" can be trusted, which is what decides how
+many tasks people must see; per annotator: tasks done, median seconds per task (Label Studio's
+lead time) and agreement with the machine where it was sure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.layout import Layout
+from core.manifest import Manifest
+from core.queries import DECIDED_WITH_ESTIMATES, FUNNEL, REJECTED_BY_REASON, SPLITS
+from curation.preannotate.estimates import photo_verdict
+
+SPLIT_NAMES = ("train", "val", "test")
+# The decision that agrees with a sure verdict.
+AGREES = {"pass": "accept", "fail": "reject"}
+
+
+@dataclass
+class VerdictAgreement:
+    verdict: str  # the machine's: pass, fail or unsure
+    decided: int = 0  # photos with this verdict that a person decided
+    accepted: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of people's decisions that match a sure verdict; None for "unsure" or none decided."""
+        if self.verdict not in AGREES or not self.decided:
+            return None
+        agreeing = self.accepted if AGREES[self.verdict] == "accept" else self.decided - self.accepted
+        return agreeing / self.decided
+
+
+@dataclass
+class AnnotatorStats:
+    annotator: str
+    tasks: int = 0
+    accepted: int = 0
+    median_seconds: float | None = None
+    sure_seen: int = 0  # their tasks where the machine was sure
+    sure_agreed: int = 0
+
+    @property
+    def agreement_with_machine(self) -> float | None:
+        return self.sure_agreed / self.sure_seen if self.sure_seen else None
+
+
+@dataclass
+class LabelingReport:
+    funnel: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    splits: dict[str, int]
+    verdicts: list[VerdictAgreement] = field(default_factory=list)
+    annotators: list[AnnotatorStats] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "funnel": self.funnel,
+            "rejected_by_reason": self.rejected_by_reason,
+            "splits": self.splits,
+            "verdicts": [{**asdict(v), "agreement": v.agreement} for v in self.verdicts],
+            "annotators": [{**asdict(a), "agreement_with_machine": a.agreement_with_machine} for a in self.annotators],
+        }
+
+    def markdown(self) -> str:
+        f = self.funnel
+        steps = [
+            ("crawled", f["crawled"]),
+            ("valid images", f["valid"]),
+            ("unique (one per duplicate group)", f["unique_photos"]),
+            ("usable (one product each)", f["usable"]),
+            ("sent to Label Studio", f["pushed"]),
+            ("decided by a person", f["labeled"]),
+            ("accepted", f["accepted"]),
+        ]
+        lines = ["# Labeling", "", "## Funnel", "", "| step | photos |", "|---|---|"]
+        lines += [f"| {name} | {n} |" for name, n in steps]
+        lines += [f"| rejected: {reason} | {n} |" for reason, n in self.rejected_by_reason.items()]
+        lines += [f"| in {split} (newest training) | {self.splits.get(split, 0)} |" for split in SPLIT_NAMES]
+        lines += ["", "## The machine's verdict against people's decisions", ""]
+        lines += ["| machine said | decided by a person | accepted | agreement |", "|---|---|---|---|"]
+        for v in self.verdicts:
+            shown = "-" if v.agreement is None else f"{v.agreement:.1%}"
+            lines.append(f"| {v.verdict} | {v.decided} | {v.accepted} | {shown} |")
+        lines += ["", "## Annotators", ""]
+        lines += [
+            "| annotator | tasks | accepted | median seconds per task | agreement with the machine where it was sure |",
+            "|---|---|---|---|---|",
+        ]
+        for a in self.annotators:
+            seconds = "-" if a.median_seconds is None else f"{a.median_seconds:.1f}"
+            agreed = "-" if a.agreement_with_machine is None else f"{a.agreement_with_machine:.1%} of {a.sure_seen}"
+            lines.append(f"| {a.annotator} | {a.tasks} | {a.accepted} | {seconds} | {agreed} |")
+        return "\n".join(lines) + "\n"
+
+
+def labeling_report(layout: Layout) -> LabelingReport:
+    with Manifest(layout.manifest_path) as manifest:
+        funnel_row = manifest.row(FUNNEL)
+        assert funnel_row is not None
+        report = LabelingReport(
+            funnel=dict(funnel_row),
+            rejected_by_reason={str(r["reason"]): int(r["n"]) for r in manifest.rows(REJECTED_BY_REASON)},
+            splits={str(r["split"]): int(r["n"]) for r in manifest.rows(SPLITS)},
+        )
+        verdicts = {v: VerdictAgreement(v) for v in ("pass", "fail", "unsure", "none")}
+        people: dict[str, AnnotatorStats] = {}
+        seconds: dict[str, list[float]] = {}
+        for r in manifest.rows(DECIDED_WITH_ESTIMATES):
+            verdict = photo_verdict(r["coverage_verdict"], r["objects_verdict"]) if r["coverage_verdict"] else "none"
+            accepted = r["decision"] == "accept"
+            verdicts[verdict].decided += 1
+            verdicts[verdict].accepted += accepted
+            who = r["annotator"] or "unknown"
+            stats = people.setdefault(who, AnnotatorStats(who))
+            stats.tasks += 1
+            stats.accepted += accepted
+            if r["lead_time"] is not None:
+                seconds.setdefault(who, []).append(float(r["lead_time"]))
+            if verdict in AGREES:
+                stats.sure_seen += 1
+                stats.sure_agreed += AGREES[verdict] == r["decision"]
+    for who, spent in seconds.items():
+        people[who].median_seconds = statistics.median(spent)
+    report.verdicts = [v for v in verdicts.values() if v.verdict != "none" or v.decided]
+    report.annotators = sorted(people.values(), key=lambda a: (-a.tasks, a.annotator))
+    return report
+
+
+def write_report(layout: Layout, report: LabelingReport) -> Path:
+    """Writes labeling.md and labeling.json into the data folder's reports; returns the markdown's path."""
+    folder = layout.data_dir / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "labeling.json").write_text(json.dumps(report.as_dict(), indent=1))
+    path = folder / "labeling.md"
+    path.write_text(report.markdown())
+    return path

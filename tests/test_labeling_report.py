@@ -1,0 +1,91 @@
+"""The labeling report on decisions whose agreement with the machine is known by construction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import DedupeConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling.report import labeling_report, write_report
+from reviewlens.cli import main
+from reviewlens.demoshop.server import DemoShop
+from tests.conftest import crawl_config
+
+# (machine's coverage verdict, objects verdict, decision, reason, annotator, seconds)
+DECIDED = [
+    ("pass", "pass", "accept", None, "alice@shop", 4.0),
+    ("pass", "pass", "accept", None, "alice@shop", 6.0),
+    ("pass", "pass", "accept", None, "alice@shop", 8.0),
+    ("pass", "pass", "reject", "product covers 30% of the photo", "bob@shop", 20.0),
+    ("fail", "pass", "reject", "product covers 30% of the photo", "bob@shop", 2.0),
+    ("pass", "fail", "reject", "several products", "bob@shop", 3.0),
+    ("fail", "fail", "reject", "several products", "bob@shop", 5.0),
+    ("unsure", "pass", "accept", None, "alice@shop", 10.0),
+    ("pass", "unsure", "accept", None, "alice@shop", 12.0),
+    ("unsure", "unsure", "reject", "several products", "alice@shop", 14.0),
+]
+
+
+def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
+    shop: DemoShop, layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    with Manifest(layout.manifest_path) as m, m.conn:
+        usable = [r[0] for r in m.conn.execute("SELECT sha256 FROM usable_photos ORDER BY sha256")]
+        photos = m.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        chosen = usable[: len(DECIDED) + 2]  # two more pushed and not yet answered
+        for i, sha in enumerate(chosen):
+            m.conn.execute("INSERT INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,1,?,?)",
+                           (sha, i + 1, utc_now()))  # fmt: skip
+        for sha, (coverage, objects, decision, reason, who, seconds) in zip(chosen, DECIDED, strict=False):
+            m.conn.execute(
+                "INSERT INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, objects_verdict, "
+                "model_version) VALUES (?, 0.5, 1, 0.5, ?, ?, 'm')",
+                (sha, coverage, objects),
+            )
+            m.conn.execute(
+                "UPDATE labels SET decision = ?, reason = ?, annotator = ?, lead_time = ?, decided_at = ? "
+                "WHERE sha256 = ?",
+                (decision, reason, who, seconds, utc_now(), sha),
+            )
+        m.conn.executemany("INSERT INTO splits VALUES ('old', ?, 'train')", [(s,) for s in usable[:3]])
+        m.conn.executemany(
+            "INSERT INTO splits VALUES ('new', ?, ?)",
+            [(s, "train" if i < 5 else "test") for i, s in enumerate(usable[:7])],
+        )
+
+    report = labeling_report(layout)
+    f = report.funnel
+    assert f["crawled"] == photos and f["usable"] == len(usable)
+    assert f["crawled"] >= f["valid"] >= f["unique_photos"] >= f["usable"] > f["pushed"]
+    assert (f["pushed"], f["labeled"], f["accepted"]) == (len(DECIDED) + 2, len(DECIDED), 5)
+    assert report.rejected_by_reason == {"several products": 3, "product covers 30% of the photo": 2}
+    assert report.splits == {"train": 5, "test": 2}  # the newest snapshot's
+
+    verdicts = {v.verdict: v for v in report.verdicts}
+    # pass: 3 accepted, 1 rejected; fail (either rule failed): 3, all rejected; unsure: 3, 2 accepted.
+    assert (verdicts["pass"].decided, verdicts["pass"].agreement) == (4, 0.75)
+    assert (verdicts["fail"].decided, verdicts["fail"].agreement) == (3, 1.0)
+    assert (verdicts["unsure"].decided, verdicts["unsure"].accepted, verdicts["unsure"].agreement) == (3, 2, None)
+
+    alice, bob = report.annotators[0], report.annotators[1]
+    assert (alice.annotator, alice.tasks, alice.accepted, alice.median_seconds) == ("alice@shop", 6, 5, 9.0)
+    assert (alice.sure_seen, alice.agreement_with_machine) == (3, 1.0)
+    assert (bob.annotator, bob.tasks, bob.accepted, bob.median_seconds) == ("bob@shop", 4, 0, 4.0)
+    assert (bob.sure_seen, bob.agreement_with_machine) == (4, 0.75)
+
+    path = write_report(layout, report)
+    markdown = path.read_text()
+    assert "| accepted | 5 |" in markdown and "| rejected: several products | 3 |" in markdown
+    assert "| pass | 4 | 3 | 75.0% |" in markdown and "| bob@shop | 4 | 0 | 4.0 | 75.0% of 4 |" in markdown
+    saved = json.loads((path.parent / "labeling.json").read_text())
+    assert saved["annotators"][1]["agreement_with_machine"] == 0.75
+
+    assert main(["label", "report", "--data-dir", str(layout.data_dir)]) == 0
+    assert "| alice@shop | 6 | 5 | 9.0 | 100.0% of 3 |" in capsys.readouterr().out
