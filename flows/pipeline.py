@@ -32,7 +32,7 @@ from flows.tasks import (
     train_task,
 )
 from training.indexing import IndexSummary
-from training.runs import accepted_since_last_run
+from training.runs import accepted_since_last_run, newest_run_name
 
 RETRAIN_DEPLOYMENT = "retrain/reviewlens-retrain"  # flow name / deployment name in prefect.yaml
 DATA_DIR = str(DEFAULT_DATA_DIR)
@@ -91,8 +91,11 @@ def start_retrain(data_dir: str, train: TrainConfig, label: LabelConfig) -> str:
         from prefect.deployments import run_deployment
 
         parameters = {"data_dir": data_dir, "train": asdict(train), "label": asdict(label)}
-        run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0)
-        return f"retrain flow run {getattr(run, 'id', '?')} scheduled"
+        # One retrain per crossing of the threshold: every pull that sees the same newest run
+        # asks with the same key, and Prefect hands back the run the first one created.
+        key = f"retrain-after-{newest_run_name(Layout(Path(data_dir)))}"
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0, idempotency_key=key)
+        return f"retrain flow run {getattr(run, 'id', '?')} scheduled ({key})"
     return retrain_flow(data_dir, train, label=label).run_dir
 
 

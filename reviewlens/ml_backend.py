@@ -3,7 +3,10 @@
 It speaks the protocol of HumanSignal's label-studio-ml-backend: GET /health, POST /setup (the
 model version), POST /predict (one answer per task, in the order asked) and POST /webhook.
 Label Studio calls /predict for a task opened without predictions, and for the open tasks a new
-model is asked about (`LabelStudioClient.predict_again`).
+model is asked about (`LabelStudioClient.predict_again`). It posts every event of the project to
+/webhook; an answer saved becomes the Prefect event "label-studio.annotation.saved", on which the
+label-pull deployment pulls (prefect.yaml), so a decision reaches the manifest in seconds, not at
+the next scheduled pull.
 
 Each answer holds the product's box and the object count as the machine estimated them when the
 photo was pushed, and a note in words: the rule verdicts and the model's three likeliest products
@@ -39,6 +42,9 @@ from training.predict import predict_many
 
 log = logging.getLogger(__name__)
 NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted
+# Label Studio's webhook actions that change a decision, and the Prefect event they become.
+ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
+ANNOTATION_SAVED = "label-studio.annotation.saved"
 
 
 class Production:
@@ -173,10 +179,15 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
         return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
 
     async def webhook(request: Request) -> Response:
-        # Label Studio posts every event of the project here once a backend is connected; the
-        # labels are pulled by the pipeline, so an event is only acknowledged.
-        event = await request.json()
-        log.debug("event %s", event.get("action") if isinstance(event, dict) else None)
+        # Label Studio posts every event of the project here once a backend is connected.
+        try:
+            event = await request.json()
+            action, project = str(event.get("action") or ""), (event.get("project") or {}).get("id")
+        except (ValueError, AttributeError):
+            return JSONResponse({"error": "expected Label Studio's webhook JSON"}, status_code=400)
+        if action in ANNOTATION_ACTIONS and project is not None:
+            told = await run_in_threadpool(announce, action, int(project), event)
+            log.info("event %s of project %s: %s", action, project, told)
         return JSONResponse({"status": "ok"})
 
     return Starlette(
@@ -187,6 +198,23 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
             Route("/webhook", webhook, methods=["POST"]),
         ]
     )
+
+
+def announce(action: str, project: int, event: dict[str, Any]) -> str:
+    """Tells the Prefect server (PREFECT_API_URL) that an answer was saved: the label-pull
+    deployment's trigger pulls on it. Says what it did."""
+    from prefect.events import emit_event
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return "no Prefect server to tell (PREFECT_API_URL): the scheduled pull collects it"
+    annotation = event.get("annotation") or {}
+    emit_event(
+        event=ANNOTATION_SAVED,
+        resource={"prefect.resource.id": f"label-studio.project.{project}"},
+        payload={"action": action, "task": event.get("task", {}).get("id"), "annotation": annotation.get("id")},
+    )
+    return f"{ANNOTATION_SAVED} sent to Prefect"
 
 
 def serve_backend(layout: Layout, min_coverage: float, host: str, port: int) -> None:

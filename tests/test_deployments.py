@@ -121,3 +121,55 @@ def test_a_process_worker_runs_a_deployed_stage(prefect_env: dict[str, str], sho
     assert [r["state_type"] for r in runs] == ["COMPLETED"], worker.stdout[-3000:]  # type: ignore[index,union-attr]
     with Manifest(layout.manifest_path) as m:
         assert count(m, "curation") == count(m, "photos") > 0
+
+
+def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: dict[str, str], tmp_path: Path) -> None:
+    """Label Studio's webhook (its payload as it posts it) to `reviewlens ml-backend`, which tells
+    Prefect; the label-pull deployment's trigger then creates a pull. Label Studio posting it is
+    tested against a real Label Studio in tests/test_ml_backend.py."""
+    automations = _api(prefect_env, "/automations/filter")
+    pulls = [a for a in automations if "label-studio.annotation.saved" in a["trigger"].get("expect", [])]  # type: ignore[union-attr,index]
+    assert len(pulls) == 1 and pulls[0]["actions"][0]["type"] == "run-deployment"  # type: ignore[index]
+    deployments = {d["name"]: d["id"] for d in _api(prefect_env, "/deployments/filter")}  # type: ignore[union-attr,index]
+    assert pulls[0]["actions"][0]["deployment_id"] == deployments["reviewlens-label-pull"]  # type: ignore[index]
+
+    port = free_port()
+    backend = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "reviewlens.cli", "ml-backend", "--port", str(port), "--data-dir", str(tmp_path)]
+    log = tmp_path / "backend.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=prefect_env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{backend}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"reviewlens ml-backend did not answer: {log.read_text()}")
+
+        def label_pulls() -> list[dict[str, object]]:
+            runs = _api(prefect_env, "/flow_runs/filter")
+            return [r for r in runs if r["deployment_id"] == deployments["reviewlens-label-pull"]]  # type: ignore[union-attr,index]
+
+        # An event that changes no decision starts nothing.
+        requests.post(f"{backend}/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 7}}, timeout=10)
+        saved = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 3}, "annotation": {"id": 11}}
+        started = time.monotonic()
+        assert requests.post(f"{backend}/webhook", json=saved, timeout=10).json() == {"status": "ok"}
+        while not label_pulls() and time.monotonic() - started < 60:
+            time.sleep(0.5)
+        assert len(label_pulls()) == 1, log.read_text()
+        wanted = {"filter": {"event": {"name": ["label-studio.annotation.saved"]}}}
+        events: list[dict[str, dict[str, object]]] = []
+        while not events and time.monotonic() - started < 60:  # the server stores events a little later
+            events = _api(prefect_env, "/events/filter", wanted)["events"]  # type: ignore[index,call-overload]
+            time.sleep(0.5)
+        [event] = events
+        assert event["resource"]["prefect.resource.id"] == "label-studio.project.7"
+        assert event["payload"] == {"action": "ANNOTATION_CREATED", "task": 3, "annotation": 11}
+        assert requests.post(f"{backend}/webhook", data=b"not json", timeout=10).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -198,3 +198,11 @@ def test_the_queue_serves_the_hardest_photos_first_in_either_sampling(connected:
     left = {t: s for t, s in score.items() if t not in first}
     then = _served(c, 8)
     assert [score[t] for t in then] == sorted(left.values())[:8]
+
+    # Each answer saved reached the backend's /webhook as Label Studio posts it (a Prefect server
+    # turns it into a pull: tests/test_deployments.py); with none configured it says so.
+    told = f"event ANNOTATION_CREATED of project {c.project}: no Prefect server to tell"
+    deadline = time.monotonic() + 30
+    while c.log.read_text().count(told) < len(first + then) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert c.log.read_text().count(told) == len(first + then)

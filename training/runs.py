@@ -83,3 +83,9 @@ def accepted_since_last_run(layout: Layout) -> int:
     since = started_at(runs[-1]).isoformat(timespec="seconds") if runs else ""
     with Manifest(layout.manifest_path) as manifest:
         return manifest.scalar(q.ACCEPTED_SINCE, since)
+
+
+def newest_run_name(layout: Layout) -> str:
+    """The newest finished run's folder name, or "none" before the first training."""
+    runs = finished_runs(layout)
+    return runs[-1].name if runs else "none"
