@@ -173,3 +173,26 @@ def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_pulls_that_see_one_crossing_start_one_retrain(prefect_env: dict[str, str], tmp_path: Path) -> None:
+    """A label pull running deployed starts the retrain deployment; two pulls past the same
+    threshold, with no newer training between them, get one and the same retrain run."""
+    script = (
+        "from core.settings import LabelConfig, TrainConfig\n"
+        "from flows.pipeline import start_retrain\n"
+        f"print(start_retrain.fn({str(tmp_path)!r}, TrainConfig(), LabelConfig()))\n"
+    )
+    # As a flow run of a deployment sees itself (prefect.runtime reads this in tests).
+    env = {**prefect_env, "PREFECT__RUNTIME__DEPLOYMENT__ID": "00000000-0000-0000-0000-000000000001"}
+    said = [
+        subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+        for _ in range(2)
+    ]
+    assert said[0] == said[1] and said[0].endswith("scheduled (retrain-after-none)")
+    deployments = {d["name"]: d["id"] for d in _api(prefect_env, "/deployments/filter")}  # type: ignore[union-attr,index]
+    runs = _api(prefect_env, "/flow_runs/filter")
+    retrains = [r for r in runs if r["deployment_id"] == deployments["reviewlens-retrain"]]  # type: ignore[union-attr,index]
+    assert len(retrains) == 1 and retrains[0]["id"] in said[0]  # type: ignore[index]
