@@ -106,19 +106,19 @@ class Verdicts:
         ]
 
 
-def model_words(ensemble: Ensemble | None, photo: Path, claimed: str) -> tuple[list[str], float | None]:
-    """The model's three likeliest products in words, and its best score (None without a model)."""
+def model_words(ensemble: Ensemble | None, photo: Path, claimed: str) -> list[str]:
+    """The model's three likeliest products for the photo, in words."""
     if ensemble is None:
-        return ["Model: none in production yet."], None
+        return ["Model: none in production yet."]
     answer = predict_many(ensemble, [photo], k=3)[0]
     if answer.problem:
-        return [f"Model {ensemble.version}: cannot read the photo ({answer.problem})."], None
+        return [f"Model {ensemble.version}: cannot read the photo ({answer.problem})."]
     ranked = ", ".join(f"{n}. {g.product.name} ({g.score:.2f})" for n, g in enumerate(answer.guesses, start=1))
     lines = [f"Model {ensemble.version}: {ranked}" + ("" if answer.sure else " - not sure.")]
-    best = answer.guesses[0]
-    if answer.sure and best.product.name != claimed:
-        lines.append(f"The model takes it for {best.product.name}, not {claimed}: check which product it shows.")
-    return lines, best.score
+    best = answer.guesses[0].product.name
+    if answer.sure and best != claimed:
+        lines.append(f"The model takes it for {best}, not {claimed}: check which product it shows.")
+    return lines
 
 
 def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, task: dict[str, Any],
@@ -144,8 +144,7 @@ def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, t
             result.append(box_region(parse_box(estimate.box), estimate.confidence))
             result.append(objects_region(estimate.n_objects))
         lines += estimate.words(min_coverage)
-    said, _ = model_words(ensemble, path, str(data.get("product") or ""))
-    result.append(note_region(lines + said))
+    result.append(note_region(lines + model_words(ensemble, path, str(data.get("product") or ""))))
     score = queue_score(estimate.verdict, estimate.confidence) if estimate else 0.0
     return {"result": result, "score": score, "model_version": version}
 

@@ -71,7 +71,19 @@ def boxed(shop: DemoShop, shop_dir: Path, layout: Layout) -> tuple[Layout, dict[
                 d = decide(answer(t), False, 0.5)
                 box = None if d.box is None else box_text(d.box)
                 db.run(q.NOTE_LABEL_TASK, sha, 1, task_id, utc_now())
-                db.run(q.SAVE_DECISION, task_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box, sha)
+                db.run(
+                    q.SAVE_DECISION,
+                    task_id,
+                    d.decision,
+                    d.reason,
+                    d.coverage,
+                    d.n_objects,
+                    utc_now(),
+                    box,
+                    None,
+                    None,
+                    sha,
+                )
     return layout, by_sha
 
 
