@@ -151,6 +151,7 @@ def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, t
 
 def build_backend(layout: Layout, min_coverage: float) -> Starlette:
     production = Production(layout)
+    production.current()  # loaded before the first request: Label Studio's health check waits seconds, not minutes
     answering = threading.Lock()  # one /predict at a time: the models are not shared between threads
 
     def predict_tasks(tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,13 +21,13 @@ DECIDED = [
     ("pass", "pass", "accept", None, "alice@shop", 4.0),
     ("pass", "pass", "accept", None, "alice@shop", 6.0),
     ("pass", "pass", "accept", None, "alice@shop", 8.0),
-    ("pass", "pass", "reject", "product covers 30% of the photo", "bob@shop", 20.0),
-    ("fail", "pass", "reject", "product covers 30% of the photo", "bob@shop", 2.0),
-    ("pass", "fail", "reject", "several products", "bob@shop", 3.0),
-    ("fail", "fail", "reject", "several products", "bob@shop", 5.0),
+    ("pass", "pass", "reject", "product covers 30% of the photo, under 50%", "bob@shop", 20.0),
+    ("fail", "pass", "reject", "product covers 22% of the photo, under 50%", "bob@shop", 2.0),
+    ("pass", "fail", "reject", "2 products in the photo", "bob@shop", 3.0),
+    ("fail", "fail", "reject", "2 products in the photo", "bob@shop", 5.0),
     ("unsure", "pass", "accept", None, "alice@shop", 10.0),
     ("pass", "unsure", "accept", None, "alice@shop", 12.0),
-    ("unsure", "unsure", "reject", "several products", "alice@shop", 14.0),
+    ("unsure", "unsure", "reject", "2 products in the photo", "alice@shop", 14.0),
 ]
 
 
@@ -65,7 +65,8 @@ def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
     assert f["crawled"] == photos and f["usable"] == len(usable)
     assert f["crawled"] >= f["valid"] >= f["unique_photos"] >= f["usable"] > f["pushed"]
     assert (f["pushed"], f["labeled"], f["accepted"]) == (len(DECIDED) + 2, len(DECIDED), 5)
-    assert report.rejected_by_reason == {"several products": 3, "product covers 30% of the photo": 2}
+    # Counted by the rule broken, not by each photo's figures.
+    assert report.rejected_by_reason == {"several products in the photo": 3, "product covers under 50% of the photo": 2}
     assert report.splits == {"train": 5, "test": 2}  # the newest snapshot's
 
     verdicts = {v.verdict: v for v in report.verdicts}
@@ -82,7 +83,7 @@ def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
 
     path = write_report(layout, report)
     markdown = path.read_text()
-    assert "| accepted | 5 |" in markdown and "| rejected: several products | 3 |" in markdown
+    assert "| accepted | 5 |" in markdown and "| rejected: several products in the photo | 3 |" in markdown
     assert "| pass | 4 | 3 | 75.0% |" in markdown and "| bob@shop | 4 | 0 | 4.0 | 75.0% of 4 |" in markdown
     saved = json.loads((path.parent / "labeling.json").read_text())
     assert saved["annotators"][1]["agreement_with_machine"] == 0.75

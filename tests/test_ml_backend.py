@@ -79,9 +79,9 @@ def connected(
     try:
         for _ in range(240):
             try:
-                if requests.get(f"{url}/health", timeout=1).ok:
+                if requests.get(f"{url}/health", timeout=10).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting on a loaded machine
                 time.sleep(0.5)
         else:
             pytest.fail(f"reviewlens ml-backend did not answer within 2 minutes: {log.read_text()}")

@@ -66,7 +66,7 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
         answered = m.conn.execute("SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
     assert [tuple(a) for a in answered] == [(label_studio.credentials().username, 1.0)]
     labeling = (layout.data_dir / "reports" / "labeling.md").read_text()
-    assert f"| decided by a person | {len(rows)} |" in labeling and "| in train (newest training) |" in labeling
+    assert f"| decided | {len(rows)} |" in labeling and "| in train (newest training) |" in labeling
     # The pull keeps the box the person drew around the one product (as fractions of the frame).
     with Manifest(layout.manifest_path) as m:
         boxes = m.conn.execute(

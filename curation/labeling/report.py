@@ -10,6 +10,7 @@ lead time) and agreement with the machine where it was sure.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,23 @@ from core.queries import DECIDED_WITH_ESTIMATES, FUNNEL, REJECTED_BY_REASON, SPL
 from curation.preannotate.estimates import photo_verdict
 
 SPLIT_NAMES = ("train", "val", "test")
+NO_ESTIMATE = "no estimate"  # a photo accepted without the machine: the shop's own, or imported
+NOT_RECORDED = "not recorded"  # accepted without a person, or decided before annotators were kept
+# A reason names its photo's figures ("product covers 23% of the photo, under 50%"); the report
+# counts the rule it broke.
+REASON_KINDS = (
+    (re.compile(r"product covers \d+% of the photo, under (\d+%)"), r"product covers under \1 of the photo"),
+    (re.compile(r"\d+ products in the photo"), "several products in the photo"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    for pattern, kind in REASON_KINDS:
+        if pattern.fullmatch(reason):
+            return pattern.sub(kind, reason)
+    return reason
+
+
 # The decision that agrees with a sure verdict.
 AGREES = {"pass": "accept", "fail": "reject"}
 
@@ -79,7 +97,7 @@ class LabelingReport:
             ("unique (one per duplicate group)", f["unique_photos"]),
             ("usable (one product each)", f["usable"]),
             ("sent to Label Studio", f["pushed"]),
-            ("decided by a person", f["labeled"]),
+            ("decided", f["labeled"]),
             ("accepted", f["accepted"]),
         ]
         lines = ["# Labeling", "", "## Funnel", "", "| step | photos |", "|---|---|"]
@@ -109,18 +127,23 @@ def labeling_report(layout: Layout) -> LabelingReport:
         assert funnel_row is not None
         report = LabelingReport(
             funnel=dict(funnel_row),
-            rejected_by_reason={str(r["reason"]): int(r["n"]) for r in manifest.rows(REJECTED_BY_REASON)},
+            rejected_by_reason={},
             splits={str(r["split"]): int(r["n"]) for r in manifest.rows(SPLITS)},
         )
-        verdicts = {v: VerdictAgreement(v) for v in ("pass", "fail", "unsure", "none")}
+        for r in manifest.rows(REJECTED_BY_REASON):
+            kind = reason_kind(str(r["reason"]))
+            report.rejected_by_reason[kind] = report.rejected_by_reason.get(kind, 0) + int(r["n"])
+        verdicts = {v: VerdictAgreement(v) for v in ("pass", "fail", "unsure", NO_ESTIMATE)}
         people: dict[str, AnnotatorStats] = {}
         seconds: dict[str, list[float]] = {}
         for r in manifest.rows(DECIDED_WITH_ESTIMATES):
-            verdict = photo_verdict(r["coverage_verdict"], r["objects_verdict"]) if r["coverage_verdict"] else "none"
+            verdict = (
+                photo_verdict(r["coverage_verdict"], r["objects_verdict"]) if r["coverage_verdict"] else NO_ESTIMATE
+            )
             accepted = r["decision"] == "accept"
             verdicts[verdict].decided += 1
             verdicts[verdict].accepted += accepted
-            who = r["annotator"] or "unknown"
+            who = r["annotator"] or NOT_RECORDED
             stats = people.setdefault(who, AnnotatorStats(who))
             stats.tasks += 1
             stats.accepted += accepted
@@ -131,7 +154,8 @@ def labeling_report(layout: Layout) -> LabelingReport:
                 stats.sure_agreed += AGREES[verdict] == r["decision"]
     for who, spent in seconds.items():
         people[who].median_seconds = statistics.median(spent)
-    report.verdicts = [v for v in verdicts.values() if v.verdict != "none" or v.decided]
+    report.verdicts = [v for v in verdicts.values() if v.verdict != NO_ESTIMATE or v.decided]
+    report.rejected_by_reason = dict(sorted(report.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
     report.annotators = sorted(people.values(), key=lambda a: (-a.tasks, a.annotator))
     return report
 
