@@ -106,45 +106,56 @@ class Verdicts:
         ]
 
 
-def model_words(ensemble: Ensemble | None, photo: Path, claimed: str) -> list[str]:
-    """The model's three likeliest products for the photo, in words."""
+def model_words(ensemble: Ensemble | None, photos: list[Path], claimed: list[str]) -> list[list[str]]:
+    """The model's three likeliest products for each photo, in words: one load of the models."""
     if ensemble is None:
-        return ["Model: none in production yet."]
-    answer = predict_many(ensemble, [photo], k=3)[0]
-    if answer.problem:
-        return [f"Model {ensemble.version}: cannot read the photo ({answer.problem})."]
-    ranked = ", ".join(f"{n}. {g.product.name} ({g.score:.2f})" for n, g in enumerate(answer.guesses, start=1))
-    lines = [f"Model {ensemble.version}: {ranked}" + ("" if answer.sure else " - not sure.")]
-    best = answer.guesses[0].product.name
-    if answer.sure and best != claimed:
-        lines.append(f"The model takes it for {best}, not {claimed}: check which product it shows.")
-    return lines
+        return [["Model: none in production yet."] for _ in photos]
+    out = []
+    for answer, product in zip(predict_many(ensemble, photos, k=3), claimed, strict=True):
+        if answer.problem:
+            out.append([f"Model {ensemble.version}: cannot read the photo ({answer.problem})."])
+            continue
+        ranked = ", ".join(f"{n}. {g.product.name} ({g.score:.2f})" for n, g in enumerate(answer.guesses, start=1))
+        lines = [f"Model {ensemble.version}: {ranked}" + ("" if answer.sure else " - not sure.")]
+        best = answer.guesses[0].product.name
+        if answer.sure and best != product:
+            lines.append(f"The model takes it for {best}, not {product}: check which product it shows.")
+        out.append(lines)
+    return out
 
 
-def answer_task(manifest: Manifest, layout: Layout, ensemble: Ensemble | None, task: dict[str, Any],
-                min_coverage: float, version: str) -> dict[str, Any]:  # fmt: skip
-    """One task's prediction in Label Studio's shape."""
-    data = task.get("data") or {}
-    sha256 = str(data.get("sha256") or "")
+@dataclass(frozen=True)
+class Found:
+    """What the manifest knows of a task's photo: its file and the push's estimate (None when absent)."""
+
+    path: Path | None
+    estimate: Verdicts | None
+
+
+def look_up(manifest: Manifest, layout: Layout, sha256: str) -> Found:
     row = manifest.row(q.ESTIMATE_OF, sha256)
-    if row is None:
-        known = manifest.row(q.PHOTO_FILE, sha256)
-        if known is None:
-            return {"result": [note_region(["This photo is not in reviewlens' manifest."])], "score": 0.0,
-                    "model_version": version}  # fmt: skip
-        path, estimate = photo_path(layout, sha256, known["path"]), None
-    else:
-        path = photo_path(layout, sha256, row["path"])
+    if row is not None:
         estimate = Verdicts(row["coverage"], row["n_objects"], row["confidence"], row["coverage_verdict"],
                             row["objects_verdict"], row["box"])  # fmt: skip
+        return Found(photo_path(layout, sha256, row["path"]), estimate)
+    known = manifest.row(q.PHOTO_FILE, sha256)
+    return Found(None if known is None else photo_path(layout, sha256, known["path"]), None)
+
+
+def answer(found: Found, said: list[str], min_coverage: float, version: str) -> dict[str, Any]:
+    """One task's prediction in Label Studio's shape, from its photo's estimate and the model's words."""
+    if found.path is None:
+        return {"result": [note_region(["This photo is not in reviewlens' manifest."])], "score": 0.0,
+                "model_version": version}  # fmt: skip
     result: list[dict[str, Any]] = []
     lines: list[str] = []
+    estimate = found.estimate
     if estimate is not None:
         if estimate.box:
             result.append(box_region(parse_box(estimate.box), estimate.confidence))
             result.append(objects_region(estimate.n_objects))
         lines += estimate.words(min_coverage)
-    result.append(note_region(lines + model_words(ensemble, path, str(data.get("product") or ""))))
+    result.append(note_region(lines + said))
     score = queue_score(estimate.verdict, estimate.confidence) if estimate else 0.0
     return {"result": result, "score": score, "model_version": version}
 
@@ -158,7 +169,11 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
         with answering, Manifest(layout.manifest_path) as manifest:
             ensemble = production.current()
             version = ensemble.version if ensemble is not None else NO_MODEL
-            results = [answer_task(manifest, layout, ensemble, t, min_coverage, version) for t in tasks]
+            data = [t.get("data") or {} for t in tasks]
+            found = [look_up(manifest, layout, str(d.get("sha256") or "")) for d in data]
+            known = [(f.path, str(d.get("product") or "")) for f, d in zip(found, data, strict=True) if f.path]
+            words = iter(model_words(ensemble, [path for path, _ in known], [product for _, product in known]))
+            results = [answer(f, next(words) if f.path else [], min_coverage, version) for f in found]
         log.info("predicted %d tasks with model %s", len(tasks), version)
         return {"results": results, "model_version": version}
 

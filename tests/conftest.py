@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,16 +26,11 @@ from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
+from tests.procs import free_port
 
 # Small enough to crawl, label and train in seconds; every kind of rule-breaker is present.
 SMALL_SHOP = GeneratorConfig(seed=7, n_categories=2, products_per_category=3, photos_per_product=30)
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

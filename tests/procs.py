@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -45,3 +62,27 @@ class HealthImpostor(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+@contextmanager
+def ml_backend(data_dir: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`reviewlens ml-backend` on a free port as ops run it, its output in `log`; yields its URL
+    once /health answers, and stops it afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "reviewlens.cli", "ml-backend", "--port", str(port), "--data-dir", str(data_dir)]
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{url}/health", timeout=10).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or busy starting on a loaded machine
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"reviewlens ml-backend did not answer within 2 minutes: {log.read_text()}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

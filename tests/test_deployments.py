@@ -19,6 +19,7 @@ from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
 from tests.db import count
+from tests.procs import ml_backend
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,21 +134,8 @@ def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: 
     deployments = {d["name"]: d["id"] for d in _api(prefect_env, "/deployments/filter")}  # type: ignore[union-attr,index]
     assert pulls[0]["actions"][0]["deployment_id"] == deployments["reviewlens-label-pull"]  # type: ignore[index]
 
-    port = free_port()
-    backend = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "reviewlens.cli", "ml-backend", "--port", str(port), "--data-dir", str(tmp_path)]
     log = tmp_path / "backend.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, env=prefect_env, cwd=ROOT, stdout=out, stderr=out)
-    try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{backend}/health", timeout=10).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or busy starting on a loaded machine
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"reviewlens ml-backend did not answer: {log.read_text()}")
+    with ml_backend(tmp_path, log, prefect_env) as backend:
 
         def label_pulls() -> list[dict[str, object]]:
             runs = _api(prefect_env, "/flow_runs/filter")
@@ -170,9 +158,6 @@ def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: 
         assert event["resource"]["prefect.resource.id"] == "label-studio.project.7"
         assert event["payload"] == {"action": "ANNOTATION_CREATED", "task": 3, "annotation": 11}
         assert requests.post(f"{backend}/webhook", data=b"not json", timeout=10).status_code == 400
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_pulls_that_see_one_crossing_start_one_retrain(prefect_env: dict[str, str], tmp_path: Path) -> None:

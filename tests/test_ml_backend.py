@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,12 +26,12 @@ from curation.labeling.sync import connect_backend, predict_again, push
 from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.conftest import crawl_config, free_port
+from tests.conftest import crawl_config
+from tests.procs import ml_backend
 from training.bundle import Ensemble
 from training.evaluate import promote
 from training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
 
 
@@ -71,24 +69,9 @@ def connected(
         names = {r[0] for r in m.conn.execute("SELECT name FROM products")}
         project = int(m.conn.execute("SELECT project_id FROM labels LIMIT 1").fetchone()[0])
     promote(train(TrainConfig(mode="quick", **SMALL), layout), layout)  # type: ignore[arg-type]
-    port, log = free_port(), tmp_path_factory.mktemp("ml-backend") / "backend.log"
-    url = f"http://127.0.0.1:{port}"
-    command = ["ml-backend", "--port", str(port), "--data-dir", str(layout.data_dir)]
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", *command], cwd=ROOT, stdout=out, stderr=out)
-    try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{url}/health", timeout=10).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or busy starting on a loaded machine
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"reviewlens ml-backend did not answer within 2 minutes: {log.read_text()}")
+    log = tmp_path_factory.mktemp("ml-backend") / "backend.log"
+    with ml_backend(layout.data_dir, log) as url:
         yield Connected(layout, label, client, project, url, log, names)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_a_task_opened_without_predictions_gets_the_production_models_answer(connected: Connected) -> None:
