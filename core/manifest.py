@@ -98,6 +98,27 @@ CREATE TABLE IF NOT EXISTS labels (
     annotator TEXT,               -- who answered: the Label Studio user's e-mail
     lead_time REAL                -- seconds the person spent on the task, as Label Studio measured them
 );
+-- Every person's answer to a rules task, the latest of each annotator: with overlap, a photo has
+-- two, and labels holds the decision that counts (theirs when they agree, else the reviewer's).
+CREATE TABLE IF NOT EXISTS answers (
+    sha256 TEXT NOT NULL REFERENCES photos(sha256),
+    annotator TEXT NOT NULL,
+    annotation_id INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,     -- as Label Studio gives it: an answer changed in place is seen
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    lead_time REAL,
+    result TEXT NOT NULL,         -- the answer as Label Studio keeps it (JSON): shown to the reviewer
+    PRIMARY KEY (sha256, annotator)
+);
+CREATE TABLE IF NOT EXISTS reviews (  -- a photo its annotators decided differently, in the review project
+    sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
+    project_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    pushed_at TEXT NOT NULL,
+    annotation_id INTEGER,
+    decided_at TEXT
+);
 CREATE TABLE IF NOT EXISTS product_choices (  -- a person's choice for a photo posted under several products
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     project_id INTEGER NOT NULL,

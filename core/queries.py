@@ -82,6 +82,17 @@ UNLABELED_PHOTOS = Query(
     ORDER BY u.review_created_at DESC, u.sha256
     """
 )
+# The product as the shop shows it, for the labeling view: its catalog photo, else the first
+# review photo of it a person accepted.
+PRODUCT_REFERENCE_PHOTO = Query(
+    """
+    SELECT u.sha256, u.path FROM usable_photos u JOIN labels l USING (sha256)
+    WHERE u.shop = ? AND u.product_id = ? AND l.decision = 'accept'
+    ORDER BY EXISTS (SELECT 1 FROM sources s WHERE s.sha256 = u.sha256 AND s.review_id = 'catalog') DESC,
+        l.decided_at, u.sha256
+    LIMIT 1
+    """
+)
 SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
     "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)"
@@ -128,6 +139,62 @@ LABEL_ANNOTATION = Query("SELECT annotation_id FROM labels WHERE sha256 = ?")
 SAVE_DECISION = Query(
     "UPDATE labels SET annotation_id = ?, decision = ?, reason = ?, coverage = ?, n_objects = ?, decided_at = ?, "
     "box = ?, annotator = ?, lead_time = ? WHERE sha256 = ?"
+)
+# Overlap: each person's answer, and the review of photos decided differently.
+ANSWER_SEEN = Query("SELECT annotation_id, updated_at FROM answers WHERE sha256 = ? AND annotator = ?")
+SAVE_ANSWER = Query(
+    "INSERT OR REPLACE INTO answers (sha256, annotator, annotation_id, updated_at, decision, reason, lead_time, "
+    "result) VALUES (?,?,?,?,?,?,?,?)"
+)
+# Photos whose annotators decided differently and that have no review task yet.
+UNREVIEWED_DISPUTES = Query(
+    """
+    SELECT l.sha256, l.task_id FROM labels l LEFT JOIN reviews r USING (sha256)
+    WHERE l.decision IS NULL AND r.sha256 IS NULL
+        AND (SELECT COUNT(DISTINCT a.decision) FROM answers a WHERE a.sha256 = l.sha256) > 1
+    ORDER BY l.task_id
+    """
+)
+ANSWERS_OF = Query("SELECT * FROM answers WHERE sha256 = ? ORDER BY updated_at, annotation_id")
+UNDECIDE = Query("UPDATE labels SET decision = NULL, reason = ?, decided_at = NULL WHERE sha256 = ?")
+IS_REVIEWED = Query("SELECT annotation_id FROM reviews WHERE sha256 = ? AND annotation_id IS NOT NULL")
+NOTE_REVIEW_TASK = Query("INSERT OR IGNORE INTO reviews (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")
+REVIEW_ANNOTATION = Query("SELECT annotation_id FROM reviews WHERE sha256 = ?")
+SAVE_REVIEW = Query("UPDATE reviews SET annotation_id = ?, decided_at = ? WHERE sha256 = ?")
+COUNT_REVIEWS = Query("SELECT COUNT(*) FROM reviews")
+# Every answer people gave to the rules, with the machine's verdict on its photo: each person's
+# answer where they are kept, the reviewer's decision, and decisions made before answers were kept.
+ANNOTATOR_WORK = Query(
+    """
+    SELECT a.annotator, a.decision, a.lead_time, e.coverage_verdict, e.objects_verdict
+    FROM answers a LEFT JOIN estimates e USING (sha256)
+    UNION ALL
+    SELECT l.annotator, l.decision, l.lead_time, e.coverage_verdict, e.objects_verdict
+    FROM labels l LEFT JOIN estimates e USING (sha256)
+    WHERE l.decision IS NOT NULL AND (
+        EXISTS (SELECT 1 FROM reviews r WHERE r.sha256 = l.sha256 AND r.annotation_id IS NOT NULL)
+        OR NOT EXISTS (SELECT 1 FROM answers a WHERE a.sha256 = l.sha256))
+    """
+)
+# Each person's answer beside the decision that counted, and how many people answered the photo.
+ANSWERS_AND_FINAL = Query(
+    """
+    SELECT a.annotator, a.decision, l.decision AS final, r.sha256 IS NOT NULL AS reviewed,
+        (SELECT COUNT(*) FROM answers b WHERE b.sha256 = a.sha256) AS people
+    FROM answers a JOIN labels l USING (sha256) LEFT JOIN reviews r USING (sha256)
+    WHERE l.decision IS NOT NULL
+    """
+)
+OVERLAP = Query(
+    """
+    SELECT COUNT(*) AS answered_by_two, COALESCE(SUM(kinds = 1), 0) AS agreed,
+        COALESCE(SUM(kinds > 1 AND NOT reviewed), 0) AS in_review, COALESCE(SUM(reviewed), 0) AS reviewed
+    FROM (
+        SELECT a.sha256, COUNT(DISTINCT a.decision) AS kinds,
+            EXISTS (SELECT 1 FROM reviews r WHERE r.sha256 = a.sha256 AND r.annotation_id IS NOT NULL) AS reviewed
+        FROM answers a GROUP BY a.sha256 HAVING COUNT(*) > 1
+    )
+    """
 )
 LABEL_TASKS_IN_PROJECT = Query("SELECT COUNT(*) FROM labels WHERE project_id = ?")
 ACCEPTED_SINCE = Query("SELECT COUNT(*) FROM labels WHERE decision = 'accept' AND decided_at > ?")

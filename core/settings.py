@@ -102,6 +102,10 @@ class LabelConfig:
     min_coverage: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
     # Detections under this score are not shown to annotators as pre-annotations.
     detector_min_score: Share = 0.3
+    # The share of rules tasks two annotators answer (Label Studio's overlap): their agreement is
+    # measured, and a photo they decide differently goes to the review project, whose decision counts.
+    overlap: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.1
+    review_project_title: Text = "reviewlens: disagreements to review"
 
 
 def _input_size(size: int) -> int:

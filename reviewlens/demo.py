@@ -16,23 +16,35 @@ from core.layout import Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
-from curation.labeling.shapes import CHOICE_VIEW, RULES_VIEW
+from curation.labeling.shapes import CHOICE_VIEW, rules_view
 from flows.pipeline import PipelineResult, retrain_flow
 from flows.tasks import crawl_task, dedupe_task, label_pull_task, label_push_task, labeling_report_task
-from reviewlens.demoshop.annotator import annotate_all, choose_all
+from reviewlens.demoshop.annotator import annotate_all, answer_again, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 
 # Fixed ports keep photo URLs, and so the manifest's provenance, the same from run to run.
 SHOP_PORT, IMAGE_PORT = 8700, 8701
+# The scripted annotators answer as users of their own, so their answers are not taken for a
+# person's; the second answers the tasks Label Studio asks two people for (the overlap).
+SCRIPTED_ANNOTATOR = "scripted-annotator@reviewlens.local"
+SECOND_ANNOTATOR = "scripted-second-annotator@reviewlens.local"
+ANNOTATOR_KEY = "REVIEWLENS_ANNOTATOR_API_KEY"  # their tokens; without them, the admin answers
+SECOND_ANNOTATOR_KEY = "REVIEWLENS_SECOND_ANNOTATOR_API_KEY"
 
 
 @task
 def scripted_annotator_task(label: LabelConfig, data_dir: str, shop_dir: str) -> int:
     """Answers every open task of both projects from the demo shop's ground truth."""
-    client, shop, store = connect(), Path(shop_dir), Layout(Path(data_dir)).store_dir
-    answered = annotate_all(client, client.ensure_project(label.project_title, store, RULES_VIEW), shop)
+    client, shop, store = (
+        connect(api_key=os.environ.get(ANNOTATOR_KEY)),
+        Path(shop_dir),
+        Layout(Path(data_dir)).store_dir,
+    )
+    rules = client.ensure_project(label.project_title, store, rules_view(label.min_coverage))
+    answered = annotate_all(client, rules, shop)
+    answered += answer_again(connect(api_key=os.environ.get(SECOND_ANNOTATOR_KEY)), rules, shop)
     chosen = choose_all(client, client.ensure_project(label.choice_project_title, store, CHOICE_VIEW), shop)
     get_run_logger().info("scripted annotator answered %d rule tasks and %d product choices", answered, chosen)
     return answered + chosen
@@ -83,6 +95,8 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
             "LABEL_STUDIO_URL": server.url,
             "LABEL_STUDIO_API_KEY": creds.token,
             "LOCAL_FILES_DOCUMENT_ROOT": str(data_dir),
+            ANNOTATOR_KEY: server.person(SCRIPTED_ANNOTATOR).token,
+            SECOND_ANNOTATOR_KEY: server.person(SECOND_ANNOTATOR).token,
         }
     )
     with DemoShop(shop_dir, port=SHOP_PORT, image_port=IMAGE_PORT) as shop:

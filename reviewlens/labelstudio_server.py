@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -79,6 +80,30 @@ class LabelStudioServer:
         with os.fdopen(fd, "w") as f:
             json.dump(creds.__dict__, f)
         return creds
+
+    def person(self, email: str) -> Credentials:
+        """A login and token of one more user of the server's organisation (an annotator), made
+        on first use by signing up as a person does and kept beside the admin's (mode 600).
+        Answers given with the token are that user's, not the admin's."""
+        path = self.home / "people.json"
+        people = json.loads(path.read_text()) if path.exists() else {}
+        if email in people:
+            return Credentials(**people[email])
+        password = secrets.token_urlsafe(12)
+        with requests.Session() as browser:
+            page = browser.get(f"{self.url}/user/signup/", timeout=30)
+            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+            form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf.group(1) if csrf else ""}
+            signed = browser.post(f"{self.url}/user/signup/", data=form, timeout=30, allow_redirects=False,
+                                  headers={"Referer": f"{self.url}/user/signup/"})  # fmt: skip
+            token = browser.get(f"{self.url}/api/current-user/token", timeout=30)
+        if signed.status_code != 302 or not token.ok:
+            raise ServerError(f"Label Studio at {self.url} did not sign up {email} (answered {signed.status_code})")
+        people[email] = Credentials(email, password, str(token.json()["token"])).__dict__
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(people, f)
+        return Credentials(**people[email])
 
     def answers(self) -> bool:
         """Whether anything answers Label Studio's health check at the address."""

@@ -35,6 +35,8 @@ from core.boxes import parse_box
 from core.layout import Layout
 from core.manifest import Manifest
 from core.photos import photo_path
+from curation.labeling.machine_note import estimate_lines
+from curation.labeling.report import VerdictAgreement, verdict_records
 from curation.labeling.shapes import box_region, note_region, objects_region
 from curation.preannotate.estimates import photo_verdict, queue_score
 from training.bundle import Ensemble
@@ -90,20 +92,9 @@ class Verdicts:
     def verdict(self) -> str:
         return photo_verdict(self.coverage_verdict, self.objects_verdict)
 
-    def words(self, min_coverage: float) -> list[str]:
-        verdict = self.verdict
-        found = (
-            "no product found: draw its box"
-            if self.coverage is None
-            else f"its box covers {self.coverage:.0%} of the photo; the rule asks at least {min_coverage:.0%}"
-        )
-        count = "none found" if self.n_objects == 0 else "one" if self.n_objects == 1 else f"{self.n_objects}"
-        return [
-            f"Machine verdict: {verdict.upper()} (confidence {self.confidence:.2f}). "
-            "Your box and your choice decide, not this.",
-            f"Coverage: {found} -> {self.coverage_verdict}.",
-            f"Products in the photo: {count} -> {self.objects_verdict}.",
-        ]
+    def words(self, min_coverage: float, records: dict[str, VerdictAgreement]) -> list[str]:
+        return estimate_lines(self.coverage, self.n_objects, self.coverage_verdict, self.objects_verdict,
+                              min_coverage, records.get(self.verdict))  # fmt: skip
 
 
 def model_words(ensemble: Ensemble | None, photos: list[Path], claimed: list[str]) -> list[list[str]]:
@@ -142,7 +133,9 @@ def look_up(manifest: Manifest, layout: Layout, sha256: str) -> Found:
     return Found(None if known is None else photo_path(layout, sha256, known["path"]), None)
 
 
-def answer(found: Found, said: list[str], min_coverage: float, version: str) -> dict[str, Any]:
+def answer(
+    found: Found, said: list[str], min_coverage: float, version: str, records: dict[str, VerdictAgreement]
+) -> dict[str, Any]:
     """One task's prediction in Label Studio's shape, from its photo's estimate and the model's words."""
     if found.path is None:
         return {"result": [note_region(["This photo is not in reviewlens' manifest."])], "score": 0.0,
@@ -154,7 +147,7 @@ def answer(found: Found, said: list[str], min_coverage: float, version: str) -> 
         if estimate.box:
             result.append(box_region(parse_box(estimate.box), estimate.confidence))
             result.append(objects_region(estimate.n_objects))
-        lines += estimate.words(min_coverage)
+        lines += estimate.words(min_coverage, records)
     result.append(note_region(lines + said))
     score = queue_score(estimate.verdict, estimate.confidence) if estimate else 0.0
     return {"result": result, "score": score, "model_version": version}
@@ -171,9 +164,10 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
             version = ensemble.version if ensemble is not None else NO_MODEL
             data = [t.get("data") or {} for t in tasks]
             found = [look_up(manifest, layout, str(d.get("sha256") or "")) for d in data]
+            records = verdict_records(manifest)
             known = [(f.path, str(d.get("product") or "")) for f, d in zip(found, data, strict=True) if f.path]
             words = iter(model_words(ensemble, [path for path, _ in known], [product for _, product in known]))
-            results = [answer(f, next(words) if f.path else [], min_coverage, version) for f in found]
+            results = [answer(f, next(words) if f.path else [], min_coverage, version, records) for f in found]
         log.info("predicted %d tasks with model %s", len(tasks), version)
         return {"results": results, "model_version": version}
 

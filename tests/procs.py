@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -86,3 +87,48 @@ def ml_backend(data_dir: Path, log: Path, env: dict[str, str] | None = None) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+@contextmanager
+def prefect_server(home: Path, **settings: str) -> Iterator[dict[str, str]]:
+    """`prefect server start` of its own in `home`, with a process work pool "reviewlens" and every
+    deployment of prefect.yaml; yields the environment that points at it. `settings` add to it."""
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        **settings,
+    }
+    with (home / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        subprocess.run(
+            [PREFECT, "work-pool", "create", "reviewlens", "--type", "process"],
+            env=env, check=True, cwd=ROOT, capture_output=True,
+        )  # fmt: skip
+        subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=env, check=True, cwd=ROOT, capture_output=True)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(30)

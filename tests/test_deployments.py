@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,56 +16,22 @@ from core.layout import Layout
 from core.manifest import Manifest
 from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config, free_port
+from tests.conftest import crawl_config
 from tests.db import count
-from tests.procs import ml_backend
+from tests.procs import PREFECT, ml_backend, prefect_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A `prefect server start` of the test's own, and the environment that points at it."""
-    port = free_port()
+    # Schedules are registered and checked, but no run is created from them: the worker below
+    # must run only the flow run the test asks for.
     home = tmp_path_factory.mktemp("prefect-server")
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        # Schedules are registered and checked, but no run is created from them: the worker
-        # below must run only the flow run the test asks for.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-    }
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-        subprocess.run(
-            [PREFECT, "work-pool", "create", "reviewlens", "--type", "process"], env=env, check=True, cwd=ROOT
-        )
-        subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=env, check=True, cwd=ROOT, capture_output=True)
+    with prefect_server(home, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as env:
         yield env
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 def _api(env: dict[str, str], path: str, body: dict[str, object] | None = None) -> object:

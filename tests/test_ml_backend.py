@@ -99,7 +99,8 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
     assert (box["x"], box["y"]) == (pytest.approx(100 * left), pytest.approx(100 * top))
     assert (box["width"], box["height"]) == (pytest.approx(100 * (right - left)), pytest.approx(100 * (bottom - top)))
     note = next(r for r in result if r["from_name"] == MACHINE_NOTE)["value"]["text"]
-    assert note[0].startswith("Machine verdict: ") and "Your box and your choice decide" in note[0]
+    # The verdict and what it doubts, or its record with people: none yet, as no person decided.
+    assert note[0].startswith("Machine: ") and ("you decide" in note[0] or "no person has checked" in note[0])
     assert any(line.startswith("Coverage: its box covers ") for line in note)
     said = next(line for line in note if line.startswith(f"Model {production}: 1. "))
     named = re.findall(r"\d\. (.+?) \((0\.\d\d|1\.00)\)", said)

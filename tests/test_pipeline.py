@@ -20,7 +20,7 @@ from curation.labeling.client import LabelStudioError, connect
 from curation.labeling.sync import push
 from curation.preannotate.colocalise import LOCALISER_VERSION
 from flows.pipeline import pipeline_flow
-from reviewlens.demo import demo_flow
+from reviewlens.demo import ANNOTATOR_KEY, SCRIPTED_ANNOTATOR, SECOND_ANNOTATOR, SECOND_ANNOTATOR_KEY, demo_flow
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
@@ -36,8 +36,13 @@ pytestmark = pytest.mark.integration
 TRAIN = {"members": ["efficientnet_lite0", "efficientnet_lite1"], "epochs": 1, "image_size": 96, "batch_size": 16}
 
 
-def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout) -> None:
+def test_pipeline_end_to_end(
+    label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
     label = LabelConfig(project_title=f"pipeline {layout.data_dir.name}")
+    # The scripted annotator answers as a user of its own, as the demo runs it.
+    monkeypatch.setenv(ANNOTATOR_KEY, label_studio.person(SCRIPTED_ANNOTATOR).token)
+    monkeypatch.setenv(SECOND_ANNOTATOR_KEY, label_studio.person(SECOND_ANNOTATOR).token)
     train = from_mapping(TrainConfig, TRAIN)
     result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
     truth = load_truth(shop_dir)
@@ -64,9 +69,12 @@ def test_pipeline_end_to_end(label_studio: LabelStudioServer, shop: DemoShop, sh
     # Who answered and how long it took, as Label Studio measured it; the flow reported it all.
     with Manifest(layout.manifest_path) as m:
         answered = m.conn.execute("SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
-    assert [tuple(a) for a in answered] == [(label_studio.credentials().username, 1.0)]
+    assert {tuple(a) for a in answered} == {(SCRIPTED_ANNOTATOR, 1.0), (SECOND_ANNOTATOR, 1.0)}
     labeling = (layout.data_dir / "reports" / "labeling.md").read_text()
     assert f"| decided | {len(rows)} |" in labeling and "| in train (newest training) |" in labeling
+    # A tenth of the tasks went to both scripted annotators, who answer alike.
+    overlap = json.loads((layout.data_dir / "reports" / "labeling.json").read_text())["overlap"]
+    assert overlap["answered_by_two"] > 0 and overlap["agreed"] == overlap["answered_by_two"]
     # The pull keeps the box the person drew around the one product (as fractions of the frame).
     with Manifest(layout.manifest_path) as m:
         boxes = m.conn.execute(

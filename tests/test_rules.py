@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,21 @@ from PIL import Image
 from core.layout import Layout
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient, LabelStudioError
+from curation.labeling.machine_note import doubt, estimate_lines
+from curation.labeling.report import VerdictAgreement
 from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.rules import decide
-from curation.labeling.shapes import NONE_OF_THESE, SEVERAL, chosen_product
+from curation.labeling.shapes import (
+    MACHINE_NOTE,
+    NONE_OF_THESE,
+    OBJECTS,
+    PRODUCT_BOX,
+    REJECT_REASON,
+    REJECT_REASONS,
+    SEVERAL,
+    chosen_product,
+    rules_view,
+)
 from curation.labeling.sync import push
 from curation.preannotate.estimates import estimate, queue_score
 from models.coco_detector import Detection, Detector
@@ -28,8 +41,8 @@ def _box(w: float, h: float) -> dict:
     }
 
 
-def _choice(value: str) -> dict:
-    return {"type": "choices", "value": {"choices": [value]}}
+def _choice(value: str, control: str = OBJECTS) -> dict:
+    return {"from_name": control, "type": "choices", "value": {"choices": [value]}}
 
 
 def test_one_large_product_is_accepted() -> None:
@@ -45,6 +58,35 @@ def test_small_product_is_rejected_with_its_coverage() -> None:
 def test_several_products_by_choice_or_by_boxes() -> None:
     assert decide([_box(90, 90), _choice(SEVERAL)], False, 0.5).reason == "2 products in the photo"
     assert decide([_box(90, 90), _box(10, 10), _choice("one product")], False, 0.5).n_objects == 2
+
+
+def test_a_reason_the_person_chose_rejects_whatever_the_box() -> None:
+    chosen = _choice(REJECT_REASONS[0], REJECT_REASON)
+    d = decide([_box(80, 70), _choice("one product"), chosen], False, 0.5)
+    assert (d.decision, d.reason, d.coverage, d.box) == ("reject", f"annotator: {REJECT_REASONS[0]}", 0.56, None)
+    # The reasons' choices are not read as the product count.
+    assert decide([_box(80, 70), _choice("one product")], False, 0.5).decision == "accept"
+
+
+def test_the_view_names_its_rules_and_keys_and_every_control_the_rules_read() -> None:
+    view = rules_view(0.4)
+    assert "at least 40% of the photo" in view and "Ctrl+Enter" in view
+    for control in (PRODUCT_BOX, OBJECTS, REJECT_REASON, MACHINE_NOTE):
+        assert f'name="{control}"' in view
+    keys = [int(k) for k in re.findall(r'<Choice value="[^"]+" hotkey="(\d)"', view)]
+    assert keys == list(range(1, 3 + len(REJECT_REASONS)))  # one key each, none shared
+
+
+def test_the_machines_note_tells_its_doubt_or_its_record_with_people() -> None:
+    unsure = estimate_lines(0.47, 2, "unsure", "unsure", 0.5)
+    assert unsure[0] == "Machine: UNSURE, it doubts the box's coverage and the product count: you decide."
+    assert "covers 47% (at least 50% asked)" in unsure[1] and "Products: 2, unsure" in unsure[1]
+    record = VerdictAgreement("pass", decided=40, accepted=38)
+    assert estimate_lines(0.8, 1, "pass", "pass", 0.5, record)[0] == (
+        "Machine: PASS; people agreed with its PASS on 95% of 40 photos so far."
+    )
+    assert "no person has checked its FAIL" in estimate_lines(0.2, 1, "fail", "pass", 0.5)[0]
+    assert doubt("pass", "unsure") == "the product count"
 
 
 def test_missing_box_and_skipped_task_are_rejected() -> None:

@@ -41,6 +41,26 @@ class Completed:
     lead_time: float | None = None  # seconds spent on it, as Label Studio measured them
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One person's latest annotation of a task."""
+
+    annotation_id: int
+    annotator: str  # by e-mail
+    result: list[dict[str, Any]]
+    cancelled: bool
+    lead_time: float | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AnsweredTask:
+    task_id: int
+    data: dict[str, Any]
+    overlap: int  # how many people the task asks for
+    answers: list[Answer]  # one per annotator, the latest of theirs; oldest first
+
+
 def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioClient:
     """Returns a client for the server named by the arguments or the environment, checked to answer."""
     url = (url or os.environ.get("LABEL_STUDIO_URL") or DEFAULT_URL).rstrip("/")
@@ -98,6 +118,9 @@ class LabelStudioClient:
             found = self._project_titled(title)
             if found is not None:
                 project_id = found
+                # A project made by an older reviewlens gets the current view; its controls only grow.
+                if self.sdk.projects.get(id=project_id).label_config != label_config:
+                    self.sdk.projects.update(id=project_id, label_config=label_config)
             else:
                 project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
                 project_id = int(project.id)  # type: ignore[arg-type]
@@ -116,6 +139,14 @@ class LabelStudioClient:
                         f"LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT above that path ({exc.body})"
                     ) from exc
             return project_id
+
+    def ensure_tabs(self, project_id: int, tabs: list[dict[str, Any]]) -> None:
+        """Adds the data manager tabs the project lacks, by title; a tab a person changed is kept."""
+        with self._asking("setting up the data manager's tabs"):
+            titles = {(v.data or {}).get("title") for v in self.sdk.views.list(project=project_id)}
+            for tab in tabs:
+                if tab["title"] not in titles:
+                    self.sdk.views.create(project=project_id, data=tab)
 
     def task_ids_by_key(self, project_id: int, key: str) -> dict[str, int]:
         """Returns {task.data[key]: task id} for the project's tasks."""
@@ -137,25 +168,44 @@ class LabelStudioClient:
         """{user id: e-mail} of the server's users."""
         return {int(u.id): str(u.email or u.username or u.id) for u in self.sdk.users.list()}
 
-    def completed(self, project_id: int) -> Iterator[Completed]:
-        """Yields each annotated task with its latest annotation."""
+    def answered(self, project_id: int) -> Iterator[AnsweredTask]:
+        """Yields each annotated task with every annotator's latest answer."""
         with self._asking("reading answers"):
             users = self._users()
             for task in cast(
                 Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
             ):
-                annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
-                if not annotations:
-                    continue
-                latest = max(annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
-                yield Completed(
-                    task_id=int(task.id),
-                    data=dict(task.data or {}),
-                    annotation_id=int(latest["id"]),
-                    result=list(latest.get("result") or []),
-                    cancelled=bool(latest.get("was_cancelled")),
-                    annotator=_user(latest.get("completed_by"), users),
-                    lead_time=latest.get("lead_time"),
+                latest: dict[str, Answer] = {}
+                for a in sorted((_as_dict(a) for a in task.annotations or []), key=_when):
+                    who = _user(a.get("completed_by"), users)
+                    latest[who] = Answer(int(a["id"]), who, list(a.get("result") or []), bool(a.get("was_cancelled")),
+                                         a.get("lead_time"), str(a.get("updated_at") or ""))  # fmt: skip
+                if latest:
+                    answers = sorted(latest.values(), key=lambda a: (a.updated_at, a.annotation_id))
+                    yield AnsweredTask(int(task.id), dict(task.data or {}), int(task.overlap or 1), answers)
+
+    def completed(self, project_id: int) -> Iterator[Completed]:
+        """Yields each annotated task with its latest annotation."""
+        for task in self.answered(project_id):
+            last = task.answers[-1]
+            yield Completed(task.task_id, task.data, last.annotation_id, last.result, last.cancelled,
+                            last.annotator, last.lead_time)  # fmt: skip
+
+    def short_of_answers(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yields (task id, task data) of tasks answered by fewer people than their overlap asks."""
+        with self._asking("listing tasks that ask for another answer"):
+            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
+                if 0 < len(task.annotations or []) < int(task.overlap or 1):
+                    yield int(task.id), dict(task.data or {})
+
+    def set_overlap(self, project_id: int, share: float) -> None:
+        """Asks two annotators for `share` of the project's tasks (Label Studio picks which)."""
+        with self._asking("setting the overlap"):
+            wanted = (2, round(100 * share)) if share > 0 else (1, 100)
+            project = self.sdk.projects.get(id=project_id)
+            if (project.maximum_annotations, project.overlap_cohort_percentage) != wanted:
+                self.sdk.projects.update(
+                    id=project_id, maximum_annotations=wanted[0], overlap_cohort_percentage=wanted[1]
                 )
 
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -224,8 +274,20 @@ class LabelStudioClient:
         with self._asking("opening a task"):
             return self.sdk.tasks.get(id=str(task_id)).model_dump()
 
+    def task_data(self, task_id: int) -> dict[str, Any]:
+        with self._asking("reading a task"):
+            return dict(self.sdk.tasks.get(id=str(task_id)).data or {})
+
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
+
+
+def _as_dict(annotation: Any) -> dict[str, Any]:
+    return annotation if isinstance(annotation, dict) else cast(dict[str, Any], annotation.model_dump())
+
+
+def _when(annotation: dict[str, Any]) -> tuple[str, int]:
+    return str(annotation.get("updated_at") or ""), int(annotation["id"])
 
 
 def _user(completed_by: Any, users: dict[int, str]) -> str:

@@ -18,7 +18,15 @@ from typing import Any
 
 from core.layout import Layout
 from core.manifest import Manifest
-from core.queries import DECIDED_WITH_ESTIMATES, FUNNEL, REJECTED_BY_REASON, SPLITS
+from core.queries import (
+    ANNOTATOR_WORK,
+    ANSWERS_AND_FINAL,
+    DECIDED_WITH_ESTIMATES,
+    FUNNEL,
+    OVERLAP,
+    REJECTED_BY_REASON,
+    SPLITS,
+)
 from curation.preannotate.estimates import photo_verdict
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -66,10 +74,30 @@ class AnnotatorStats:
     median_seconds: float | None = None
     sure_seen: int = 0  # their tasks where the machine was sure
     sure_agreed: int = 0
+    compared: int = 0  # their answers on photos another person answered too
+    agreed_final: int = 0  # of those, the ones that match the decision that counted
 
     @property
     def agreement_with_machine(self) -> float | None:
         return self.sure_agreed / self.sure_seen if self.sure_seen else None
+
+    @property
+    def agreement_with_final(self) -> float | None:
+        return self.agreed_final / self.compared if self.compared else None
+
+
+@dataclass
+class Overlap:
+    """Photos two annotators answered, and what became of them."""
+
+    answered_by_two: int = 0  # both answers in
+    agreed: int = 0
+    in_review: int = 0  # decided differently, the reviewer has not answered yet
+    reviewed: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.answered_by_two if self.answered_by_two else None
 
 
 @dataclass
@@ -79,6 +107,7 @@ class LabelingReport:
     splits: dict[str, int]
     verdicts: list[VerdictAgreement] = field(default_factory=list)
     annotators: list[AnnotatorStats] = field(default_factory=list)
+    overlap: Overlap = field(default_factory=Overlap)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +115,15 @@ class LabelingReport:
             "rejected_by_reason": self.rejected_by_reason,
             "splits": self.splits,
             "verdicts": [{**asdict(v), "agreement": v.agreement} for v in self.verdicts],
-            "annotators": [{**asdict(a), "agreement_with_machine": a.agreement_with_machine} for a in self.annotators],
+            "annotators": [
+                {
+                    **asdict(a),
+                    "agreement_with_machine": a.agreement_with_machine,
+                    "agreement_with_final": a.agreement_with_final,
+                }
+                for a in self.annotators
+            ],
+            "overlap": {**asdict(self.overlap), "agreement": self.overlap.agreement},
         }
 
     def markdown(self) -> str:
@@ -109,16 +146,43 @@ class LabelingReport:
         for v in self.verdicts:
             shown = "-" if v.agreement is None else f"{v.agreement:.1%}"
             lines.append(f"| {v.verdict} | {v.decided} | {v.accepted} | {shown} |")
+        o = self.overlap
+        lines += ["", "## Two annotators on one photo", ""]
+        lines += [
+            "Which decision counts: a photo one person is asked for, theirs; a photo two are asked for, "
+            "theirs once both answered and agree; where they differ, the reviewer's.",
+            "",
+            f"Answered by two: {o.answered_by_two}; agreed: {o.agreed}"
+            + ("" if o.agreement is None else f" ({o.agreement:.1%})")
+            + f"; in review: {o.in_review}; reviewed: {o.reviewed}.",
+        ]
         lines += ["", "## Annotators", ""]
         lines += [
-            "| annotator | tasks | accepted | median seconds per task | agreement with the machine where it was sure |",
-            "|---|---|---|---|---|",
+            "| annotator | tasks | accepted | median seconds per task | agreement with the machine where it was sure "
+            "| agreement with the decision that counted, where another person answered too |",
+            "|---|---|---|---|---|---|",
         ]
         for a in self.annotators:
             seconds = "-" if a.median_seconds is None else f"{a.median_seconds:.1f}"
             agreed = "-" if a.agreement_with_machine is None else f"{a.agreement_with_machine:.1%} of {a.sure_seen}"
-            lines.append(f"| {a.annotator} | {a.tasks} | {a.accepted} | {seconds} | {agreed} |")
+            final = "-" if a.agreement_with_final is None else f"{a.agreement_with_final:.1%} of {a.compared}"
+            lines.append(f"| {a.annotator} | {a.tasks} | {a.accepted} | {seconds} | {agreed} | {final} |")
         return "\n".join(lines) + "\n"
+
+
+def _verdict_of(row: Any) -> str:
+    return photo_verdict(row["coverage_verdict"], row["objects_verdict"]) if row["coverage_verdict"] else NO_ESTIMATE
+
+
+def verdict_records(manifest: Manifest) -> dict[str, VerdictAgreement]:
+    """How people decided the photos of each machine verdict so far, by verdict."""
+    records = {v: VerdictAgreement(v) for v in ("pass", "fail", "unsure")}
+    for r in manifest.rows(DECIDED_WITH_ESTIMATES):
+        record = records.get(_verdict_of(r))
+        if record is not None and r["annotator"]:  # a person's decision, not an import's
+            record.decided += 1
+            record.accepted += r["decision"] == "accept"
+    return records
 
 
 def labeling_report(layout: Layout) -> LabelingReport:
@@ -137,12 +201,11 @@ def labeling_report(layout: Layout) -> LabelingReport:
         people: dict[str, AnnotatorStats] = {}
         seconds: dict[str, list[float]] = {}
         for r in manifest.rows(DECIDED_WITH_ESTIMATES):
-            verdict = (
-                photo_verdict(r["coverage_verdict"], r["objects_verdict"]) if r["coverage_verdict"] else NO_ESTIMATE
-            )
+            verdicts[_verdict_of(r)].decided += 1
+            verdicts[_verdict_of(r)].accepted += r["decision"] == "accept"
+        for r in manifest.rows(ANNOTATOR_WORK):
+            verdict = _verdict_of(r)
             accepted = r["decision"] == "accept"
-            verdicts[verdict].decided += 1
-            verdicts[verdict].accepted += accepted
             who = r["annotator"] or NOT_RECORDED
             stats = people.setdefault(who, AnnotatorStats(who))
             stats.tasks += 1
@@ -152,12 +215,23 @@ def labeling_report(layout: Layout) -> LabelingReport:
             if verdict in AGREES:
                 stats.sure_seen += 1
                 stats.sure_agreed += AGREES[verdict] == r["decision"]
+        for r in manifest.rows(ANSWERS_AND_FINAL):
+            if r["people"] > 1 and r["annotator"] in people:
+                people[r["annotator"]].compared += 1
+                people[r["annotator"]].agreed_final += r["decision"] == r["final"]
+        report.overlap = overlap_of(manifest)
     for who, spent in seconds.items():
         people[who].median_seconds = statistics.median(spent)
     report.verdicts = [v for v in verdicts.values() if v.verdict != NO_ESTIMATE or v.decided]
     report.rejected_by_reason = dict(sorted(report.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
     report.annotators = sorted(people.values(), key=lambda a: (-a.tasks, a.annotator))
     return report
+
+
+def overlap_of(manifest: Manifest) -> Overlap:
+    row = manifest.row(OVERLAP)
+    assert row is not None
+    return Overlap(int(row["answered_by_two"]), int(row["agreed"]), int(row["in_review"]), int(row["reviewed"]))
 
 
 def write_report(layout: Layout, report: LabelingReport) -> Path:

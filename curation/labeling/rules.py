@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.boxes import Box
-from curation.labeling.shapes import SEVERAL, box_coverage, box_of, boxes_in, choices_in
+from curation.labeling.shapes import OBJECTS, REJECT_REASON, SEVERAL, box_coverage, box_of, boxes_in, choices_in
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,18 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
     """Applies the rules to one Label Studio annotation result.
 
     Rules: exactly one product in the photo (one box, and not marked "several products"),
-    and that product's box covers at least `min_coverage` of the photo.
+    and that product's box covers at least `min_coverage` of the photo. A reason to reject the
+    person chose (the wrong product, hidden, not a photo of it) rejects it whatever the box.
     """
     if cancelled:
         return Decision("reject", "skipped by the annotator", None, 0)
     boxes = boxes_in(result)
-    several = SEVERAL in choices_in(result)
+    several = SEVERAL in choices_in(result, OBJECTS)
     n_objects = max(len(boxes), 2 if several else min(1, len(boxes)))
+    chosen_reason = choices_in(result, REJECT_REASON)
+    if chosen_reason:
+        coverage = box_coverage(boxes[0]) if boxes else None
+        return Decision("reject", f"annotator: {chosen_reason[0]}", coverage, n_objects)
     if not boxes:
         return Decision("reject", "no product box drawn", None, n_objects)
     coverage = box_coverage(boxes[0])

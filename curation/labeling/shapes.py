@@ -21,21 +21,58 @@ PRODUCT_CHOICE = "product_id"
 MACHINE_NOTE = "machine"  # what the machine found, in words: never read back as a decision
 NONE_OF_THESE = "none of these"
 
-# The labeling view: a box around the product (its coverage follows from the box) and a choice
-# for the second rule. $product shows the product the review was posted under.
-RULES_VIEW = f"""<View>
-  <Header value="Draw one box around the product: $product"/>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="{PRODUCT_BOX}" toName="image" strokeWidth="3">
-    <Label value="product" background="#e6194b"/>
-  </RectangleLabels>
-  <Choices name="{OBJECTS}" toName="image" choice="single" showInline="true" required="true">
-    <Choice value="{ONE}"/>
-    <Choice value="{SEVERAL}"/>
-  </Choices>
-  <TextArea name="{MACHINE_NOTE}" toName="image" editable="false" rows="4"
-            placeholder="What the machine found appears here when the model in production answers"/>
+# Reasons a person may reject a photo for beyond the two rules; hotkeys 3.. in the view.
+REJECT_REASON = "reject_reason"
+REJECT_REASONS = (
+    "not the product named",
+    "product cut off or hidden",
+    "not a photo of the product",
+    "too blurred or dark",
+)
+FIRST_REASON_KEY = 3
+
+
+def rules_view(min_coverage: float, header: str = "Review photo posted under") -> str:
+    """The labeling view of the two rules: the review photo on the left; on the right the rules
+    and their hotkeys, the product as the shop shows it ($product_photo: its catalog photo or a
+    photo a person accepted), the choices, and the machine's findings in words."""
+    keyed = enumerate(REJECT_REASONS, start=FIRST_REASON_KEY)
+    reasons = "\n".join(f'      <Choice value="{reason}" hotkey="{n}"/>' for n, reason in keyed)
+    last_key = FIRST_REASON_KEY + len(REJECT_REASONS) - 1
+    rules = (
+        f"Rules: the box you draw decides: the product must cover at least {min_coverage:.0%} of the photo "
+        "(B, then drag; the machine's box is a start). One product only: 1 one, 2 several. "
+        f"Another reason to reject: {FIRST_REASON_KEY}-{last_key}. Submit: Ctrl+Enter."
+    )
+    return f"""<View>
+  <View style="display:flex; gap:12px; align-items:flex-start">
+    <View style="flex:3; min-width:0">
+      <Header value="{header}: $product" size="5"/>
+      <Image name="image" value="$image" zoom="true" maxHeight="75vh"/>
+    </View>
+    <View style="flex:1; min-width:120px">
+      <Header value="The product as sold" size="6"/>
+      <Image name="product_photo" value="$product_photo"/>
+    </View>
+    <View style="flex:2; min-width:280px">
+      <Text name="rules" value="{rules}"/>
+      <TextArea name="{MACHINE_NOTE}" toName="image" editable="false" rows="1" maxSubmissions="1"
+                placeholder="What the machine found appears here"/>
+      <RectangleLabels name="{PRODUCT_BOX}" toName="image" strokeWidth="3">
+        <Label value="product" background="#e6194b" hotkey="b"/>
+      </RectangleLabels>
+      <Choices name="{OBJECTS}" toName="image" choice="single" showInline="true" required="true">
+        <Choice value="{ONE}" hotkey="1"/>
+        <Choice value="{SEVERAL}" hotkey="2"/>
+      </Choices>
+      <Header value="Reject for another reason (optional)" size="6"/>
+      <Choices name="{REJECT_REASON}" toName="image" choice="single">
+{reasons}
+      </Choices>
+    </View>
+  </View>
 </View>"""
+
 
 # The second view: a photo posted under several products, and which of them it shows. The
 # choices come from each task's $candidates, so one project serves every such photo.
@@ -44,6 +81,35 @@ CHOICE_VIEW = f"""<View>
   <Image name="image" value="$image" zoom="true"/>
   <Choices name="{PRODUCT_CHOICE}" toName="image" value="$candidates" choice="single" required="true"/>
 </View>"""
+
+
+# The data manager's columns a person does not sort or filter by: hidden in reviewlens' tabs.
+HIDDEN_COLUMNS = [
+    "tasks:inner_id", "tasks:annotations_results", "tasks:annotations_ids", "tasks:predictions_results",
+    "tasks:predictions_model_versions", "tasks:file_upload", "tasks:storage_filename", "tasks:created_at",
+    "tasks:updated_at", "tasks:updated_by", "tasks:draft_exists", "tasks:cancelled_annotations",
+    "tasks:total_predictions", "tasks:data.product_photo", "tasks:data.product_id", "tasks:data.product_url",
+    "tasks:data.photo_url", "tasks:data.sha256",
+]  # fmt: skip
+VERDICTS = ("unsure", "pass", "fail")
+
+
+def verdict_tabs() -> list[dict[str, Any]]:
+    """The data manager's tabs of the rules project: every task, then one per machine verdict, each
+    with the least sure first (the prediction's score) and the useful columns alone."""
+
+    def tab(title: str, verdict: str | None) -> dict[str, Any]:
+        items = [
+            {"filter": "filter:tasks:data.machine_verdict", "operator": "equal", "type": "String", "value": verdict}
+        ]
+        return {
+            "title": title,
+            "ordering": ["tasks:predictions_score"],
+            "hiddenColumns": {"explore": HIDDEN_COLUMNS, "labeling": HIDDEN_COLUMNS},
+            "filters": {"conjunction": "and", "items": items if verdict else []},
+        }
+
+    return [tab("All, hardest first", None)] + [tab(f"Machine: {v}", v) for v in VERDICTS]
 
 
 def image_ref(photo: Path, document_root: Path) -> str:
@@ -98,16 +164,28 @@ def prediction(boxes: list[tuple[Box, float]], n_objects: int, model_version: st
     return {"model_version": model_version, "score": score, "result": result}
 
 
-def rules_task(image: str, sha256: str, product: dict[str, str], photo_url: str, verdict: str) -> dict[str, Any]:
-    """A task of the rules project; `product` holds the product's id, name and url."""
+def rules_task(
+    image: str,
+    sha256: str,
+    product: dict[str, str],
+    photo_url: str,
+    verdict: str,
+    doubt: str = "",
+    product_photo: str = "",
+) -> dict[str, Any]:
+    """A task of the rules project; `product` holds the product's id, name and url, `doubt` what an
+    unsure machine doubts, `product_photo` the product as the shop shows it ("" when none is known).
+    The data manager shows the fields in this order: the ones a person sorts and filters by first."""
     return {
         "image": image,
-        "sha256": sha256,
         "product": product["name"],
+        "machine_verdict": verdict,
+        "machine_doubt": doubt,
+        "product_photo": product_photo,
         "product_id": product["product_id"],
         "product_url": product["url"],
         "photo_url": photo_url,
-        "machine_verdict": verdict,
+        "sha256": sha256,
     }
 
 

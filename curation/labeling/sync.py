@@ -17,8 +17,9 @@ from core.manifest import Manifest
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.product_choice import pull_choices, push_choices
+from curation.labeling.review import pull_reviews, push_reviews
 from curation.labeling.rule_tasks import pull_rules, push_rules
-from curation.labeling.shapes import RULES_VIEW
+from curation.labeling.shapes import rules_view, verdict_tabs
 from curation.preannotate.colocalise import CoLocaliser
 from models.coco_detector import Detector
 
@@ -46,11 +47,16 @@ class PullSummary:
     rejected: int = 0
     unchanged: int = 0
     chosen: int = 0  # new answers on which product a photo shows
+    waiting: int = 0  # tasks asked of two people, answered by one so far
+    disputed: int = 0  # photos its two annotators decided differently, sent to review
+    reviewed: int = 0  # reviewers' decisions among the new decisions
 
     def __str__(self) -> str:
         return (
-            f"{self.decided} new decisions ({self.accepted} accepted, {self.rejected} rejected), "
-            f"{self.unchanged} unchanged, project {self.project_id}; {self.chosen} products chosen"
+            f"{self.decided} new decisions ({self.accepted} accepted, {self.rejected} rejected; "
+            f"{self.reviewed} by review), {self.unchanged} unchanged, project {self.project_id}; "
+            f"{self.waiting} waiting for a second annotator, {self.disputed} disagreements sent to review; "
+            f"{self.chosen} products chosen"
         )
 
 
@@ -68,7 +74,9 @@ def push(
 ) -> PushSummary:
     """Creates the tasks of both projects that are missing; returns counts."""
     root = document_root(layout)
-    project_id = client.ensure_project(config.project_title, layout.store_dir, RULES_VIEW)
+    project_id = client.ensure_project(config.project_title, layout.store_dir, rules_view(config.min_coverage))
+    client.ensure_tabs(project_id, verdict_tabs())
+    client.set_overlap(project_id, config.overlap)
     summary = PushSummary(project_id, project_url=client.project_url(project_id))
     summary.choices = push_choices(config, layout, client, root)
     summary.pushed = push_rules(
@@ -87,10 +95,15 @@ def push(
 
 def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> PullSummary:
     """Records the products chosen and the rule decisions made since the last pull."""
-    project_id = client.ensure_project(config.project_title, layout.store_dir, RULES_VIEW)
+    project_id = client.ensure_project(config.project_title, layout.store_dir, rules_view(config.min_coverage))
     summary = PullSummary(project_id)
     summary.chosen = pull_choices(config, layout, client)
-    decisions, summary.unchanged = pull_rules(config, layout, client, project_id)
+    pulled = pull_rules(config, layout, client, project_id)
+    summary.unchanged, summary.waiting = pulled.unchanged, pulled.waiting
+    summary.disputed = push_reviews(config, layout, client)
+    reviewed = pull_reviews(config, layout, client)
+    decisions = pulled.decisions + reviewed
+    summary.reviewed = len(reviewed)
     summary.decided = len(decisions)
     summary.accepted = sum(d.decision == "accept" for d in decisions)
     summary.rejected = sum(d.decision == "reject" for d in decisions)
@@ -99,7 +112,7 @@ def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> Pull
 
 def connect_backend(config: LabelConfig, layout: Layout, client: LabelStudioClient, url: str) -> str:
     """Connects the ML backend at `url` to the rules project; returns the model version it answers with."""
-    project_id = client.ensure_project(config.project_title, layout.store_dir, RULES_VIEW)
+    project_id = client.ensure_project(config.project_title, layout.store_dir, rules_view(config.min_coverage))
     return client.connect_backend(project_id, url, "reviewlens")
 
 

@@ -26,7 +26,7 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.client import IMPORT_BATCH, LabelStudioError, connect
 from curation.labeling.rules import decide
-from curation.labeling.shapes import RULES_VIEW
+from curation.labeling.shapes import rules_view
 from curation.labeling.sync import pull, push
 from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
@@ -75,9 +75,9 @@ def main() -> None:
         with DemoShop(shop_dir) as shop:
             crawl(crawl_config(shop, **FAST), layout)
         dedupe(DedupeConfig(), layout)
-        label = LabelConfig(project_title="label faults")
+        label = LabelConfig(project_title="label faults", overlap=0.0)  # one annotator answers
         direct = connect()
-        project = direct.ensure_project(label.project_title, layout.store_dir, RULES_VIEW)
+        project = direct.ensure_project(label.project_title, layout.store_dir, rules_view(0.5))
 
         started = time.monotonic()
         with Manifest(layout.manifest_path) as m:

@@ -32,7 +32,7 @@ from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.exchange import push_tasks
 from curation.labeling.rule_tasks import pull_rules
-from curation.labeling.shapes import RULES_VIEW, box_region, objects_region, rules_task
+from curation.labeling.shapes import box_region, objects_region, rules_task, rules_view
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks._shop import workdir
 
@@ -63,7 +63,7 @@ def task(sha: str, answered: bool) -> dict[str, Any]:
 
 def pushed(client: LabelStudioClient, layout: Layout, title: str, shas: list[str], answered: bool = False) -> float:
     """Seconds to push the tasks of `shas` into a new project through push_tasks."""
-    project = client.ensure_project(title, layout.store_dir, RULES_VIEW)
+    project = client.ensure_project(title, layout.store_dir, rules_view(0.5))
     started = time.monotonic()
     with Manifest(layout.manifest_path) as m:
         push_tasks(client, m, project, q.NOTE_LABEL_TASK, shas, lambda todo: [task(s, answered) for s in todo])
@@ -94,9 +94,10 @@ def main() -> None:
 
         answered = photos(layout, args.photos, "answered")
         pushed(client, layout, "answered", answered, answered=True)
-        project = client.ensure_project("answered", layout.store_dir, RULES_VIEW)
+        project = client.ensure_project("answered", layout.store_dir, rules_view(0.5))
         started = time.monotonic()
-        decisions, unchanged = pull_rules(LabelConfig(), layout, client, project)
+        pulled = pull_rules(LabelConfig(), layout, client, project)
+        decisions, unchanged = pulled.decisions, pulled.unchanged
         pull_seconds = time.monotonic() - started
         with Manifest(layout.manifest_path) as m:
             recorded = m.scalar(q.LABEL_TASKS_IN_PROJECT, project)

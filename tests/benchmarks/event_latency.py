@@ -1,0 +1,118 @@
+"""Seconds from an answer saved in Label Studio to its decision in the manifest, through the
+whole event path, against the scheduled pull it replaces (goal: at most 10 s; the schedule's
+pull every 600 s leaves a decision out for 300 s on average and up to 600 s).
+
+The path, every part real and local: Label Studio's webhook (made when the ML backend is
+connected) posts to `reviewlens ml-backend`, which emits the Prefect event
+"label-studio.annotation.saved"; the label-pull deployment's trigger (prefect.yaml, deployed with
+`prefect deploy --all` on a `prefect server start` of its own) creates a pull; a process worker
+runs it, which writes the decision. Answers are given through the API, one at a time, as the
+demo's scripted annotator gives them; the first one also starts the worker's first flow run and
+is reported apart.
+
+    .venv/bin/python -m tests.benchmarks.event_latency [--answers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+
+import requests
+
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import DedupeConfig, LabelConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling.client import connect
+from curation.labeling.sync import connect_backend, push
+from reviewlens.demoshop.annotator import answer, photo_id
+from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.benchmarks._shop import crawl_config, workdir
+from tests.procs import PREFECT, ROOT, free_port, ml_backend, prefect_server
+
+SCHEDULED_PULL_S = 600  # prefect.yaml's label-pull interval: the fallback when no event arrives
+FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
+
+
+def decided(layout: Layout, sha256: str) -> bool:
+    with Manifest(layout.manifest_path) as m:
+        row = m.conn.execute("SELECT decision FROM labels WHERE sha256 = ?", (sha256,)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=8, help="answers timed after the first")
+    args = parser.parse_args()
+    root = workdir("event-latency")
+    shop_dir = generate(GeneratorConfig(seed=5, n_categories=1, products_per_category=3, photos_per_product=12),
+                        root / "shop")  # fmt: skip
+    layout = Layout(root / "data")
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
+    server = LabelStudioServer(root / "label-studio", root, port=free_port())
+    creds = server.start()
+    os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
+    worker = None
+    try:
+        with DemoShop(shop_dir) as shop:
+            crawl(crawl_config(shop, **FAST), layout)
+        dedupe(DedupeConfig(), layout)
+        label = LabelConfig()  # the deployment pulls the project its settings name
+        client = connect()
+        project = push(label, layout, client).project_id
+        # Every answer decides its photo alone: a task asked of two is decided by its second answer.
+        client.set_overlap(project, 0.0)
+        # No scheduled run: every pull measured is one the event started.
+        with prefect_server(root / "prefect", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as env:
+            api = env["PREFECT_API_URL"]
+            deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+            pull_id = next(d["id"] for d in deployments if d["name"] == "reviewlens-label-pull")
+            requests.patch(
+                f"{api}/deployments/{pull_id}",
+                json={"parameters": {"data_dir": str(layout.data_dir), "retrain_after": 0}},
+                timeout=10,
+            ).raise_for_status()
+            with ml_backend(layout.data_dir, root / "backend.log", env) as backend:
+                connect_backend(label, layout, client, backend)
+                # The worker asks for runs every second (its default is 10 s).
+                worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+                with (root / "worker.log").open("wb") as log:
+                    worker = subprocess.Popen(
+                        [PREFECT, "worker", "start", "--pool", "reviewlens"],
+                        env=worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                truth = load_truth(shop_dir)
+                seconds = []
+                for task_id, data in list(client.unannotated(project))[: args.answers + 1]:
+                    client.annotate(task_id, answer(truth[photo_id(data)]))
+                    saved = time.monotonic()
+                    while not decided(layout, data["sha256"]):
+                        if time.monotonic() - saved > 300:
+                            raise SystemExit(f"no decision 300 s after the answer: see {root}/worker.log")
+                        time.sleep(0.1)
+                    seconds.append(time.monotonic() - saved)
+                    print(f"task {task_id}: decision in the manifest {seconds[-1]:.1f} s after the answer", flush=True)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        server.stop()
+    first, timed = seconds[0], seconds[1:]
+    print(f"first answer (the worker's first flow run): {first:.1f} s")
+    print(
+        f"{len(timed)} answers after it: median {statistics.median(timed):.1f} s, max {max(timed):.1f} s; "
+        f"the scheduled pull alone: {SCHEDULED_PULL_S / 2:.0f} s on average, up to {SCHEDULED_PULL_S} s "
+        f"({SCHEDULED_PULL_S / 2 / statistics.median(timed):.0f}x the median)"
+    )
+    print(f"event_latency_median_s: {statistics.median(timed):.1f}")
+
+
+if __name__ == "__main__":
+    main()

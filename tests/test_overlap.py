@@ -1,0 +1,116 @@
+"""Two annotators on a share of the tasks, on a real Label Studio: a photo waits for both answers,
+their agreement decides it, a disagreement goes to the review project whose answer counts, and
+the report measures each annotator against the decisions that counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.layout import Layout
+from core.manifest import Manifest
+from core.settings import DedupeConfig, LabelConfig
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
+from curation.labeling.client import connect
+from curation.labeling.report import labeling_report
+from curation.labeling.rules import decide
+from curation.labeling.shapes import objects_region
+from curation.labeling.sync import pull, push
+from reviewlens.demoshop.annotator import answer, photo_id
+from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import LabelStudioServer
+from tests.conftest import crawl_config
+
+
+def _decisions(layout: Layout) -> dict[str, str | None]:
+    with Manifest(layout.manifest_path) as m:
+        return dict(m.conn.execute("SELECT sha256, decision FROM labels"))
+
+
+def test_two_annotators_agree_or_a_reviewer_decides(
+    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path
+) -> None:
+    layout = Layout(document_root / "overlap")
+    with DemoShop(shop_dir) as shop:
+        crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    title = f"overlap {layout.data_dir.name}"
+    label = LabelConfig(project_title=title, review_project_title=f"{title} review", overlap=0.5)
+    admin = connect()
+    project = push(label, layout, admin).project_id
+    truth = load_truth(shop_dir)
+    first, second, reviewer = (
+        connect(api_key=label_studio.person(f"{who}@reviewlens.test").token) for who in ("first", "second", "reviewer")
+    )
+
+    tasks = {t.id: t for t in admin.sdk.tasks.list(project=project, fields="all", page_size=500)}
+    asked_of_two = {i for i, t in tasks.items() if t.overlap == 2}
+    assert len(asked_of_two) == round(len(tasks) * 0.5)  # Label Studio's cohort, as set
+    right = {i: answer(truth[photo_id(t.data)]) for i, t in tasks.items()}  # type: ignore[arg-type]
+    accepted = {i for i, r in right.items() if decide(r, False, label.min_coverage).decision == "accept"}
+    for task_id, result in right.items():
+        first.annotate(task_id, result)
+
+    # One answer of two: the photo waits for the second.
+    waiting = pull(label, layout, admin)
+    assert waiting.waiting == len(asked_of_two) and waiting.decided == len(tasks) - len(asked_of_two)
+    sha = {i: str(t.data["sha256"]) for i, t in tasks.items()}  # type: ignore[index]
+    assert all(_decisions(layout)[sha[i]] is None for i in asked_of_two)
+
+    # The second annotator sees "several products" in some photos the first accepted.
+    short = dict(second.short_of_answers(project))
+    assert set(short) == asked_of_two
+    disputed = set(sorted(asked_of_two & accepted)[:3])
+    assert disputed
+    for task_id in short:
+        result = right[task_id]
+        if task_id in disputed:
+            result = [r for r in result if r["type"] != "choices"] + [objects_region(2)]
+        second.annotate(task_id, result)
+    both = pull(label, layout, admin)
+    assert (both.waiting, both.disputed) == (0, len(disputed))
+    assert both.decided == len(asked_of_two) - len(disputed)
+    assert all(_decisions(layout)[sha[i]] is None for i in disputed)
+    assert pull(label, layout, admin).disputed == 0  # one review task per disputed photo, however often
+
+    # The reviewer sees both answers, each under its annotator's name, and decides.
+    review = admin.project_id(label.review_project_title)
+    assert review is not None
+    in_review = list(admin.sdk.tasks.list(project=review, fields="all", page_size=100))
+    assert {t.data["sha256"] for t in in_review} == {sha[i] for i in disputed}  # type: ignore[index]
+    shown = admin.predictions(int(in_review[0].id))  # type: ignore[arg-type]
+    assert sorted(p["model_version"] for p in shown) == [
+        "answer of first@reviewlens.test",
+        "answer of second@reviewlens.test",
+    ]
+    by_sha = {v: k for k, v in sha.items()}
+    for t in in_review:
+        reviewer.annotate(int(t.id), right[by_sha[t.data["sha256"]]])  # type: ignore[arg-type,index]
+    reviewed = pull(label, layout, admin)
+    assert reviewed.reviewed == reviewed.decided == len(disputed)
+    expected = {sha[i]: ("accept" if i in accepted else "reject") for i in tasks}
+    assert _decisions(layout) == expected
+    with Manifest(layout.manifest_path) as m:
+        by_whom = dict(m.conn.execute("SELECT sha256, annotator FROM labels"))
+    assert {by_whom[sha[i]] for i in disputed} == {"reviewer@reviewlens.test"}
+
+    report = labeling_report(layout)
+    o = report.overlap
+    assert (o.answered_by_two, o.agreed, o.in_review, o.reviewed) == (
+        len(asked_of_two), len(asked_of_two) - len(disputed), 0, len(disputed),
+    )  # fmt: skip
+    people = {a.annotator: a for a in report.annotators}
+    assert people["first@reviewlens.test"].agreement_with_final == 1.0
+    assert people["second@reviewlens.test"].compared == len(asked_of_two)
+    assert people["second@reviewlens.test"].agreed_final == len(asked_of_two) - len(disputed)
+    assert people["first@reviewlens.test"].tasks == len(tasks)
+    assert "Which decision counts" in report.markdown()
+
+    # An answer changed in place (same annotation, saved again) is seen by the next pull.
+    alone = next(i for i in sorted(accepted) if i not in asked_of_two)
+    done = next(c for c in admin.completed(project) if c.task_id == alone)
+    changed = [r for r in right[alone] if r["type"] != "choices"] + [objects_region(2)]
+    first.sdk.annotations.update(id=done.annotation_id, result=changed)
+    again = pull(label, layout, admin)
+    assert again.decided == 1 and _decisions(layout)[sha[alone]] == "reject"
