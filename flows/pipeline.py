@@ -1,4 +1,5 @@
-"""The flows: one per stage, a retrain, label pull's retrain trigger, and the pipeline chaining them.
+"""The flows: one per stage, a retrain, and the pipeline chaining them (label pull and its
+retrain trigger live in flows/labeling.py, which loads no training).
 
 Each flow takes the data folder and, per stage, its typed settings (core/settings.py); Prefect
 validates them, rejecting unknown keys, and prefect.yaml mirrors them.
@@ -6,18 +7,17 @@ validates them, rejecting unknown keys, and prefect.yaml mirrors them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-from prefect import flow, get_run_logger, task
-from prefect.runtime import deployment
+from prefect import flow
 
-from core.layout import DEFAULT_DATA_DIR, Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
 from crawler.collection import ImportSummary
 from crawler.crawl import CrawlSummary
 from curation.dedupe.grouping import DedupeSummary
-from curation.labeling.sync import PullSummary, PushSummary
+from curation.labeling.pull import PullSummary
+from curation.labeling.sync import PushSummary
+from flows.labeling import DATA_DIR, label_pull_task, labeling_report_task
 from flows.tasks import (
     Evaluation,
     crawl_task,
@@ -25,17 +25,11 @@ from flows.tasks import (
     evaluate_task,
     import_task,
     index_task,
-    label_pull_task,
     label_push_task,
-    labeling_report_task,
     predict_again_task,
     train_task,
 )
 from training.indexing import IndexSummary
-from training.runs import accepted_since_last_run, newest_run_name
-
-RETRAIN_DEPLOYMENT = "retrain/reviewlens-retrain"  # flow name / deployment name in prefect.yaml
-DATA_DIR = str(DEFAULT_DATA_DIR)
 
 
 @flow(name="crawl")
@@ -82,42 +76,6 @@ def retrain_flow(
 def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
     """Every usable photo of every product into the production model's index: no retrain."""
     return index_task(data_dir)
-
-
-@task
-def start_retrain(data_dir: str, train: TrainConfig, label: LabelConfig) -> str:
-    """Starts a retrain: through its deployment when running deployed, else right here."""
-    if deployment.id:
-        from prefect.deployments import run_deployment
-
-        parameters = {"data_dir": data_dir, "train": asdict(train), "label": asdict(label)}
-        # One retrain per crossing of the threshold: every pull that sees the same newest run
-        # asks with the same key, and Prefect hands back the run the first one created.
-        key = f"retrain-after-{newest_run_name(Layout(Path(data_dir)))}"
-        run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0, idempotency_key=key)
-        return f"retrain flow run {getattr(run, 'id', '?')} scheduled ({key})"
-    return retrain_flow(data_dir, train, label=label).run_dir
-
-
-@flow(name="label-pull")
-def label_pull_flow(
-    data_dir: str = DATA_DIR,
-    label: LabelConfig | None = None,
-    retrain_after: int = 0,
-    train: TrainConfig | None = None,
-) -> PullSummary:
-    """Pulls decisions; with `retrain_after` > 0, starts a retrain once that many new photos are accepted."""
-    summary = label_pull_task(label or LabelConfig(), data_dir)
-    labeling_report_task(data_dir)
-    if retrain_after > 0:
-        waiting = accepted_since_last_run(Layout(Path(data_dir)))
-        logger = get_run_logger()
-        if waiting >= retrain_after:
-            started = start_retrain(data_dir, train or TrainConfig(), label or LabelConfig())
-            logger.info("%d newly accepted photos (threshold %d): %s", waiting, retrain_after, started)
-        else:
-            logger.info("%d newly accepted photos, retrain waits for %d", waiting, retrain_after)
-    return summary
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
@@ -21,8 +20,7 @@ from crawler.crawl import CrawlSummary, crawl
 from crawler.errors import LayoutChanged
 from curation.dedupe.grouping import DedupeSummary, dedupe
 from curation.labeling.client import LabelStudioError, connect
-from curation.labeling.report import labeling_report, write_report
-from curation.labeling.sync import PullSummary, PushSummary, predict_again, pull, push
+from curation.labeling.sync import PushSummary, predict_again, push
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
 from training.indexing import IndexSummary, update_index
@@ -67,24 +65,6 @@ def predict_again_task(config: LabelConfig, data_dir: str) -> int:
         return 0
     logger.info("%d open labeling tasks asked about with the promoted model", asked)
     return asked
-
-
-@task(retries=2, retry_delay_seconds=10)
-def label_pull_task(config: LabelConfig, data_dir: str) -> PullSummary:
-    summary = pull(config, Layout(Path(data_dir)), connect())
-    get_run_logger().info("label pull: %s", summary)
-    return summary
-
-
-@task
-def labeling_report_task(data_dir: str) -> str:
-    """The funnel, the machine's agreement with people and each annotator's work: written to the
-    data folder's reports and kept as the flow run's artifact "labeling-report"."""
-    layout = Layout(Path(data_dir))
-    report = labeling_report(layout)
-    path = write_report(layout, report)
-    create_markdown_artifact(markdown=report.markdown(), key="labeling-report", description=str(path))
-    return str(path)
 
 
 class _ToRunLogger(logging.Handler):

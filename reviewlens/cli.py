@@ -139,7 +139,8 @@ def cmd_contact_sheet(args: argparse.Namespace) -> None:
 
 def cmd_label(args: argparse.Namespace) -> None:
     from curation.labeling.client import connect
-    from curation.labeling.sync import connect_backend, predict_again, pull, push
+    from curation.labeling.pull import pull
+    from curation.labeling.sync import connect_backend, predict_again, push
 
     config = config_from_flags(args, LabelConfig)
     if args.action == "report":  # the manifest alone: no Label Studio needed

@@ -17,8 +17,9 @@ from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, f
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
 from curation.labeling.shapes import CHOICE_VIEW, rules_view
+from flows.labeling import label_pull_task, labeling_report_task
 from flows.pipeline import PipelineResult, retrain_flow
-from flows.tasks import crawl_task, dedupe_task, label_pull_task, label_push_task, labeling_report_task
+from flows.tasks import crawl_task, dedupe_task, label_push_task
 from reviewlens.demoshop.annotator import annotate_all, answer_again, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop

@@ -130,7 +130,7 @@ def test_pulls_that_see_one_crossing_start_one_retrain(prefect_env: dict[str, st
     threshold, with no newer training between them, get one and the same retrain run."""
     script = (
         "from core.settings import LabelConfig, TrainConfig\n"
-        "from flows.pipeline import start_retrain\n"
+        "from flows.labeling import start_retrain\n"
         f"print(start_retrain.fn({str(tmp_path)!r}, TrainConfig(), LabelConfig()))\n"
     )
     # As a flow run of a deployment sees itself (prefect.runtime reads this in tests).

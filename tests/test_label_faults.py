@@ -17,9 +17,10 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, LabelStudioError, connect
+from curation.labeling.pull import pull
 from curation.labeling.rules import decide
 from curation.labeling.shapes import rules_view
-from curation.labeling.sync import pull, push
+from curation.labeling.sync import push
 from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop

@@ -26,9 +26,10 @@ from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.client import LabelStudioClient, connect
+from curation.labeling.pull import pull
 from curation.labeling.shapes import image_ref
 from curation.labeling.sync import document_root as served_root
-from curation.labeling.sync import pull, push
+from curation.labeling.sync import push
 from curation.preannotate.estimates import photo_verdict
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer

@@ -12,10 +12,11 @@ from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.client import connect
+from curation.labeling.pull import pull
 from curation.labeling.report import labeling_report
 from curation.labeling.rules import decide
 from curation.labeling.shapes import objects_region
-from curation.labeling.sync import pull, push
+from curation.labeling.sync import push
 from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop

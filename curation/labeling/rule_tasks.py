@@ -1,29 +1,27 @@
-"""The rules project: pre-annotated tasks out, in the order a person should see them; decisions back.
+"""The rules project's push: pre-annotated tasks out, in the order a person should see them.
 
 Each task carries the machine's findings (curation/preannotate/) as a pre-annotation and its
-verdict; the photos it cannot decide come first.
+verdict; the photos it cannot decide come first. Their answers come back through
+curation/labeling/rule_answers.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core import queries as q
 from core.boxes import box_text
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import Manifest
 from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
-from curation.labeling.client import Answer, LabelStudioClient
-from curation.labeling.exchange import KEY, push_tasks
+from curation.labeling.client import LabelStudioClient
+from curation.labeling.exchange import push_tasks
 from curation.labeling.machine_note import doubt, estimate_lines
 from curation.labeling.report import verdict_records
-from curation.labeling.rules import Decision, decide
 from curation.labeling.shapes import image_ref, note_region, prediction, rules_task
 from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
 from curation.preannotate.estimates import RuleEstimate, estimate, queue_score
@@ -141,64 +139,3 @@ def push_rules(
             return [task for _, task in ordered]
 
         return push_tasks(client, manifest, project_id, q.NOTE_LABEL_TASK, list(rows), build)
-
-
-@dataclass
-class RulesPulled:
-    decisions: list[Decision] = field(default_factory=list)  # decisions that now count
-    unchanged: int = 0  # answered tasks with nothing new
-    waiting: int = 0  # tasks two people are asked for, answered by one so far
-    disputed: int = 0  # photos its annotators decided differently: the review project decides
-
-
-def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
-    """Whether this answer, as it stands, is recorded (an answer changed in place is not)."""
-    row = manifest.row(q.ANSWER_SEEN, sha256, answer.annotator)
-    if row is None:  # recorded before answers were kept one per person: by its annotation alone
-        label = manifest.row(q.LABEL_ANNOTATION, sha256)
-        return label is not None and label["annotation_id"] == answer.annotation_id
-    return bool(row["annotation_id"] == answer.annotation_id and row["updated_at"] == answer.updated_at)
-
-
-def pull_rules(config: LabelConfig, layout: Layout, client: LabelStudioClient, project_id: int) -> RulesPulled:
-    """Applies the rules to every new answer and records accept or reject with the reason.
-
-    Which decision counts: a task one person is asked for, theirs; a task two are asked for
-    (the overlap), theirs once both answered and agree; when they differ, the reviewer's
-    (curation/labeling/review.py), and until then none. Every person's answer is kept.
-    """
-    pulled = RulesPulled()
-    with Manifest(layout.manifest_path) as manifest:
-        for task in client.answered(project_id):
-            sha = str(task.data.get(KEY) or "")
-            if manifest.row(q.LABEL_ANNOTATION, sha) is None:
-                log.warning("task %s is not in the manifest (pushed from elsewhere?): skipped", task.task_id)
-                continue
-            fresh = [a for a in task.answers if not _seen(manifest, sha, a)]
-            if not fresh:
-                pulled.unchanged += 1
-                continue
-            decided = {a.annotator: decide(a.result, a.cancelled, config.min_coverage) for a in task.answers}
-            for a in fresh:
-                d = decided[a.annotator]
-                manifest.write(q.SAVE_ANSWER, sha, a.annotator, a.annotation_id, a.updated_at, d.decision, d.reason,
-                               a.lead_time, json.dumps(a.result))  # fmt: skip
-            if manifest.row(q.IS_REVIEWED, sha) is not None:
-                continue  # the reviewer's decision counts; later answers are kept beside it
-            if len(task.answers) < min(task.overlap, 2):
-                pulled.waiting += 1
-                continue
-            if len({d.decision for d in decided.values()}) > 1:
-                manifest.write(q.UNDECIDE, "its annotators disagree: in review", sha)
-                pulled.disputed += 1
-                continue
-            last = task.answers[-1]
-            d = decided[last.annotator]
-            box = None if d.box is None else box_text(d.box)
-            manifest.write(
-                q.SAVE_DECISION,
-                last.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box,
-                last.annotator or None, last.lead_time, sha,
-            )  # fmt: skip
-            pulled.decisions.append(d)
-    return pulled

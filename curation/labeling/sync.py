@@ -1,8 +1,6 @@
-"""Label push and label pull: both Label Studio projects in one step each.
-
-Push sends each photo posted under several products to "which product", then each usable photo
-to the rules project, pre-annotated. Pull brings back the products chosen, then the rule
-decisions; a photo whose product was just chosen goes out with the next push.
+"""Label push: each photo posted under several products to "which product", then each usable
+photo to the rules project, pre-annotated; and the ML backend's connection to the rules project.
+Their answers come back through curation/labeling/pull.py.
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ from core.layout import Layout
 from core.manifest import Manifest
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
-from curation.labeling.product_choice import pull_choices, push_choices
-from curation.labeling.review import pull_reviews, push_reviews
-from curation.labeling.rule_tasks import pull_rules, push_rules
+from curation.labeling.product_choice import push_choices
+from curation.labeling.rule_tasks import push_rules
 from curation.labeling.shapes import rules_view, verdict_tabs
 from curation.preannotate.colocalise import CoLocaliser
 from models.coco_detector import Detector
@@ -36,27 +33,6 @@ class PushSummary:
         return (
             f"{self.pushed} tasks pushed, {self.already} already in project {self.project_id} ({self.project_url}); "
             f"{self.choices} photos posted under several products sent to choose their product"
-        )
-
-
-@dataclass
-class PullSummary:
-    project_id: int
-    decided: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    unchanged: int = 0
-    chosen: int = 0  # new answers on which product a photo shows
-    waiting: int = 0  # tasks asked of two people, answered by one so far
-    disputed: int = 0  # photos its two annotators decided differently, sent to review
-    reviewed: int = 0  # reviewers' decisions among the new decisions
-
-    def __str__(self) -> str:
-        return (
-            f"{self.decided} new decisions ({self.accepted} accepted, {self.rejected} rejected; "
-            f"{self.reviewed} by review), {self.unchanged} unchanged, project {self.project_id}; "
-            f"{self.waiting} waiting for a second annotator, {self.disputed} disagreements sent to review; "
-            f"{self.chosen} products chosen"
         )
 
 
@@ -90,23 +66,6 @@ def push(
     )
     with Manifest(layout.manifest_path) as manifest:
         summary.already = manifest.scalar(q.LABEL_TASKS_IN_PROJECT, project_id) - summary.pushed
-    return summary
-
-
-def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> PullSummary:
-    """Records the products chosen and the rule decisions made since the last pull."""
-    project_id = client.ensure_project(config.project_title, layout.store_dir, rules_view(config.min_coverage))
-    summary = PullSummary(project_id)
-    summary.chosen = pull_choices(config, layout, client)
-    pulled = pull_rules(config, layout, client, project_id)
-    summary.unchanged, summary.waiting = pulled.unchanged, pulled.waiting
-    summary.disputed = push_reviews(config, layout, client)
-    reviewed = pull_reviews(config, layout, client)
-    decisions = pulled.decisions + reviewed
-    summary.reviewed = len(reviewed)
-    summary.decided = len(decisions)
-    summary.accepted = sum(d.decision == "accept" for d in decisions)
-    summary.rejected = sum(d.decision == "reject" for d in decisions)
     return summary
 
 

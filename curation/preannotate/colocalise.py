@@ -38,8 +38,9 @@ MIN_PHOTOS = 6
 FIT_PHOTOS = 300
 # A positive descriptor less similar than this to the product's mean is something else ...
 SIMILAR = 0.5
-# ... and such a region counts as a second object from this share of the frame.
-OTHER_OBJECT_SHARE = 0.08
+# ... and such a region counts as a second object from this share of the frame (chosen on real
+# photos by tests/benchmarks/rules_agreement_real.py).
+OTHER_OBJECT_SHARE = 0.12
 BATCH = 16
 
 
@@ -90,7 +91,9 @@ def _square(path: Path) -> np.ndarray:
         return np.array(upright.resize((SIDE, SIDE), Image.Resampling.BILINEAR))
 
 
-def locate_in(descriptors: np.ndarray) -> list[Location]:
+def locate_in(
+    descriptors: np.ndarray, similar: float = SIMILAR, other_object_share: float = OTHER_OBJECT_SHARE
+) -> list[Location]:
     """Deep Descriptor Transforming over one product's photos' descriptors (photos, h, w, c)."""
     n, h, w, c = descriptors.shape
     fit = descriptors[np.linspace(0, n - 1, min(n, FIT_PHOTOS)).astype(int)].reshape(-1, c)
@@ -105,10 +108,10 @@ def locate_in(descriptors: np.ndarray) -> list[Location]:
     prototype = descriptors[on].mean(axis=0) if on.any() else mean
     prototype /= max(float(np.linalg.norm(prototype)), 1e-6)
     similarity = (descriptors @ prototype) / np.maximum(np.linalg.norm(descriptors, axis=-1), 1e-6)
-    return [_regions(projection[i], on[i] & (similarity[i] < SIMILAR)) for i in range(n)]
+    return [_regions(projection[i], on[i] & (similarity[i] < similar), other_object_share) for i in range(n)]
 
 
-def _regions(projection: np.ndarray, unlike: np.ndarray) -> Location:
+def _regions(projection: np.ndarray, unlike: np.ndarray, other_object_share: float) -> Location:
     fine = ndimage.zoom(projection, UPSAMPLE, order=1) > 0
     size = fine.shape[0] * fine.shape[1]
     labels, count = ndimage.label(fine)
@@ -125,4 +128,4 @@ def _regions(projection: np.ndarray, unlike: np.ndarray) -> Location:
     other = ndimage.zoom(unlike.astype(float), UPSAMPLE, order=1) > 0.5
     other_labels, other_count = ndimage.label(other)
     other_areas = ndimage.sum(other, other_labels, range(1, other_count + 1)) if other_count else np.zeros(0)
-    return Location(tuple(round(float(v), 4) for v in box), 1 + int((other_areas >= OTHER_OBJECT_SHARE * size).sum()))  # type: ignore[arg-type]
+    return Location(tuple(round(float(v), 4) for v in box), 1 + int((other_areas >= other_object_share * size).sum()))  # type: ignore[arg-type]

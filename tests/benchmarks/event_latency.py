@@ -7,8 +7,8 @@ connected) posts to `reviewlens ml-backend`, which emits the Prefect event
 "label-studio.annotation.saved"; the label-pull deployment's trigger (prefect.yaml, deployed with
 `prefect deploy --all` on a `prefect server start` of its own) creates a pull; a process worker
 runs it, which writes the decision. Answers are given through the API, one at a time, as the
-demo's scripted annotator gives them; the first one also starts the worker's first flow run and
-is reported apart.
+demo's scripted annotator gives them, each once the pull of the one before has finished; the
+first one also starts the worker's first flow run and is reported apart.
 
     .venv/bin/python -m tests.benchmarks.event_latency [--answers 8]
 """
@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import requests
 
@@ -28,10 +29,10 @@ from core.manifest import Manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
-from curation.labeling.client import connect
+from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.sync import connect_backend, push
 from reviewlens.demoshop.annotator import answer, photo_id
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
+from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks._shop import crawl_config, workdir
@@ -47,6 +48,32 @@ def decided(layout: Layout, sha256: str) -> bool:
     return row is not None and row[0] is not None
 
 
+def pulls_in_flight(api: str) -> int:
+    """Flow runs not finished yet (scheduled, pending, running, or waiting for the concurrency slot)."""
+    states = {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}}}
+    return len(requests.post(f"{api}/flow_runs/filter", json={"flow_runs": states}, timeout=10).json())
+
+
+def timed_answers(
+    client: LabelStudioClient, project: int, layout: Layout, truth: dict[str, PhotoTruth], n: int, api: str, root: Path
+) -> list[float]:
+    """Answers n + 1 open tasks one at a time; the seconds each took to become a decision."""
+    seconds = []
+    for task_id, data in list(client.unannotated(project))[: n + 1]:
+        client.annotate(task_id, answer(truth[photo_id(data)]))
+        saved = time.monotonic()
+        while not decided(layout, data["sha256"]):
+            if time.monotonic() - saved > 300:
+                raise SystemExit(f"no decision 300 s after the answer: see {root}/worker.log")
+            time.sleep(0.1)
+        seconds.append(time.monotonic() - saved)
+        print(f"task {task_id}: decision in the manifest {seconds[-1]:.1f} s after the answer", flush=True)
+        # The next answer comes once the pull has finished: each is timed alone.
+        while pulls_in_flight(api):
+            time.sleep(0.2)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=8, help="answers timed after the first")
@@ -59,7 +86,6 @@ def main() -> None:
     server = LabelStudioServer(root / "label-studio", root, port=free_port())
     creds = server.start()
     os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
-    worker = None
     try:
         with DemoShop(shop_dir) as shop:
             crawl(crawl_config(shop, **FAST), layout)
@@ -88,21 +114,12 @@ def main() -> None:
                         [PREFECT, "worker", "start", "--pool", "reviewlens"],
                         env=worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                     )  # fmt: skip
-                truth = load_truth(shop_dir)
-                seconds = []
-                for task_id, data in list(client.unannotated(project))[: args.answers + 1]:
-                    client.annotate(task_id, answer(truth[photo_id(data)]))
-                    saved = time.monotonic()
-                    while not decided(layout, data["sha256"]):
-                        if time.monotonic() - saved > 300:
-                            raise SystemExit(f"no decision 300 s after the answer: see {root}/worker.log")
-                        time.sleep(0.1)
-                    seconds.append(time.monotonic() - saved)
-                    print(f"task {task_id}: decision in the manifest {seconds[-1]:.1f} s after the answer", flush=True)
+                try:
+                    seconds = timed_answers(client, project, layout, load_truth(shop_dir), args.answers, api, root)
+                finally:  # before the server it reports to stops
+                    worker.terminate()
+                    worker.wait(30)
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(30)
         server.stop()
     first, timed = seconds[0], seconds[1:]
     print(f"first answer (the worker's first flow run): {first:.1f} s")

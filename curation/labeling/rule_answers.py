@@ -1,0 +1,80 @@
+"""The rules project's answers back: every person's answer kept, and the decision that counts.
+
+Which decision counts: a task one person is asked for, theirs; a task two are asked for (the
+overlap), theirs once both answered and agree; when they differ, the reviewer's
+(curation/labeling/review.py), and until then none. It loads no network: a pull started by an
+answer saved begins in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from core import queries as q
+from core.boxes import box_text
+from core.layout import Layout
+from core.manifest import Manifest, utc_now
+from core.settings import LabelConfig
+from curation.labeling.client import Answer, LabelStudioClient
+from curation.labeling.exchange import KEY
+from curation.labeling.rules import Decision, decide
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RulesPulled:
+    decisions: list[Decision] = field(default_factory=list)  # decisions that now count
+    unchanged: int = 0  # answered tasks with nothing new
+    waiting: int = 0  # tasks two people are asked for, answered by one so far
+    disputed: int = 0  # photos its annotators decided differently: the review project decides
+
+
+def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
+    """Whether this answer, as it stands, is recorded (an answer changed in place is not)."""
+    row = manifest.row(q.ANSWER_SEEN, sha256, answer.annotator)
+    if row is None:  # recorded before answers were kept one per person: by its annotation alone
+        label = manifest.row(q.LABEL_ANNOTATION, sha256)
+        return label is not None and label["annotation_id"] == answer.annotation_id
+    return bool(row["annotation_id"] == answer.annotation_id and row["updated_at"] == answer.updated_at)
+
+
+def pull_rules(config: LabelConfig, layout: Layout, client: LabelStudioClient, project_id: int) -> RulesPulled:
+    """Applies the rules to every new answer, keeps it, and records the decision that counts."""
+    pulled = RulesPulled()
+    with Manifest(layout.manifest_path) as manifest:
+        for task in client.answered(project_id):
+            sha = str(task.data.get(KEY) or "")
+            if manifest.row(q.LABEL_ANNOTATION, sha) is None:
+                log.warning("task %s is not in the manifest (pushed from elsewhere?): skipped", task.task_id)
+                continue
+            fresh = [a for a in task.answers if not _seen(manifest, sha, a)]
+            if not fresh:
+                pulled.unchanged += 1
+                continue
+            decided = {a.annotator: decide(a.result, a.cancelled, config.min_coverage) for a in task.answers}
+            for a in fresh:
+                d = decided[a.annotator]
+                manifest.write(q.SAVE_ANSWER, sha, a.annotator, a.annotation_id, a.updated_at, d.decision, d.reason,
+                               a.lead_time, json.dumps(a.result))  # fmt: skip
+            if manifest.row(q.IS_REVIEWED, sha) is not None:
+                continue  # the reviewer's decision counts; later answers are kept beside it
+            if len(task.answers) < min(task.overlap, 2):
+                pulled.waiting += 1
+                continue
+            if len({d.decision for d in decided.values()}) > 1:
+                manifest.write(q.UNDECIDE, "its annotators disagree: in review", sha)
+                pulled.disputed += 1
+                continue
+            last = task.answers[-1]
+            d = decided[last.annotator]
+            box = None if d.box is None else box_text(d.box)
+            manifest.write(
+                q.SAVE_DECISION,
+                last.annotation_id, d.decision, d.reason, d.coverage, d.n_objects, utc_now(), box,
+                last.annotator or None, last.lead_time, sha,
+            )  # fmt: skip
+            pulled.decisions.append(d)
+    return pulled
