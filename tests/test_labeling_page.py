@@ -9,7 +9,6 @@ manager has one tab per machine verdict.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,11 +33,9 @@ from curation.preannotate.estimates import photo_verdict
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
-from tests.procs import ROOT
+from tests.procs import ROOT, headless_chromium, needs_chromium
 
 ARTIFACTS = Path(os.environ.get("REVIEWLENS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 ANNOTATOR = "annotator-a@reviewlens.test"
 
 
@@ -92,24 +89,13 @@ def test_the_data_manager_has_a_tab_per_verdict_holding_its_tasks(pushed: Pushed
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
     # The window of the laptop the labeling view was first tried on.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,857"):
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = headless_chromium(tmp_path / "chromium", (1440, 857))
     yield driver
     driver.quit()
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Chromium and its driver are absent: apt-get install chromium chromium-driver",
-)
+@needs_chromium
 def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     pushed: Pushed, label_studio: LabelStudioServer, browser: object
 ) -> None:

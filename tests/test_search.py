@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from reviewlens.cli import main
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
+from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
 from training.objects import Scored, grid_regions, select
@@ -268,19 +268,10 @@ def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
     assert requests.get(f"{server}/products/..%2F..%2Fmanifest.sqlite/photo", timeout=10).status_code == 404
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Chromium and its driver are absent: apt-get install chromium chromium-driver",
-)
+@needs_chromium
 def test_a_shopper_drops_a_photo_in_a_real_browser_and_sees_its_products(
     server: str, searchable: Searchable, tmp_path: Path
 ) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
@@ -292,12 +283,7 @@ def test_a_shopper_drops_a_photo_in_a_real_browser_and_sees_its_products(
     )
     pair = tmp_path / "pair.jpg"
     _side_by_side(first, second).save(pair)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser = headless_chromium(tmp_path / "chromium", (1280, 900))
     try:
         browser.get(server)
         browser.find_element(By.ID, "photo").send_keys(str(pair))

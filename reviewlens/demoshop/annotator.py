@@ -6,6 +6,7 @@ task, a box drawn where the product is and the "several products" choice when th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +28,23 @@ def photo_id(data: dict[str, Any]) -> str:
     return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
 
 
-def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
-    """Answers every unanswered task of the project; returns how many."""
+def _answer_each(client: LabelStudioClient, tasks: Iterable[tuple[int, dict[str, Any]]], shop_dir: Path) -> int:
     truth = load_truth(shop_dir)
     done = 0
-    for task_id, data in list(client.unannotated(project_id)):
+    for task_id, data in list(tasks):
         client.annotate(task_id, answer(truth[photo_id(data)]))
         done += 1
     return done
+
+
+def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
+    """Answers every unanswered task of the project; returns how many."""
+    return _answer_each(client, client.unannotated(project_id), shop_dir)
 
 
 def answer_again(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
     """As a second annotator, answers every task that asks for one more person; returns how many."""
-    truth = load_truth(shop_dir)
-    done = 0
-    for task_id, data in list(client.short_of_answers(project_id)):
-        client.annotate(task_id, answer(truth[photo_id(data)]))
-        done += 1
-    return done
+    return _answer_each(client, client.short_of_answers(project_id), shop_dir)
 
 
 def product_of(truth: dict[str, PhotoTruth], photo: str, catalog: frozenset[str] = frozenset()) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
+from reviewlens.labelstudio_server import Credentials, LabelStudioServer
+from tests.procs import free_port
 from tests.shoplog import max_in_window, read_log
 
-__all__ = ["crawl_config", "make_shop", "max_in_window", "read_log", "workdir"]
+__all__ = ["crawl_config", "local_label_studio", "make_shop", "max_in_window", "read_log", "workdir"]
 
 BENCH_SHOP = GeneratorConfig(seed=1, n_categories=2, products_per_category=5, photos_per_product=36)
 
@@ -25,3 +28,13 @@ def make_shop(root: Path) -> Path:
 
 def crawl_config(shop: DemoShop, **overrides: object) -> CrawlConfig:
     return from_mapping(CrawlConfig, {**shop.crawl_settings(), **overrides})
+
+
+def local_label_studio(root: Path) -> tuple[LabelStudioServer, Credentials]:
+    """A Label Studio of its own in `root`, serving photos from below it, started; this process's
+    environment points at it (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, LOCAL_FILES_DOCUMENT_ROOT)."""
+    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
+    server = LabelStudioServer(root / "label-studio", root, port=free_port())
+    creds = server.start()
+    os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
+    return server, creds

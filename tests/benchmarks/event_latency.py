@@ -16,7 +16,6 @@ first one also starts the worker's first flow run and is reported apart.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import time
@@ -34,9 +33,8 @@ from curation.labeling.sync import connect_backend, push
 from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.labelstudio_server import LabelStudioServer
-from tests.benchmarks._shop import crawl_config, workdir
-from tests.procs import PREFECT, ROOT, free_port, ml_backend, prefect_server
+from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
+from tests.procs import PREFECT, ROOT, ml_backend, prefect_server
 
 SCHEDULED_PULL_S = 600  # prefect.yaml's label-pull interval: the fallback when no event arrives
 FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
@@ -82,10 +80,7 @@ def main() -> None:
     shop_dir = generate(GeneratorConfig(seed=5, n_categories=1, products_per_category=3, photos_per_product=12),
                         root / "shop")  # fmt: skip
     layout = Layout(root / "data")
-    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
-    server = LabelStudioServer(root / "label-studio", root, port=free_port())
-    creds = server.start()
-    os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
+    server, _ = local_label_studio(root)
     try:
         with DemoShop(shop_dir) as shop:
             crawl(crawl_config(shop, **FAST), layout)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.benchmarks._shop import crawl_config, workdir
+from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
 from tests.killer_proxy import killer_proxy, nth
 
 FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
@@ -68,10 +67,7 @@ def main() -> None:
         root / "shop",
     )
     layout = Layout(root / "data")
-    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
-    server = LabelStudioServer(root / "label-studio", root, port=free_port())
-    creds = server.start()
-    os.environ["LABEL_STUDIO_URL"], os.environ["LABEL_STUDIO_API_KEY"] = server.url, creds.token
+    server, creds = local_label_studio(root)
     try:
         with DemoShop(shop_dir) as shop:
             crawl(crawl_config(shop, **FAST), layout)

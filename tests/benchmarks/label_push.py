@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import socket
 import time
 from pathlib import Path
@@ -31,10 +30,9 @@ from core.settings import LabelConfig
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.exchange import push_tasks
-from curation.labeling.rule_tasks import pull_rules
+from curation.labeling.rule_answers import pull_rules
 from curation.labeling.shapes import box_region, objects_region, rules_task, rules_view
-from reviewlens.labelstudio_server import LabelStudioServer
-from tests.benchmarks._shop import workdir
+from tests.benchmarks._shop import local_label_studio, workdir
 
 PRODUCT = {"product_id": "1", "name": "a lamp", "url": "https://example.invalid/productions/1/selling"}
 
@@ -78,9 +76,7 @@ def main() -> None:
     root = workdir("label-push")
     layout = Layout(root / "data")
     layout.store_dir.mkdir(parents=True)
-    os.environ["LOCAL_FILES_DOCUMENT_ROOT"] = str(root.resolve())
-    server = LabelStudioServer(root / "label-studio", root, port=free_port())
-    creds = server.start()
+    server, creds = local_label_studio(root)
     try:
         client = connect(server.url, creds.token)
         batched = pushed(client, layout, "batched", photos(layout, args.photos, "batched"))
