@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS answers (
     result TEXT NOT NULL,         -- the answer as Label Studio keeps it (JSON): shown to the reviewer
     PRIMARY KEY (sha256, annotator)
 );
+CREATE TABLE IF NOT EXISTS pull_marks (  -- how far a complete pull of a project has read
+    project_id INTEGER PRIMARY KEY,
+    updated_at TEXT NOT NULL      -- the newest task change it read, in Label Studio's own clock
+);
 CREATE TABLE IF NOT EXISTS reviews (  -- a photo its annotators decided differently, in the review project
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     project_id INTEGER NOT NULL,

@@ -156,6 +156,8 @@ UNREVIEWED_DISPUTES = Query(
     """
 )
 ANSWERS_OF = Query("SELECT * FROM answers WHERE sha256 = ? ORDER BY updated_at, annotation_id")
+PULL_MARK = Query("SELECT updated_at FROM pull_marks WHERE project_id = ?")
+SAVE_PULL_MARK = Query("INSERT OR REPLACE INTO pull_marks (project_id, updated_at) VALUES (?, ?)")
 UNDECIDE = Query("UPDATE labels SET decision = NULL, reason = ?, decided_at = NULL WHERE sha256 = ?")
 IS_REVIEWED = Query("SELECT annotation_id FROM reviews WHERE sha256 = ? AND annotation_id IS NOT NULL")
 NOTE_REVIEW_TASK = Query("INSERT OR IGNORE INTO reviews (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")

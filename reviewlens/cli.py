@@ -156,7 +156,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     elif args.action == "predict-again":
         print(f"{predict_again(config, layout, client)} open tasks asked about again")
     else:
-        print((push if args.action == "push" else pull)(config, layout, client))
+        print(push(config, layout, client) if args.action == "push" else pull(config, layout, client, args.full))
 
 
 def cmd_ml_backend(args: argparse.Namespace) -> None:
@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["push", "pull", "connect-backend", "predict-again", "report"])
     p.add_argument(
         "--backend-url", default="http://127.0.0.1:9090", help="connect-backend: where `reviewlens ml-backend` answers"
+    )
+    p.add_argument(
+        "--full", action="store_true", help="pull: read every answered task, not only those changed since the last pull"
     )
     _add_data_dir(p)
     add_config_flags(p, LabelConfig)

@@ -4,13 +4,17 @@ the report measures each annotator against the decisions that counted."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from core.layout import Layout
 from core.manifest import Manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
+from curation.labeling import rule_answers
 from curation.labeling.client import connect
 from curation.labeling.pull import pull
 from curation.labeling.report import labeling_report
@@ -30,7 +34,7 @@ def _decisions(layout: Layout) -> dict[str, str | None]:
 
 
 def test_two_annotators_agree_or_a_reviewer_decides(
-    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path
+    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout = Layout(document_root / "overlap")
     with DemoShop(shop_dir) as shop:
@@ -115,3 +119,15 @@ def test_two_annotators_agree_or_a_reviewer_decides(
     first.sdk.annotations.update(id=done.annotation_id, result=changed)
     again = pull(label, layout, admin)
     assert again.decided == 1 and _decisions(layout)[sha[alone]] == "reject"
+
+    # A pull reads only the tasks changed since the last complete one (here without the window it
+    # reads again before that): nothing changed, nothing read; one answer changed, one task read.
+    monkeypatch.setattr(rule_answers, "MARK_OVERLAP", timedelta(0))
+    quiet = pull(label, layout, admin)
+    assert (quiet.decided, quiet.unchanged) == (0, 0)
+    other = next(i for i in sorted(accepted) if i not in asked_of_two and i != alone)
+    done = next(c for c in admin.completed(project) if c.task_id == other)
+    first.sdk.annotations.update(id=done.annotation_id, result=changed)
+    one = pull(label, layout, admin)
+    assert (one.decided, one.unchanged) == (1, 0) and _decisions(layout)[sha[other]] == "reject"
+    assert pull(label, layout, admin, full=True).unchanged == len(tasks)  # every answered task, read again

@@ -154,7 +154,8 @@ def test_pipeline_end_to_end(
     assert again.crawl.photos_stored == 0 and again.dedupe.checked == 0
     assert again.push.pushed == 0 and again.push.already == len(rows) and again.push.choices == 0
     assert len(client.task_ids_by_key(again.push.project_id, "sha256")) == len(rows)
-    assert again.pull.decided == 0 and again.pull.unchanged == len(rows) and again.pull.chosen == 0
+    # (it reads again only the answers changed in the minute before the last pull's newest)
+    assert again.pull.decided == 0 and again.pull.unchanged <= len(rows) and again.pull.chosen == 0
     retrained = json.loads((Path(again.evaluate.run_dir) / "snapshot.json").read_text())
     assert retrained["snapshot_id"] == snapshot["snapshot_id"] and again.evaluate.run_dir != result.evaluate.run_dir
     # ... from the features the first run kept: no photo goes through a network again.

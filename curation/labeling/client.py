@@ -6,10 +6,12 @@ they are never written to code or logs.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +61,7 @@ class AnsweredTask:
     data: dict[str, Any]
     overlap: int  # how many people the task asks for
     answers: list[Answer]  # one per annotator, the latest of theirs; oldest first
+    updated_at: str = ""  # the task's last change (an answer saved or changed), Label Studio's clock
 
 
 def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioClient:
@@ -168,12 +171,20 @@ class LabelStudioClient:
         """{user id: e-mail} of the server's users."""
         return {int(u.id): str(u.email or u.username or u.id) for u in self.sdk.users.list()}
 
-    def answered(self, project_id: int) -> Iterator[AnsweredTask]:
-        """Yields each annotated task with every annotator's latest answer."""
+    def answered(self, project_id: int, changed_after: str | None = None) -> Iterator[AnsweredTask]:
+        """Yields each annotated task with every annotator's latest answer; with `changed_after` (a
+        time in Label Studio's clock, ISO 8601), only the tasks changed after it."""
+        query = None
+        if changed_after:
+            # The one form Label Studio's filter reads.
+            value = datetime.fromisoformat(changed_after).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            since = {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": value}
+            query = json.dumps({"filters": {"conjunction": "and", "items": [since]}})
         with self._asking("reading answers"):
             users = self._users()
             for task in cast(
-                Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200)
+                Iterator[Any],
+                self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200, query=query),
             ):
                 latest: dict[str, Answer] = {}
                 for a in sorted((_as_dict(a) for a in task.annotations or []), key=_when):
@@ -182,7 +193,8 @@ class LabelStudioClient:
                                          a.get("lead_time"), str(a.get("updated_at") or ""))  # fmt: skip
                 if latest:
                     answers = sorted(latest.values(), key=lambda a: (a.updated_at, a.annotation_id))
-                    yield AnsweredTask(int(task.id), dict(task.data or {}), int(task.overlap or 1), answers)
+                    changed = _utc_text(getattr(task, "updated_at", None))
+                    yield AnsweredTask(int(task.id), dict(task.data or {}), int(task.overlap or 1), answers, changed)
 
     def completed(self, project_id: int) -> Iterator[Completed]:
         """Yields each annotated task with its latest annotation."""
@@ -280,6 +292,16 @@ class LabelStudioClient:
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
+
+
+def _utc_text(when: Any) -> str:
+    """A time Label Studio gives (a datetime, or text ending in Z or an offset) as UTC ISO 8601,
+    one form for every task so that the texts compare as the times do; "" when absent."""
+    if not when:
+        return ""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    return str(when.astimezone(UTC).isoformat(timespec="microseconds"))
 
 
 def _as_dict(annotation: Any) -> dict[str, Any]:

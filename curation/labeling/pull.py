@@ -38,15 +38,16 @@ class PullSummary:
         )
 
 
-def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> PullSummary:
-    """Records the products chosen and the rule decisions made since the last pull."""
+def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient, full: bool = False) -> PullSummary:
+    """Records the products chosen and the rule decisions made since the last pull; `full` reads
+    every answered task again, not only those changed since the last complete pull."""
     # Found by its title alone (push sets the project up): one request, as a pull runs on every answer saved.
     project_id = client.project_id(config.project_title) or client.ensure_project(
         config.project_title, layout.store_dir, rules_view(config.min_coverage)
     )
     summary = PullSummary(project_id)
     summary.chosen = pull_choices(config, layout, client)
-    pulled = pull_rules(config, layout, client, project_id)
+    pulled = pull_rules(config, layout, client, project_id, full)
     summary.unchanged, summary.waiting = pulled.unchanged, pulled.waiting
     summary.disputed = push_reviews(config, layout, client)
     reviewed = pull_reviews(config, layout, client)

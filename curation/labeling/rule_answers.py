@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from core import queries as q
 from core.boxes import box_text
@@ -22,6 +23,9 @@ from curation.labeling.exchange import KEY
 from curation.labeling.rules import Decision, decide
 
 log = logging.getLogger(__name__)
+# An incremental read goes back this far before the newest change the last pull read: an answer
+# whose transaction committed after that read, with an earlier time, is still found.
+MARK_OVERLAP = timedelta(minutes=1)
 
 
 @dataclass
@@ -41,11 +45,28 @@ def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
     return bool(row["annotation_id"] == answer.annotation_id and row["updated_at"] == answer.updated_at)
 
 
-def pull_rules(config: LabelConfig, layout: Layout, client: LabelStudioClient, project_id: int) -> RulesPulled:
-    """Applies the rules to every new answer, keeps it, and records the decision that counts."""
+def changed_after(mark: str | None) -> str | None:
+    """Where an incremental read starts: MARK_OVERLAP before the last complete pull's newest change."""
+    if mark is None:
+        return None
+    return (datetime.fromisoformat(mark) - MARK_OVERLAP).isoformat()
+
+
+def pull_rules(
+    config: LabelConfig, layout: Layout, client: LabelStudioClient, project_id: int, full: bool = False
+) -> RulesPulled:
+    """Applies the rules to every new answer, keeps it, and records the decision that counts.
+
+    It reads the tasks changed since the last complete pull (all of them the first time, or
+    with `full`): a pull started by one answer saved reads a few tasks, not the whole project.
+    """
     pulled = RulesPulled()
     with Manifest(layout.manifest_path) as manifest:
-        for task in client.answered(project_id):
+        mark = manifest.row(q.PULL_MARK, project_id)
+        newest = None if mark is None else str(mark["updated_at"])
+        since = None if full else changed_after(newest)
+        for task in client.answered(project_id, since):
+            newest = max(newest or task.updated_at, task.updated_at)
             sha = str(task.data.get(KEY) or "")
             if manifest.row(q.LABEL_ANNOTATION, sha) is None:
                 log.warning("task %s is not in the manifest (pushed from elsewhere?): skipped", task.task_id)
@@ -77,4 +98,6 @@ def pull_rules(config: LabelConfig, layout: Layout, client: LabelStudioClient, p
                 last.annotator or None, last.lead_time, sha,
             )  # fmt: skip
             pulled.decisions.append(d)
+        if newest:  # noted only once every task was read: a pull cut short reads the same again
+            manifest.write(q.SAVE_PULL_MARK, project_id, newest)
     return pulled

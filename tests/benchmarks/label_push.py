@@ -30,7 +30,7 @@ from core.settings import LabelConfig
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.exchange import push_tasks
-from curation.labeling.rule_answers import pull_rules
+from curation.labeling.rule_answers import MARK_OVERLAP, pull_rules
 from curation.labeling.shapes import box_region, objects_region, rules_task, rules_view
 from tests.benchmarks._shop import local_label_studio, workdir
 
@@ -100,6 +100,17 @@ def main() -> None:
         print(
             f"pull of {args.photos} answers: {len(decisions)} decisions recorded ({recorded} tasks noted, "
             f"{unchanged} unchanged) in {pull_seconds:.1f} s; Label Studio's folder: {Path(server.home)}"
+        )
+        # One more answer a while later, as the event path pulls on each: only the tasks changed
+        # since (and in the minute before) the last pull's newest change are read.
+        time.sleep(1.5 * MARK_OVERLAP.total_seconds())
+        task_id = next(iter(client.task_ids_by_key(project, "sha256").values()))
+        client.annotate(task_id, [box_region((0.1, 0.1, 0.9, 0.9)), objects_region(1)])
+        started = time.monotonic()
+        again = pull_rules(LabelConfig(), layout, client, project)
+        print(
+            f"pull after one more answer among {args.photos}: {len(again.decisions)} decision, "
+            f"{again.unchanged} unchanged tasks read again, in {time.monotonic() - started:.1f} s"
         )
         print(f"label_push_batched_over_single: {batched_rate / single_rate:.1f}")
     finally:

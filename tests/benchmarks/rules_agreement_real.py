@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--alone", type=int, default=10, help="composed photos of each product alone")
     parser.add_argument("--beside", type=int, default=3, help="composed photos of each product beside another")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dump", type=Path, help="a JSON file of each held-out photo's truth and estimate")
     args = parser.parse_args()
     root = workdir("rules-real")
     (root / "cases").mkdir()
@@ -238,6 +240,16 @@ def main() -> None:
             print(f"  {name}, held-out {kind} ({len(ids)} photos): sure of {f.sure:.3f}, agreement {f.agreement:.3f}")
     located = locations(*chosen[0])
     f = figures([cases[i] for i in held], verdicts(located, chosen[1], held))
+    if args.dump:
+        rows = []
+        for i in held:
+            e = estimate(detections[i], MIN_COVERAGE, located[i], chosen[1])
+            loc = located[i]
+            rows.append({"path": str(cases[i].path), "kind": cases[i].kind, "coverage": cases[i].coverage,
+                         "n_objects": cases[i].n_objects, "estimate": asdict(e), "verdict": e.verdict,
+                         "located_objects": None if loc is None else loc.n_objects,
+                         "detections": [(d.label, d.score) for d in detections[i]]})  # fmt: skip
+        args.dump.write_text(json.dumps(rows, indent=1))
     print(f"held_out_agreement_on_sure: {f.agreement:.3f}")
     print(f"held_out_sure_share: {f.sure:.3f}")
 
