@@ -3,7 +3,7 @@
 Open-source Label Studio asks several people for a task (its overlap) but does not reconcile
 their answers. reviewlens does: a photo whose annotators disagree goes to a project of its own,
 with each person's answer shown as a starting point under their name; the reviewer's answer is
-the decision that counts (curation/labeling/rule_tasks.py: pull_rules says which counts when).
+the decision that counts (curation/labeling/rule_answers.py: pull_rules says which counts when).
 """
 
 from __future__ import annotations

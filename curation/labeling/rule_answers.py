@@ -33,7 +33,6 @@ class RulesPulled:
     decisions: list[Decision] = field(default_factory=list)  # decisions that now count
     unchanged: int = 0  # answered tasks with nothing new
     waiting: int = 0  # tasks two people are asked for, answered by one so far
-    disputed: int = 0  # photos its annotators decided differently: the review project decides
 
 
 def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
@@ -87,7 +86,6 @@ def pull_rules(
                 continue
             if len({d.decision for d in decided.values()}) > 1:
                 manifest.write(q.UNDECIDE, "its annotators disagree: in review", sha)
-                pulled.disputed += 1
                 continue
             last = task.answers[-1]
             d = decided[last.annotator]
