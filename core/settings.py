@@ -154,9 +154,11 @@ class TrainConfig:
     # Full mode: the weight of the search embedding's own loss (a normalised softmax against one
     # proxy per product) beside the classifier's while the body fine-tunes. The classifier alone
     # shapes features that tell the trained products apart; the proxy loss shapes them so nearest
-    # photos share a product, which is how products never trained on are found. Off until
-    # tests/benchmarks/open_set_finetuned.py measures it on a GPU against the classifier alone.
-    embedding_weight: NonNegativeFloat = 0.0
+    # photos share a product, which is how products never trained on are found. Measured by
+    # tests/benchmarks/open_set_finetuned.py against the classifier alone (H200, 3 splits): it
+    # finds unseen products better (Recall@1 93.4 against 92.7 for Lite2) and names the trained
+    # ones better too (closed-set Top-1 87.3 against 86.6; Lite0 86.3 against 81.4).
+    embedding_weight: NonNegativeFloat = 1.0
     # Evaluation resizes the short side to image_size * this, then crops the centre: the
     # 256 / 224 of the ImageNet recipe, so a product at the frame's edge is mostly kept.
     resize_ratio: Annotated[float, Field(ge=1, le=2, allow_inf_nan=False)] = 1.14

@@ -227,7 +227,7 @@ def one_split(
     return out
 
 
-def run(folder: Path, n_splits: int, minutes: float, epochs: int) -> None:
+def run(folder: Path, n_splits: int, minutes: float, epochs: int, first_seed: int = 0) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.monotonic()
     x, labels, splits = unpack(folder)
@@ -235,7 +235,7 @@ def run(folder: Path, n_splits: int, minutes: float, epochs: int) -> None:
     print(f"{len(x)} photos decoded in {time.monotonic() - started:.0f} s; training on {where}", flush=True)
     x = x.to(dev)
     results: list[dict[str, float]] = []
-    for seed in range(n_splits):
+    for seed in range(first_seed, first_seed + n_splits):
         split_started = time.monotonic()
         results.append(one_split(x, labels, splits, folder, seed, dev, epochs))
         took = time.monotonic() - split_started
@@ -260,6 +260,7 @@ def main() -> None:
     runner.add_argument("folder", type=Path)
     runner.add_argument("--splits", type=int, default=3)
     runner.add_argument("--epochs", type=int, default=EPOCHS)
+    runner.add_argument("--first-seed", type=int, default=0, help="the first split's seed: go on where a run stopped")
     runner.add_argument("--minutes", type=float, default=7.0, help="no split starts that would end after this")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
@@ -268,7 +269,7 @@ def main() -> None:
     if args.command == "pack":
         pack(args.folder, args.every)
     else:
-        run(args.folder, args.splits, args.minutes, args.epochs)
+        run(args.folder, args.splits, args.minutes, args.epochs, args.first_seed)
 
 
 if __name__ == "__main__":
