@@ -62,7 +62,7 @@ def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
         noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)).fetchall())
     assert before == 20 and summary.pushed == len(tasks) - before > 0
     # Exactly one task per photo: as many tasks as photos, each the one the manifest names.
-    listed = list(direct.sdk.tasks.list(project=project, page_size=500))
+    listed = direct.tasks(project)
     assert len(listed) == len(tasks) == len(noted) and noted == tasks
 
     # Half answered and pulled; the rest answered, then the server killed as the pull reads them.

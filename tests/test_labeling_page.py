@@ -79,11 +79,11 @@ def test_the_data_manager_has_a_tab_per_verdict_holding_its_tasks(pushed: Pushed
         ).fetchall()
     expected = {v: sum(photo_verdict(*r) == v for r in rows) for v in ("unsure", "pass", "fail")}
     for verdict, n in expected.items():
-        shown = list(p.client.sdk.tasks.list(project=p.project, view=views[f"Machine: {verdict}"], page_size=500))
+        shown = p.client.tasks(p.project, view=views[f"Machine: {verdict}"])
         assert len(shown) == n and {t.data["machine_verdict"] for t in shown} <= {verdict}  # type: ignore[index]
     assert sum(expected.values()) == len(rows) > 0
     # Each task names the product as sold: the photo accepted for it.
-    tasks = list(p.client.sdk.tasks.list(project=p.project, page_size=500))
+    tasks = p.client.tasks(p.project)
     assert all(t.data["product_photo"] == p.references[t.data["product_id"]] for t in tasks)  # type: ignore[index]
 
 

@@ -49,7 +49,7 @@ def test_two_annotators_agree_or_a_reviewer_decides(
         connect(api_key=label_studio.person(f"{who}@reviewlens.test").token) for who in ("first", "second", "reviewer")
     )
 
-    tasks = {t.id: t for t in admin.sdk.tasks.list(project=project, fields="all", page_size=500)}
+    tasks = {t.id: t for t in admin.tasks(project, fields="all")}
     asked_of_two = {i for i, t in tasks.items() if t.overlap == 2}
     assert len(asked_of_two) == round(len(tasks) * 0.5)  # Label Studio's cohort, as set
     right = {i: answer(truth[photo_id(t.data)]) for i, t in tasks.items()}  # type: ignore[arg-type]
@@ -82,7 +82,7 @@ def test_two_annotators_agree_or_a_reviewer_decides(
     # The reviewer sees both answers, each under its annotator's name, and decides.
     review = admin.project_id(label.review_project_title)
     assert review is not None
-    in_review = list(admin.sdk.tasks.list(project=review, fields="all", page_size=100))
+    in_review = admin.tasks(review, fields="all")
     assert {t.data["sha256"] for t in in_review} == {sha[i] for i in disputed}  # type: ignore[index]
     shown = admin.predictions(int(in_review[0].id))  # type: ignore[arg-type]
     assert sorted(p["model_version"] for p in shown) == [

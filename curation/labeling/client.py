@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
-from label_studio_sdk import LabelStudio
+
+# The SDK's generated client: its LabelStudio subclass adds project exports through pandas, a
+# second of imports on every pull an answer saved starts.
+from label_studio_sdk.base_client import LabelStudioBase
 from label_studio_sdk.core.api_error import ApiError
 
 from core.errors import ReviewlensError
@@ -24,6 +27,7 @@ from core.errors import ReviewlensError
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Tasks sent in one import request: large imports time out on a small server.
 IMPORT_BATCH = 100
+PAGE = 200  # tasks and projects a listing asks for at a time
 # Tasks Label Studio asks the ML backend about in one request when a new model predicts again.
 PREDICT_BATCH = 100
 
@@ -70,7 +74,7 @@ def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioCl
     api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
     if not api_key:
         raise LabelStudioError(f"no token for Label Studio at {url}: set LABEL_STUDIO_API_KEY")
-    client = LabelStudioClient(url, LabelStudio(base_url=url, api_key=api_key, timeout=120))
+    client = LabelStudioClient(url, LabelStudioBase(base_url=url, api_key=api_key, timeout=120))
     client.check()
     return client
 
@@ -78,9 +82,10 @@ def connect(url: str | None = None, api_key: str | None = None) -> LabelStudioCl
 class LabelStudioClient:
     """Every call turns the SDK's transport and API failures into a LabelStudioError that says what to do."""
 
-    def __init__(self, url: str, sdk: LabelStudio) -> None:
+    def __init__(self, url: str, sdk: LabelStudioBase) -> None:
         self.url = url
         self.sdk = sdk
+        self._user_emails: dict[int, str] | None = None
 
     @contextmanager
     def _asking(self, what: str) -> Iterator[None]:
@@ -112,7 +117,8 @@ class LabelStudioClient:
             return self._project_titled(title)
 
     def _project_titled(self, title: str) -> int | None:
-        found = [p for p in cast(Iterator[Any], self.sdk.projects.list(title=title)) if p.title == title]
+        projects: Any = self.sdk.projects.list(title=title, page_size=PAGE)
+        found = [p for p in _every(projects, PAGE) if p.title == title]
         return int(found[0].id) if found else None
 
     def ensure_project(self, title: str, store_dir: Path, label_config: str) -> int:
@@ -126,7 +132,7 @@ class LabelStudioClient:
                     self.sdk.projects.update(id=project_id, label_config=label_config)
             else:
                 project = self.sdk.projects.create(title=title, label_config=label_config, show_skip_button=True)
-                project_id = int(project.id)  # type: ignore[arg-type]
+                project_id = int(project.id)
             store = str(Path(store_dir).resolve())
             storages = self.sdk.import_storage.local.list(project=project_id)
             if not any(s.path == store for s in storages):
@@ -155,21 +161,30 @@ class LabelStudioClient:
         """Returns {task.data[key]: task id} for the project's tasks."""
         with self._asking("listing tasks"):
             out: dict[str, int] = {}
-            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, page_size=500)):
+            for task in _every(self.sdk.tasks.list(project=project_id, page_size=500), 500):
                 if task.data and key in task.data:
                     out[str(task.data[key])] = int(task.id)
             return out
+
+    def tasks(self, project_id: int, **listing: Any) -> list[Any]:
+        """Every task of the project, as the SDK's tasks.list gives them (`listing`: its filters,
+        such as fields="all" or a data manager view)."""
+        with self._asking("listing tasks"):
+            return list(_every(self.sdk.tasks.list(project=project_id, page_size=PAGE, **listing), PAGE))
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
         """Creates tasks (with their predictions), a hundred a request."""
         with self._asking("creating tasks"):
             for start in range(0, len(tasks), IMPORT_BATCH):
                 batch = tasks[start : start + IMPORT_BATCH]
-                self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)  # type: ignore[arg-type]
+                self.sdk.projects.import_tasks(id=project_id, request=batch, return_task_ids=True)
 
     def _users(self) -> dict[int, str]:
-        """{user id: e-mail} of the server's users."""
-        return {int(u.id): str(u.email or u.username or u.id) for u in self.sdk.users.list()}
+        """{user id: e-mail} of the server's users, read once per client (pulls read answers of
+        several projects)."""
+        if self._user_emails is None:
+            self._user_emails = {int(u.id): str(u.email or u.username or u.id) for u in self.sdk.users.list()}
+        return self._user_emails
 
     def answered(self, project_id: int, changed_after: str | None = None) -> Iterator[AnsweredTask]:
         """Yields each annotated task with every annotator's latest answer; with `changed_after` (a
@@ -182,13 +197,17 @@ class LabelStudioClient:
             query = json.dumps({"filters": {"conjunction": "and", "items": [since]}})
         with self._asking("reading answers"):
             users = self._users()
-            for task in cast(
-                Iterator[Any],
-                self.sdk.tasks.list(project=project_id, fields="all", only_annotated=True, page_size=200, query=query),
-            ):
+            listing: Any = self.sdk.tasks.list(
+                project=project_id, fields="all", only_annotated=True, page_size=PAGE, query=query
+            )
+            for task in _every(listing, PAGE):
                 latest: dict[str, Answer] = {}
-                for a in sorted((_as_dict(a) for a in task.annotations or []), key=_when):
-                    who = _user(a.get("completed_by"), users)
+                annotations = sorted((_as_dict(a) for a in task.annotations or []), key=_when)
+                if any(_author(a) not in users for a in annotations if _author(a) is not None):
+                    self._user_emails = None  # a person who signed up since the users were read
+                    users = self._users()
+                for a in annotations:
+                    who = _user(_author(a), users)
                     latest[who] = Answer(int(a["id"]), who, list(a.get("result") or []), bool(a.get("was_cancelled")),
                                          a.get("lead_time"), str(a.get("updated_at") or ""))  # fmt: skip
                 if latest:
@@ -206,7 +225,7 @@ class LabelStudioClient:
     def short_of_answers(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks answered by fewer people than their overlap asks."""
         with self._asking("listing tasks that ask for another answer"):
-            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
+            for task in _every(self.sdk.tasks.list(project=project_id, fields="all", page_size=PAGE), PAGE):
                 if 0 < len(task.annotations or []) < int(task.overlap or 1):
                     yield int(task.id), dict(task.data or {})
 
@@ -223,7 +242,7 @@ class LabelStudioClient:
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks nobody has answered yet."""
         with self._asking("listing open tasks"):
-            for task in cast(Iterator[Any], self.sdk.tasks.list(project=project_id, fields="all", page_size=200)):
+            for task in _every(self.sdk.tasks.list(project=project_id, fields="all", page_size=PAGE), PAGE):
                 if not task.annotations:
                     yield int(task.id), dict(task.data or {})
 
@@ -312,10 +331,31 @@ def _when(annotation: dict[str, Any]) -> tuple[str, int]:
     return str(annotation.get("updated_at") or ""), int(annotation["id"])
 
 
-def _user(completed_by: Any, users: dict[int, str]) -> str:
-    """An annotation's author by e-mail; Label Studio gives an id, or the user itself when expanded."""
+def _author(annotation: dict[str, Any]) -> int | None:
+    """An annotation's author's id; Label Studio gives the id, or the user itself when expanded."""
+    completed_by = annotation.get("completed_by")
     if isinstance(completed_by, dict):
         completed_by = completed_by.get("id")
-    if completed_by is None:
+    return None if completed_by is None else int(completed_by)
+
+
+def _user(author: int | None, users: dict[int, str]) -> str:
+    """An annotation's author by e-mail."""
+    if author is None:
         return ""
-    return users.get(int(completed_by), f"user {completed_by}")
+    return users.get(author, f"user {author}")
+
+
+def _every(pager: Any, page_size: int) -> Iterator[Any]:
+    """A listing's items, page by page, stopping at a short page: the SDK's own iteration asks
+    for one more, empty page each time (a tenth of a second per listing, on every pull). Label
+    Studio answers 404 for the page after a full last one."""
+    try:
+        for page in pager.iter_pages():
+            items = page.items or []
+            yield from items
+            if len(items) < page_size:
+                return
+    except ApiError as exc:
+        if exc.status_code != 404:
+            raise

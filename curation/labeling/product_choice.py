@@ -61,7 +61,11 @@ def pull_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient)
     with Manifest(layout.manifest_path) as manifest:
         if not manifest.scalar(q.COUNT_PRODUCT_CHOICES):
             return 0
-        project_id = client.ensure_project(config.choice_project_title, layout.store_dir, CHOICE_VIEW)
+        # Found, not set up: a pull runs on every answer saved, and push made the project.
+        project_id = client.project_id(config.choice_project_title)
+        if project_id is None:
+            log.warning("no project %r in Label Studio: run label push", config.choice_project_title)
+            return 0
         answers = new_answers(client, manifest, project_id, q.CHOICE_ANNOTATION)
         for done in answers.new:
             product = None if done.cancelled else chosen_product(done.result, done.data.get("product_ids") or {})

@@ -46,9 +46,10 @@ def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient, full: b
         config.project_title, layout.store_dir, rules_view(config.min_coverage)
     )
     summary = PullSummary(project_id)
-    summary.chosen = pull_choices(config, layout, client)
+    # The rules' answers first: the pull an answer saved started is waited for on those.
     pulled = pull_rules(config, layout, client, project_id, full)
     summary.unchanged, summary.waiting = pulled.unchanged, pulled.waiting
+    summary.chosen = pull_choices(config, layout, client)
     summary.disputed = push_reviews(config, layout, client)
     reviewed = pull_reviews(config, layout, client)
     decisions = pulled.decisions + reviewed

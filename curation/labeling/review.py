@@ -62,7 +62,10 @@ def pull_reviews(config: LabelConfig, layout: Layout, client: LabelStudioClient)
     with Manifest(layout.manifest_path) as manifest:
         if not manifest.scalar(q.COUNT_REVIEWS):
             return decisions
-        project_id = client.ensure_project(config.review_project_title, layout.store_dir, review_view(config))
+        # Found, not set up: a pull runs on every answer saved, and push_reviews made the project.
+        project_id = client.project_id(config.review_project_title)
+        if project_id is None:
+            return decisions
         for done in new_answers(client, manifest, project_id, q.REVIEW_ANNOTATION).new:
             d = decide(done.result, done.cancelled, config.min_coverage)
             sha, now = done.data["sha256"], utc_now()

@@ -19,6 +19,7 @@ import argparse
 import statistics
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -52,6 +53,17 @@ def pulls_in_flight(api: str) -> int:
     return len(requests.post(f"{api}/flow_runs/filter", json={"flow_runs": states}, timeout=10).json())
 
 
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def latest_pull(api: str) -> dict[str, float]:
+    """Where the last flow run's time went: created, started (its engine running) and ended, as Unix times."""
+    runs = requests.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10)
+    run = runs.json()[0]
+    return {"created": stamp(run["created"]), "started": stamp(run["start_time"]), "ended": stamp(run["end_time"])}
+
+
 def timed_answers(
     client: LabelStudioClient, project: int, layout: Layout, truth: dict[str, PhotoTruth], n: int, api: str, root: Path
 ) -> list[float]:
@@ -59,16 +71,22 @@ def timed_answers(
     seconds = []
     for task_id, data in list(client.unannotated(project))[: n + 1]:
         client.annotate(task_id, answer(truth[photo_id(data)]))
-        saved = time.monotonic()
+        saved, saved_at = time.monotonic(), time.time()
         while not decided(layout, data["sha256"]):
             if time.monotonic() - saved > 300:
                 raise SystemExit(f"no decision 300 s after the answer: see {root}/worker.log")
             time.sleep(0.1)
         seconds.append(time.monotonic() - saved)
-        print(f"task {task_id}: decision in the manifest {seconds[-1]:.1f} s after the answer", flush=True)
         # The next answer comes once the pull has finished: each is timed alone.
         while pulls_in_flight(api):
             time.sleep(0.2)
+        run = latest_pull(api)
+        print(
+            f"task {task_id}: decision in the manifest {seconds[-1]:.1f} s after the answer "
+            f"(flow run created after {run['created'] - saved_at:.1f} s, "
+            f"running {run['started'] - run['created']:.1f} s later, ended {run['ended'] - run['started']:.1f} s on)",
+            flush=True,
+        )
     return seconds
 
 

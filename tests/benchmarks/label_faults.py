@@ -86,7 +86,7 @@ def main() -> None:
         before = len(direct.task_ids_by_key(project, "sha256"))
         summary = push(label, layout, connect())
         push_seconds = time.monotonic() - started
-        listed = list(direct.sdk.tasks.list(project=project, page_size=1000))
+        listed = direct.tasks(project)
         keys = direct.task_ids_by_key(project, "sha256")
         with Manifest(layout.manifest_path) as m:
             noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)))
