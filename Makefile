@@ -5,7 +5,7 @@ LS_VENV := .venv-labelstudio
 DATA ?= data
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: env demo demo-quick test lint bench stop clean
+.PHONY: env demo demo-quick test lint bench up down stop clean
 
 # The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools.
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +50,14 @@ bench: env
 		train_throughput retrain_cost train_memory predict_latency grocery_accuracy open_set multi_object index_scale \
 		box_views label_push label_faults; do \
 		$(VENV)/bin/python -m tests.benchmarks.$$b || exit 1; done
+
+# The services scheduled runs need, on this machine: Label Studio, a Prefect server, its work pool
+# and worker, every deployment of prefect.yaml. `down` stops exactly what `up` started.
+up: env
+	$(VENV)/bin/reviewlens up --data-dir $(DATA)
+
+down:
+	-$(VENV)/bin/reviewlens down --data-dir $(DATA)
 
 stop:
 	-$(VENV)/bin/reviewlens label-studio stop --data-dir $(DATA)

@@ -185,6 +185,21 @@ def cmd_label_studio(args: argparse.Namespace) -> None:
         print("up" if server.is_up() else "down")
 
 
+def cmd_up(args: argparse.Namespace) -> None:
+    from reviewlens.services import Services
+
+    for line in Services.of(args.data_dir, args.label_studio_port, args.prefect_port).up():
+        print(line)
+    print(f"stop them all with: reviewlens down --data-dir {args.data_dir}")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from reviewlens.services import Services
+
+    stopped = Services.of(args.data_dir, args.label_studio_port, args.prefect_port).down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of reviewlens up was running")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from training.train import train
 
@@ -394,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document-root", type=Path, help="folder it may serve photos from (default: DATA_DIR)")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_label_studio)
+
+    for name, func, text in (
+        ("up", cmd_up, "start Label Studio, a Prefect server, its work pool and worker, and every deployment"),
+        ("down", cmd_down, "stop exactly what `reviewlens up` started"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_data_dir(p)
+        p.add_argument("--label-studio-port", type=int, default=8080)
+        p.add_argument("--prefect-port", type=int, default=4200)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="train the ensemble on the accepted photos")
     _add_data_dir(p)

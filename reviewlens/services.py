@@ -1,0 +1,147 @@
+"""`reviewlens up` / `down`: the services scheduled runs need, on one machine, started and stopped
+together: Label Studio, a Prefect server, the process work pool "reviewlens" with one worker, and
+every deployment of prefect.yaml.
+
+Each process runs in a session of its own (it outlives the command) and is noted in a pid file
+under DATA_DIR/services; `down` stops exactly the processes those files name. Both are idempotent:
+`up` starts only what does not run, `down` with nothing running does nothing. Label Studio keeps
+its own pid file and home (reviewlens/labelstudio_server.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from core.errors import ReviewlensError
+from core.layout import Layout
+from reviewlens.labelstudio_server import LabelStudioServer
+
+ROOT = Path(__file__).resolve().parents[1]  # where prefect.yaml is, and the flows it names
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "reviewlens"
+
+
+class ServiceError(ReviewlensError):
+    """A service did not start; the message names its log."""
+
+
+@dataclass(frozen=True)
+class Services:
+    label_studio: LabelStudioServer
+    folder: Path  # pid files and logs of the Prefect server and worker
+    prefect_port: int = 4200
+
+    @classmethod
+    def of(cls, data_dir: Path, label_studio_port: int = 8080, prefect_port: int = 4200) -> Services:
+        layout = Layout(data_dir)
+        server = LabelStudioServer(layout.data_dir / "label-studio", layout.data_dir, port=label_studio_port)
+        return cls(server, layout.data_dir / "services", prefect_port)
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def env(self) -> dict[str, str]:
+        """What the Prefect server, the worker and the flows it runs read. Prefect's database
+        stays in DATA_DIR/prefect unless PREFECT_API_DATABASE_CONNECTION_URL names another."""
+        creds = self.label_studio.credentials()
+        return {
+            **os.environ,
+            "PREFECT_HOME": str((self.folder.parent / "prefect").resolve()),
+            "PREFECT_API_URL": self.prefect_api,
+            "LABEL_STUDIO_URL": self.label_studio.url,
+            "LABEL_STUDIO_API_KEY": creds.token,
+        }
+
+    def pid(self, name: str) -> int | None:
+        """The process `up` started under this name, while it runs."""
+        try:
+            pid = int((self.folder / f"{name}.pid").read_text())
+            os.killpg(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+    def _start(self, name: str, command: list[str]) -> int:
+        if (pid := self.pid(name)) is not None:
+            return pid
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                command, env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        (self.folder / f"{name}.pid").write_text(str(proc.pid))
+        return proc.pid
+
+    def _prefect_answers(self) -> bool:
+        try:
+            return requests.get(f"{self.prefect_api}/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def up(self, timeout_s: float = 180.0) -> list[str]:
+        """Starts what does not run yet; returns where to look."""
+        creds = self.label_studio.start()
+        if self.pid("prefect-server") is None and self._prefect_answers():
+            raise ServiceError(
+                f"something else answers at {self.prefect_api}, not the Prefect server of {self.folder}: "
+                "stop it or choose another --prefect-port"
+            )
+        self._start(
+            "prefect-server", [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)]
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self._prefect_answers():
+            if self.pid("prefect-server") is None or time.monotonic() > deadline:
+                raise ServiceError(f"the Prefect server did not answer: see {self.folder / 'prefect-server.log'}")
+            time.sleep(0.5)
+        pool = requests.get(f"{self.prefect_api}/work_pools/{POOL}", timeout=10)
+        if pool.status_code == 404:
+            self._prefect("work-pool", "create", POOL, "--type", "process")
+        # Every deployment of prefect.yaml, made again each time: an edited file takes effect.
+        self._prefect("--no-prompt", "deploy", "--all")
+        self._start("worker", [PREFECT, "worker", "start", "--pool", POOL])
+        return [
+            f"Label Studio: {self.label_studio.url} (login {creds.username}; password and token in "
+            f"{self.label_studio.home / 'credentials.json'})",
+            f"Prefect: http://127.0.0.1:{self.prefect_port}/ (work pool {POOL}, one worker; logs in {self.folder})",
+        ]
+
+    def _prefect(self, *args: str) -> None:
+        done = subprocess.run([PREFECT, *args], env=self.env(), cwd=ROOT, capture_output=True, text=True)
+        if done.returncode:
+            raise ServiceError(f"prefect {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
+
+    def down(self) -> list[str]:
+        """Stops what `up` started, the worker first; returns what it stopped."""
+        stopped = []
+        for name in ("worker", "prefect-server"):
+            if (pid := self.pid(name)) is not None:
+                _stop_group(pid)
+                stopped.append(name)
+            (self.folder / f"{name}.pid").unlink(missing_ok=True)
+        if self.label_studio.pid() is not None:
+            self.label_studio.stop()
+            stopped.append("label-studio")
+        return stopped
+
+
+def _stop_group(pid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM to the process group, SIGKILL after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

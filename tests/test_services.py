@@ -1,0 +1,87 @@
+"""`reviewlens up` and `down` as ops run them: the services start once however often `up` runs,
+the deployments and a worker are there, and `down` stops exactly what `up` started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from reviewlens.services import POOL
+from tests.procs import ROOT, free_port
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / ".venv-labelstudio" / "bin" / "label-studio").exists(),
+    reason="Label Studio is not installed (make env)",
+)
+
+
+def _reviewlens(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "reviewlens.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _started(data: Path) -> dict[str, int]:
+    files = {"label-studio": data / "label-studio" / "label-studio.pid"} | {
+        name: data / "services" / f"{name}.pid" for name in ("prefect-server", "worker")
+    }
+    return {name: int(path.read_text()) for name, path in files.items() if path.exists()}
+
+
+def test_up_starts_each_service_once_and_down_stops_exactly_those(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ports = ["--label-studio-port", str(free_port()), "--prefect-port", str(free_port())]
+    api = f"http://127.0.0.1:{ports[3]}/api"
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        said = _reviewlens("up", "--data-dir", str(data), *ports)
+        assert f"http://127.0.0.1:{ports[1]}" in said and f"http://127.0.0.1:{ports[3]}/" in said
+        started = _started(data)
+        assert sorted(started) == ["label-studio", "prefect-server", "worker"]
+        assert requests.get(f"http://127.0.0.1:{ports[1]}/health", timeout=5).ok
+        deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        expected = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+        assert {d["name"] for d in deployments} == expected
+        assert all(d["work_pool_name"] == POOL for d in deployments)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = requests.post(f"{api}/work_pools/{POOL}/workers/filter", json={}, timeout=10).json()
+            if any(w["status"] == "ONLINE" for w in workers):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"no worker came online: {(data / 'services' / 'worker.log').read_text()[-2000:]}")
+
+        _reviewlens("up", "--data-dir", str(data), *ports)  # again: nothing starts twice
+        assert _started(data) == started
+        assert all(_alive(pid) for pid in started.values())
+
+        said = _reviewlens("down", "--data-dir", str(data), *ports)
+        assert said.strip() == "stopped: worker, prefect-server, label-studio"
+        assert not any(_alive(pid) for pid in started.values())
+        assert _started(data) == {}
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{api}/health", timeout=5)
+        assert bystander.poll() is None  # a process up did not start is left alone
+        assert "nothing" in _reviewlens("down", "--data-dir", str(data), *ports)
+    finally:
+        bystander.kill()
+        if _started(data):
+            _reviewlens("down", "--data-dir", str(data), *ports)
