@@ -128,6 +128,22 @@ def test_estimates_decide_only_where_the_detector_is_sure() -> None:
     assert estimate([near_line]).coverage_verdict == "unsure"
 
 
+def test_a_confident_object_larger_than_the_colocalised_box_leaves_the_coverage_to_a_person() -> None:
+    from curation.preannotate.colocalise import Location
+    from curation.preannotate.estimates import estimate
+
+    label = Location((0.4, 0.4, 0.6, 0.65), 1)  # a part the product's photos share
+    big = Detection("bottle", 0.95, (0.1, 0.05, 0.9, 0.95))
+    small = Detection("bottle", 0.95, (0.4, 0.4, 0.6, 0.65))
+    assert estimate([big], located=label).coverage_verdict == "unsure"
+    assert estimate([small], located=label).coverage_verdict == "fail"  # both see a small product
+    assert estimate([], located=label).coverage_verdict == "fail"
+    weak_big = Detection("bottle", 0.5, (0.1, 0.05, 0.9, 0.95))
+    assert estimate([weak_big], located=label).coverage_verdict == "fail"  # a weak box is not believed
+    whole = Location((0.1, 0.05, 0.9, 0.95), 1)
+    assert estimate([small], located=whole).coverage_verdict == "pass"  # a part seen large is no doubt
+
+
 def test_a_product_choice_reads_back_as_its_product_id() -> None:
     ids = {"Oak chair (100001)": "100001", "Oak chair, grey (100002)": "100002"}
 

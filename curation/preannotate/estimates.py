@@ -99,6 +99,12 @@ def estimate(
             objects_verdict = "unsure"
         n_objects = max(located.n_objects, len(sure))
         verdict = _coverage_verdict(coverage, min_coverage, t.coverage_margin)
+        if verdict == "fail" and any(
+            _coverage_verdict(_area(d), min_coverage, t.coverage_margin) == "pass" for d in sure
+        ):
+            # A confident object larger than the line around a box below it: the co-localiser
+            # may have found a part the product's photos share (a label, a logo), not all of it.
+            verdict = "unsure"
         return RuleEstimate(coverage, n_objects, confidence, verdict, objects_verdict, located.box)
     if not sure:
         return RuleEstimate(None, 0, top, "unsure", "unsure")
