@@ -114,12 +114,7 @@ class LabelStudioServer:
 
     def pid(self) -> int | None:
         """The process this home folder started, while it runs."""
-        try:
-            pid = int(self._pid_file.read_text())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return None
-        return pid
+        return running(self._pid_file)
 
     def is_up(self) -> bool:
         """Whether the server this home folder started runs and answers."""
@@ -184,18 +179,33 @@ class LabelStudioServer:
 
     def stop(self) -> None:
         """Stops the server this home folder started, if it runs."""
-        if not self._pid_file.exists():
-            return
-        pid = int(self._pid_file.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(50):
-                os.killpg(pid, 0)
-                time.sleep(0.2)
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if (pid := running(self._pid_file)) is not None:
+            stop_group(pid)
         self._pid_file.unlink(missing_ok=True)
+
+
+def running(pid_file: Path) -> int | None:
+    """The process group a pid file names, while it runs (the group of a server started in a
+    session of its own)."""
+    try:
+        pid = int(pid_file.read_text())
+        os.killpg(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def stop_group(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM to the process group, SIGKILL after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -11,7 +11,6 @@ its own pid file and home (reviewlens/labelstudio_server.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import requests
 
 from core.errors import ReviewlensError
 from core.layout import Layout
-from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.labelstudio_server import LabelStudioServer, running, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]  # where prefect.yaml is, and the flows it names
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -63,12 +62,7 @@ class Services:
 
     def pid(self, name: str) -> int | None:
         """The process `up` started under this name, while it runs."""
-        try:
-            pid = int((self.folder / f"{name}.pid").read_text())
-            os.killpg(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return None
-        return pid
+        return running(self.folder / f"{name}.pid")
 
     def _start(self, name: str, command: list[str]) -> int:
         if (pid := self.pid(name)) is not None:
@@ -125,23 +119,10 @@ class Services:
         stopped = []
         for name in ("worker", "prefect-server"):
             if (pid := self.pid(name)) is not None:
-                _stop_group(pid)
+                stop_group(pid, grace_s=20.0)
                 stopped.append(name)
             (self.folder / f"{name}.pid").unlink(missing_ok=True)
         if self.label_studio.pid() is not None:
             self.label_studio.stop()
             stopped.append("label-studio")
         return stopped
-
-
-def _stop_group(pid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM to the process group, SIGKILL after the grace period."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            os.killpg(pid, 0)
-            time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -161,7 +161,7 @@ class LabelStudioClient:
         """Returns {task.data[key]: task id} for the project's tasks."""
         with self._asking("listing tasks"):
             out: dict[str, int] = {}
-            for task in _every(self.sdk.tasks.list(project=project_id, page_size=500), 500):
+            for task in self._listing(project_id, page_size=500):
                 if task.data and key in task.data:
                     out[str(task.data[key])] = int(task.id)
             return out
@@ -170,7 +170,11 @@ class LabelStudioClient:
         """Every task of the project, as the SDK's tasks.list gives them (`listing`: its filters,
         such as fields="all" or a data manager view)."""
         with self._asking("listing tasks"):
-            return list(_every(self.sdk.tasks.list(project=project_id, page_size=PAGE, **listing), PAGE))
+            return list(self._listing(project_id, **listing))
+
+    def _listing(self, project_id: int, page_size: int = PAGE, **listing: Any) -> Iterator[Any]:
+        pager: Any = self.sdk.tasks.list(project=project_id, page_size=page_size, **listing)
+        return _every(pager, page_size)
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
         """Creates tasks (with their predictions), a hundred a request."""
@@ -197,17 +201,15 @@ class LabelStudioClient:
             query = json.dumps({"filters": {"conjunction": "and", "items": [since]}})
         with self._asking("reading answers"):
             users = self._users()
-            listing: Any = self.sdk.tasks.list(
-                project=project_id, fields="all", only_annotated=True, page_size=PAGE, query=query
-            )
-            for task in _every(listing, PAGE):
+            for task in self._listing(project_id, fields="all", only_annotated=True, query=query):
                 latest: dict[str, Answer] = {}
                 annotations = sorted((_as_dict(a) for a in task.annotations or []), key=_when)
-                if any(_author(a) not in users for a in annotations if _author(a) is not None):
+                authors = [_author(a) for a in annotations]
+                if any(author is not None and author not in users for author in authors):
                     self._user_emails = None  # a person who signed up since the users were read
                     users = self._users()
-                for a in annotations:
-                    who = _user(_author(a), users)
+                for a, author in zip(annotations, authors, strict=True):
+                    who = _user(author, users)
                     latest[who] = Answer(int(a["id"]), who, list(a.get("result") or []), bool(a.get("was_cancelled")),
                                          a.get("lead_time"), str(a.get("updated_at") or ""))  # fmt: skip
                 if latest:
@@ -225,7 +227,7 @@ class LabelStudioClient:
     def short_of_answers(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks answered by fewer people than their overlap asks."""
         with self._asking("listing tasks that ask for another answer"):
-            for task in _every(self.sdk.tasks.list(project=project_id, fields="all", page_size=PAGE), PAGE):
+            for task in self._listing(project_id, fields="all"):
                 if 0 < len(task.annotations or []) < int(task.overlap or 1):
                     yield int(task.id), dict(task.data or {})
 
@@ -242,7 +244,7 @@ class LabelStudioClient:
     def unannotated(self, project_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yields (task id, task data) of tasks nobody has answered yet."""
         with self._asking("listing open tasks"):
-            for task in _every(self.sdk.tasks.list(project=project_id, fields="all", page_size=PAGE), PAGE):
+            for task in self._listing(project_id, fields="all"):
                 if not task.annotations:
                     yield int(task.id), dict(task.data or {})
 
