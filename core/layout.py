@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 # Where generated data, the photo store, the manifest and runs live unless told otherwise.
 DEFAULT_DATA_DIR = Path(os.environ.get("REVIEWLENS_DATA_DIR", "data"))
 
 
+def _database_url() -> str | None:
+    # Read when a layout is made, not at import: a worker started with the setting uses it.
+    return os.environ.get("REVIEWLENS_DATABASE_URL") or None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Paths under one data folder."""
+    """Paths under one data folder, and where the manifest lives.
+
+    The manifest is the folder's SQLite file unless `database_url` names a PostgreSQL database
+    (postgresql://user:password@host:port/name, by default from REVIEWLENS_DATABASE_URL): then
+    stages on several machines share it. It is left out of repr, as it may hold a password.
+    """
 
     data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = field(default_factory=_database_url, repr=False)
 
     @property
     def store_dir(self) -> Path:

@@ -1,7 +1,9 @@
-"""The one manifest: a SQLite file each stage extends with what it learned about a photo.
+"""The one manifest each stage extends with what it learned about a photo.
 
-Every photo is keyed by the SHA-256 of its bytes. Failures are rows with a reason, not crashes.
-The stages run only the named queries of core/queries.py through it.
+A SQLite file in the data folder by default; a PostgreSQL database when the layout names one
+(core/manifest_postgres.py), for stages on several machines. Every photo is keyed by the SHA-256
+of its bytes. Failures are rows with a reason, not crashes. The stages run only the named queries
+of core/queries.py through it, the same on either engine.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.errors import ReviewlensError
+from core.layout import Layout, redacted
 from core.queries import Query
 
 SCHEMA = """
@@ -166,17 +169,25 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class Row(Protocol):
+    """A result row, by position or by column name (sqlite3.Row, or its PostgreSQL twin)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
 class Writer:
     """The writes of one transaction: named queries only."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
 
     def run(self, query: Query, *params: Any) -> None:
-        self._conn.execute(query, params)
+        self._manifest.conn.execute(self._manifest.spelling(query), params)
 
     def run_many(self, query: Query, rows: Iterable[Sequence[Any]]) -> None:
-        self._conn.executemany(query, rows)
+        self._manifest.conn.cursor().executemany(self._manifest.spelling(query), rows)
 
 
 class NoManifest(ReviewlensError):
@@ -188,68 +199,48 @@ class DamagedManifest(ReviewlensError):
 
 
 class Manifest:
-    """A connection to the manifest, its schema created on first open.
+    """A connection to the manifest, on either engine; open one with `open_manifest`.
 
-    Only the crawl, which starts a data folder, may `create` one: every later stage refuses a
-    folder without a manifest, as it is most often a mistyped data folder.
+    `conn` is the engine's DB-API connection in autocommit mode: every write happens inside an
+    explicit transaction(), which starts by taking the manifest's one write lock (SQLite's
+    BEGIN IMMEDIATE, a PostgreSQL advisory lock), so writers on any number of machines take turns
+    and a transaction that reads before it writes sees every write committed before it.
     """
 
-    def __init__(self, path: Path, create: bool = False) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise NoManifest(f"no manifest at {self.path}: crawl into this data folder first, or check --data-dir")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: every write happens inside an explicit transaction() below.
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
-        try:
-            # WAL lets a reader (a report, a flow) look while a crawl writes; a killed writer
-            # leaves the last committed state.
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.executescript(SCHEMA)
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise DamagedManifest(
-                f"the manifest at {self.path} cannot be read ({exc}): restore it from a copy, or move it "
-                "away and crawl again (the photo store is kept)"
-            ) from exc
+    def __init__(self, conn: Any, where: str, postgres: bool = False) -> None:
+        self.conn = conn
+        self.where = where
+        self.postgres = postgres
 
-    def _migrate(self) -> None:
-        """Adds columns that manifests written by earlier versions lack."""
-        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(curation)")}
-        if "centre_hash" not in columns:
-            self.conn.execute("ALTER TABLE curation ADD COLUMN centre_hash TEXT")
-        for table, column, kind in (
-            ("estimates", "box", "TEXT"),
-            ("labels", "box", "TEXT"),
-            ("labels", "annotator", "TEXT"),
-            ("labels", "lead_time", "REAL"),
-        ):
-            if column not in {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}:
-                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    def spelling(self, query: Query) -> str:
+        """The query as this manifest's engine reads it."""
+        return query.postgres if self.postgres else query
 
-    def rows(self, query: Query, *params: Any) -> list[sqlite3.Row]:
+    def rows(self, query: Query, *params: Any) -> list[Row]:
         """Every row `query` returns."""
-        return self.conn.execute(query, params).fetchall()
+        rows: list[Row] = self.conn.execute(self.spelling(query), params).fetchall()
+        return rows
 
-    def row(self, query: Query, *params: Any) -> sqlite3.Row | None:
+    def row(self, query: Query, *params: Any) -> Row | None:
         """The first row `query` returns, or None."""
-        row: sqlite3.Row | None = self.conn.execute(query, params).fetchone()
+        row: Row | None = self.conn.execute(self.spelling(query), params).fetchone()
         return row
 
     def scalar(self, query: Query, *params: Any) -> int:
         """The single number a COUNT query returns."""
-        return int(self.conn.execute(query, params).fetchone()[0])
+        return int(self.conn.execute(self.spelling(query), params).fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[Writer]:
         """Runs the block's writes as one transaction: all land or none do."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        if self.postgres:
+            from core.manifest_postgres import begin
+
+            begin(self.conn)
+        else:
+            self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield Writer(self.conn)
+            yield Writer(self)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -268,3 +259,53 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_manifest(layout: Layout, create: bool = False) -> Manifest:
+    """The layout's manifest: its PostgreSQL database when it names one, else its SQLite file.
+
+    Only the crawl (and an import), which start a data folder, may `create` one: every later
+    stage refuses a place without a manifest, as it is most often a mistyped data folder or URL.
+    """
+    if layout.database_url:
+        from core.manifest_postgres import connect
+
+        return Manifest(connect(layout.database_url, create), redacted(layout.database_url), postgres=True)
+    return Manifest(_open_sqlite(layout.manifest_path, create), str(layout.manifest_path))
+
+
+def _open_sqlite(path: Path, create: bool) -> sqlite3.Connection:
+    if not path.exists():
+        if not create:
+            raise NoManifest(f"no manifest at {path}: crawl into this data folder first, or check --data-dir")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: every write happens inside an explicit transaction().
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn.row_factory = sqlite3.Row
+    try:
+        # WAL lets a reader (a report, a flow) look while a crawl writes; a killed writer leaves
+        # the last committed state.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DamagedManifest(
+            f"the manifest at {path} cannot be read ({exc}): restore it from a copy, or move it "
+            "away and crawl again (the photo store is kept)"
+        ) from exc
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Adds columns that manifests written by earlier versions lack."""
+    for table, column, kind in (
+        ("curation", "centre_hash", "TEXT"),
+        ("estimates", "box", "TEXT"),
+        ("labels", "box", "TEXT"),
+        ("labels", "annotator", "TEXT"),
+        ("labels", "lead_time", "REAL"),
+    ):
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from core import queries as q
 from core.errors import ReviewlensError
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import Manifest, Row, utc_now
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ("jpg", "png", "webp", "gif")
@@ -43,7 +42,7 @@ def photo_path(layout: Layout, sha256: str, rel: str) -> Path:
     return layout.store_dir / rel
 
 
-def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[sqlite3.Row]) -> dict[str, str]:
+def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[Row]) -> dict[str, str]:
     """{sha256: reason} of the `photos` (rows with sha256 and path) that cannot be used as stored.
 
     A file is hashed again only when its size or modification time changed since it last

@@ -1,35 +1,70 @@
 """Every query the stages run on the manifest, by name; core/manifest.py runs only these.
 
 A query is a constant string with `?` parameters: nothing is built from values at run time.
-Grouped by the stage that asks.
+Each is written in SQLite's SQL; the few that PostgreSQL spells otherwise carry that spelling too,
+so the same named query runs on either engine. Grouped by the stage that asks.
 """
 
 from __future__ import annotations
 
-from typing import NewType
 
-# A named query of this module: Manifest's methods take nothing else (mypy checks it).
-Query = NewType("Query", str)
+class Query(str):
+    """A named query of this module: Manifest's methods take nothing else (mypy checks it).
+
+    `postgres` is its PostgreSQL form: the SQLite text made PostgreSQL's mechanically (`?`
+    parameters, INSERT OR IGNORE), or the spelling given where the two engines differ.
+    """
+
+    postgres: str
+
+    def __new__(cls, sqlite: str, postgres: str | None = None) -> Query:
+        query = super().__new__(cls, sqlite)
+        query.postgres = _postgres_form(postgres or sqlite)
+        return query
+
+
+def _postgres_form(sql: str) -> str:
+    """PostgreSQL's spelling of what the two engines share: psycopg's `%s` parameters, and
+    SQLite's INSERT OR IGNORE as ON CONFLICT DO NOTHING."""
+    if "%" in sql:
+        raise ValueError(f"a query may not hold '%': {sql}")
+    if sql.lstrip().startswith("INSERT OR IGNORE INTO"):
+        sql = sql.replace("INSERT OR IGNORE INTO", "INSERT INTO", 1) + " ON CONFLICT DO NOTHING"
+    elif "INSERT OR" in sql:
+        raise ValueError(f"INSERT OR REPLACE needs its PostgreSQL spelling: {sql}")
+    return sql.replace("?", "%s")
+
 
 # --- crawl -------------------------------------------------------------------------------------
 SOURCE_KNOWN = Query("SELECT 1 FROM sources WHERE shop = ? AND review_id = ? AND photo_url = ?")
 # A product's photo under this review id is stored, or failed and is tried again with the failures.
 PRODUCT_SOURCE_KNOWN = Query(
     "SELECT 1 FROM sources WHERE shop = ?1 AND product_id = ?2 AND review_id = ?3 "
-    "UNION ALL SELECT 1 FROM failures WHERE shop = ?1 AND product_id = ?2 AND review_id = ?3"
+    "UNION ALL SELECT 1 FROM failures WHERE shop = ?1 AND product_id = ?2 AND review_id = ?3",
+    # PostgreSQL has no numbered parameters: the three are named once, in a row of their own.
+    "SELECT 1 FROM (SELECT ?::text AS shop, ?::text AS product_id, ?::text AS review_id) k "
+    "WHERE EXISTS (SELECT 1 FROM sources s "
+    "  WHERE s.shop = k.shop AND s.product_id = k.product_id AND s.review_id = k.review_id) "
+    "OR EXISTS (SELECT 1 FROM failures f "
+    "  WHERE f.shop = k.shop AND f.product_id = k.product_id AND f.review_id = k.review_id)",
 )
 PRODUCT_SEEN = Query("SELECT name, reviews_complete_at FROM products WHERE shop = ? AND product_id = ?")
 UPSERT_PRODUCT = Query(
     "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT DO UPDATE SET "
     "category_id = excluded.category_id, name = excluded.name, url = excluded.url, rank = excluded.rank, "
-    "seen_at = excluded.seen_at"
+    "seen_at = excluded.seen_at",
+    "INSERT INTO products VALUES (?,?,?,?,?,?,?,NULL) ON CONFLICT (shop, product_id) DO UPDATE SET "
+    "category_id = excluded.category_id, name = excluded.name, url = excluded.url, rank = excluded.rank, "
+    "seen_at = excluded.seen_at",
 )
 PRODUCT_REVIEWS_COMPLETE = Query("UPDATE products SET reviews_complete_at = ? WHERE shop = ? AND product_id = ?")
 INSERT_PHOTO = Query("INSERT OR IGNORE INTO photos VALUES (?,?,?,?,?,?,?)")
 INSERT_SOURCE = Query("INSERT OR IGNORE INTO sources VALUES (?,?,?,?,?,?,?,?)")
 UPSERT_FAILURE = Query(
     "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT DO UPDATE SET "
-    "reason = excluded.reason, attempts = attempts + 1, last_try = excluded.last_try"
+    "reason = excluded.reason, attempts = attempts + 1, last_try = excluded.last_try",
+    "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (shop, review_id, photo_url) DO UPDATE SET "
+    "reason = excluded.reason, attempts = failures.attempts + 1, last_try = excluded.last_try",
 )
 DELETE_FAILURE = Query("DELETE FROM failures WHERE shop = ? AND review_id = ? AND photo_url = ?")
 FAILED_PHOTOS = Query(
@@ -61,7 +96,11 @@ GROUP_MEMBERS = Query(
     "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "
     "(SELECT group_concat(DISTINCT pr.name) FROM sources s JOIN products pr "
     " ON pr.shop = s.shop AND pr.product_id = s.product_id WHERE s.sha256 = c.sha256) AS products "
-    "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC"
+    "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC",
+    "SELECT c.sha256, c.group_id, c.is_kept, c.is_ambiguous, p.path, p.width, p.height, "
+    "(SELECT string_agg(DISTINCT pr.name, ',') FROM sources s JOIN products pr "
+    " ON pr.shop = s.shop AND pr.product_id = s.product_id WHERE s.sha256 = c.sha256) AS products "
+    "FROM curation c JOIN photos p USING (sha256) WHERE c.status = 'ok' ORDER BY c.group_id, c.is_kept DESC",
 )
 VERDICTS = Query(
     "SELECT e.*, p.path, l.decision, l.reason FROM estimates e JOIN photos p USING (sha256) "
@@ -95,7 +134,12 @@ PRODUCT_REFERENCE_PHOTO = Query(
 )
 SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
-    "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)"
+    "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)",
+    "INSERT INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
+    "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (sha256) DO UPDATE SET "
+    "coverage = excluded.coverage, n_objects = excluded.n_objects, confidence = excluded.confidence, "
+    "coverage_verdict = excluded.coverage_verdict, objects_verdict = excluded.objects_verdict, "
+    "model_version = excluded.model_version, box = excluded.box",
 )
 # The labeling report (curation/labeling/report.py).
 FUNNEL = Query(
@@ -144,7 +188,11 @@ SAVE_DECISION = Query(
 ANSWER_SEEN = Query("SELECT annotation_id, updated_at FROM answers WHERE sha256 = ? AND annotator = ?")
 SAVE_ANSWER = Query(
     "INSERT OR REPLACE INTO answers (sha256, annotator, annotation_id, updated_at, decision, reason, lead_time, "
-    "result) VALUES (?,?,?,?,?,?,?,?)"
+    "result) VALUES (?,?,?,?,?,?,?,?)",
+    "INSERT INTO answers (sha256, annotator, annotation_id, updated_at, decision, reason, lead_time, "
+    "result) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (sha256, annotator) DO UPDATE SET "
+    "annotation_id = excluded.annotation_id, updated_at = excluded.updated_at, decision = excluded.decision, "
+    "reason = excluded.reason, lead_time = excluded.lead_time, result = excluded.result",
 )
 # Photos whose annotators decided differently and that have no review task yet.
 UNREVIEWED_DISPUTES = Query(
@@ -157,7 +205,11 @@ UNREVIEWED_DISPUTES = Query(
 )
 ANSWERS_OF = Query("SELECT * FROM answers WHERE sha256 = ? ORDER BY updated_at, annotation_id")
 PULL_MARK = Query("SELECT updated_at FROM pull_marks WHERE project_id = ?")
-SAVE_PULL_MARK = Query("INSERT OR REPLACE INTO pull_marks (project_id, updated_at) VALUES (?, ?)")
+SAVE_PULL_MARK = Query(
+    "INSERT OR REPLACE INTO pull_marks (project_id, updated_at) VALUES (?, ?)",
+    "INSERT INTO pull_marks (project_id, updated_at) VALUES (?, ?) "
+    "ON CONFLICT (project_id) DO UPDATE SET updated_at = excluded.updated_at",
+)
 UNDECIDE = Query("UPDATE labels SET decision = NULL, reason = ?, decided_at = NULL WHERE sha256 = ?")
 IS_REVIEWED = Query("SELECT annotation_id FROM reviews WHERE sha256 = ? AND annotation_id IS NOT NULL")
 NOTE_REVIEW_TASK = Query("INSERT OR IGNORE INTO reviews (sha256, project_id, task_id, pushed_at) VALUES (?,?,?,?)")
@@ -189,13 +241,14 @@ ANSWERS_AND_FINAL = Query(
 )
 OVERLAP = Query(
     """
-    SELECT COUNT(*) AS answered_by_two, COALESCE(SUM(kinds = 1), 0) AS agreed,
-        COALESCE(SUM(kinds > 1 AND NOT reviewed), 0) AS in_review, COALESCE(SUM(reviewed), 0) AS reviewed
+    SELECT COUNT(*) AS answered_by_two, COALESCE(SUM(CASE WHEN kinds = 1 THEN 1 ELSE 0 END), 0) AS agreed,
+        COALESCE(SUM(CASE WHEN kinds > 1 AND NOT reviewed THEN 1 ELSE 0 END), 0) AS in_review,
+        COALESCE(SUM(CASE WHEN reviewed THEN 1 ELSE 0 END), 0) AS reviewed
     FROM (
         SELECT a.sha256, COUNT(DISTINCT a.decision) AS kinds,
             EXISTS (SELECT 1 FROM reviews r WHERE r.sha256 = a.sha256 AND r.annotation_id IS NOT NULL) AS reviewed
         FROM answers a GROUP BY a.sha256 HAVING COUNT(*) > 1
-    )
+    ) AS pairs
     """
 )
 LABEL_TASKS_IN_PROJECT = Query("SELECT COUNT(*) FROM labels WHERE project_id = ?")
@@ -232,12 +285,21 @@ SAVE_CHOICE = Query("UPDATE product_choices SET annotation_id = ?, product_id = 
 
 # --- the store's integrity (core/photos.py) ----------------------------------------------------
 INTACT_PHOTOS = Query("SELECT sha256, bytes, mtime_ns FROM intact_photos")
-PROVE_INTACT = Query("INSERT OR REPLACE INTO intact_photos VALUES (?,?,?)")
+PROVE_INTACT = Query(
+    "INSERT OR REPLACE INTO intact_photos VALUES (?,?,?)",
+    "INSERT INTO intact_photos VALUES (?,?,?) "
+    "ON CONFLICT (sha256) DO UPDATE SET bytes = excluded.bytes, mtime_ns = excluded.mtime_ns",
+)
 FORGET_INTACT = Query("DELETE FROM intact_photos WHERE sha256 = ?")
 # A damaged photo's reviews become failed fetches: the next crawl tries them first.
 FAIL_SOURCES_OF = Query(
     "INSERT OR REPLACE INTO failures SELECT shop, review_id, photo_url, product_id, category_id, review_created_at, "
-    "?, 1, ? FROM sources WHERE sha256 = ?"
+    "?, 1, ? FROM sources WHERE sha256 = ?",
+    "INSERT INTO failures SELECT shop, review_id, photo_url, product_id, category_id, review_created_at, "
+    "?, 1, ? FROM sources WHERE sha256 = ? ON CONFLICT (shop, review_id, photo_url) DO UPDATE SET "
+    "product_id = excluded.product_id, category_id = excluded.category_id, "
+    "review_created_at = excluded.review_created_at, reason = excluded.reason, attempts = excluded.attempts, "
+    "last_try = excluded.last_try",
 )
 DELETE_SOURCES_OF = Query("DELETE FROM sources WHERE sha256 = ?")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from core import queries as q
 from core.errors import ReviewlensError
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from crawler.errors import InvalidImage
 from crawler.store import PhotoStore
 
@@ -101,7 +101,7 @@ def import_collection(
     store = PhotoStore(layout.store_dir, max_pixels)
     summary = ImportSummary(products=len({e.product_id for e in entries}))
     now = utc_now()
-    with Manifest(layout.manifest_path, create=True) as manifest:
+    with open_manifest(layout, create=True) as manifest:
         known = {r["sha256"] for r in manifest.rows(q.ALL_PHOTOS)}
         with manifest.transaction() as db:
             for e in {e.product_id: e for e in entries}.values():

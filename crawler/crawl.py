@@ -20,7 +20,7 @@ from tqdm import tqdm
 from core import queries as q
 from core.errors import ConfigError
 from core.layout import Layout
-from core.manifest import CATALOG_REVIEW, Manifest, utc_now
+from core.manifest import CATALOG_REVIEW, Manifest, open_manifest, utc_now
 from core.settings import CrawlConfig
 from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
@@ -252,7 +252,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
         log.info("removed %d temporary files left by an interrupted run", swept)
     summary = CrawlSummary()
     with (
-        Manifest(layout.manifest_path, create=True) as manifest,
+        open_manifest(layout, create=True) as manifest,
         ThreadPoolExecutor(config.image_workers) as pool,
         tqdm(desc="products", unit="product", disable=None) as progress,  # shown on a terminal only
     ):

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from core import queries as q
 from core.boxes import parse_box
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Manifest, open_manifest
 from core.photos import photo_path
 from curation.labeling.machine_note import estimate_lines
 from curation.labeling.report import VerdictAgreement, verdict_records
@@ -159,7 +159,7 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
     answering = threading.Lock()  # one /predict at a time: the models are not shared between threads
 
     def predict_tasks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
-        with answering, Manifest(layout.manifest_path) as manifest:
+        with answering, open_manifest(layout) as manifest:
             ensemble = production.current()
             version = ensemble.version if ensemble is not None else NO_MODEL
             data = [t.get("data") or {} for t in tasks]

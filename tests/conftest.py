@@ -26,6 +26,7 @@ from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
+from tests.postgres import NoPostgres, PostgresServer
 from tests.procs import free_port
 
 # Small enough to crawl, label and train in seconds; every kind of rule-breaker is present.
@@ -52,8 +53,41 @@ def shop(shop_dir: Path, tmp_path: Path) -> Iterator[DemoShop]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test run's own, started once; the tests that need it skip
+    with the reason where it cannot start."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except NoPostgres as exc:
+        server.stop()
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    yield server
+    server.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test marked both_engines runs once with the manifest in SQLite, once in PostgreSQL.
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def layout(document_root: Path, tmp_path: Path) -> Layout:
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where this test's manifest lives: SQLite unless the test runs on both engines. The
+    setting goes to the environment, so the processes a test starts use the same manifest."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        monkeypatch.setenv("REVIEWLENS_DATABASE_URL", server.new_database())
+    else:
+        monkeypatch.delenv("REVIEWLENS_DATABASE_URL", raising=False)
+    return name
+
+
+@pytest.fixture
+def layout(document_root: Path, tmp_path: Path, engine: str) -> Layout:
     # Under the document root, so Label Studio may serve this test's store.
     return Layout(document_root / tmp_path.name)
 

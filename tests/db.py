@@ -1,10 +1,23 @@
-"""What tests and benchmarks read straight from the manifest: row counts, by table and condition."""
+"""What tests and benchmarks read straight from the manifest, on either engine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 from core.manifest import Manifest
+from core.queries import Query
+
+
+def run(manifest: Manifest, sql: str, params: Sequence[Any] = ()) -> Any:
+    """Runs the test's own SQL (SQLite's, `?` parameters) on the manifest's engine: its cursor."""
+    return manifest.conn.execute(manifest.spelling(Query(sql)), params)
+
+
+def run_many(manifest: Manifest, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    manifest.conn.cursor().executemany(manifest.spelling(Query(sql)), rows)
 
 
 def count(manifest: Manifest, table: str, where: str = "1=1", *params: object) -> int:
     """Rows of `table` matching `where` (test code: the table and condition are the test's own)."""
-    return int(manifest.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()[0])
+    return int(run(manifest, f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()[0])

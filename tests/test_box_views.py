@@ -15,7 +15,7 @@ from PIL import Image
 from core import queries as q
 from core.boxes import area, box_text, parse_box, view_key
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import Manifest, open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -24,6 +24,7 @@ from reviewlens.demoshop.annotator import answer
 from reviewlens.demoshop.generate import PhotoTruth, load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
+from tests.db import run
 from training.bundle import Ensemble
 from training.data import BOX_VIEW_MAX_AREA, load_image, make_snapshot
 from training.indexing import update_index
@@ -62,9 +63,9 @@ def boxed(shop: DemoShop, shop_dir: Path, layout: Layout) -> tuple[Layout, dict[
     dedupe(DedupeConfig(), layout)
     truth = load_truth(shop_dir)
     by_sha = {}
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         for r in m.rows(q.USABLE_PHOTOS):
-            url = m.conn.execute("SELECT photo_url FROM sources WHERE sha256 = ?", (r["sha256"],)).fetchone()[0]
+            url = run(m, "SELECT photo_url FROM sources WHERE sha256 = ?", (r["sha256"],)).fetchone()[0]
             by_sha[r["sha256"]] = truth[url.rsplit("/", 1)[1].removesuffix(".jpg")]
         with m.transaction() as db:
             for task_id, (sha, t) in enumerate(by_sha.items()):
@@ -135,7 +136,7 @@ def test_views_train_and_are_indexed_beside_their_photos(boxed: tuple[Layout, di
     snapshot = make_snapshot(layout, 0.2, 0.2, seed=0, min_photos=5)
     views = [e for e in snapshot.examples if e.box]
     summary = update_index(layout, record)
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         indexable = len(m.rows(q.INDEXABLE_PHOTOS))
     # Every view of a trained product is in the index beside the whole photos.
     assert summary.views >= len(views) and summary.photos == indexable + summary.views
@@ -178,4 +179,4 @@ def test_a_manifest_written_before_boxes_were_kept_gains_the_column(tmp_path: Pa
         )
         old.execute("INSERT INTO labels VALUES ('a', 1, 1, '', 1, 'accept', '', 0.9, 1, '')")
     with Manifest(path) as m:
-        assert [tuple(r) for r in m.conn.execute("SELECT sha256, decision, box FROM labels")] == [("a", "accept", None)]
+        assert [tuple(r) for r in run(m, "SELECT sha256, decision, box FROM labels")] == [("a", "accept", None)]

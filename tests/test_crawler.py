@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -15,7 +16,7 @@ from PIL import Image
 from core import queries as q
 from core.errors import ConfigError
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import NoManifest, open_manifest
 from core.settings import CrawlConfig, DedupeConfig, from_mapping
 from crawler.crawl import crawl
 from crawler.errors import FetchError, InvalidImage, LayoutChanged, NothingCrawled
@@ -27,7 +28,10 @@ from reviewlens.cli import main
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
-from tests.db import count
+from tests.db import count, run
+
+# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_engines
 
 REVIEWS_PAGE = {
     "count": 2,
@@ -148,9 +152,9 @@ def test_crawl_stores_every_photo_once_with_provenance(
     summary = crawl(crawl_config(shop), layout)
     truth = load_truth(shop_dir)
     assert summary.photos_stored == len(truth) and summary.photos_failed == 0
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "photos") == len(truth)
-        rows = m.conn.execute("SELECT s.*, p.path FROM sources s JOIN photos p USING (sha256)").fetchall()
+        rows = run(m, "SELECT s.*, p.path FROM sources s JOIN photos p USING (sha256)").fetchall()
         assert len(rows) == len(truth)
         for r in rows:
             t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
@@ -158,10 +162,11 @@ def test_crawl_stores_every_photo_once_with_provenance(
             assert (layout.store_dir / r["path"]).read_bytes() == (
                 shop_dir / "photos" / f"{t.photo_id}.jpg"
             ).read_bytes()
-        names = {r["name"] for r in m.conn.execute("SELECT name FROM products")}
+        names = {r["name"] for r in run(m, "SELECT name FROM products")}
         assert names == {p.name for p in shop.data.products}
     # No writer data is kept: the manifest has no column for it.
-    assert "writer" not in layout.manifest_path.read_bytes().decode("latin-1")
+    if not layout.database_url:
+        assert "writer" not in layout.manifest_path.read_bytes().decode("latin-1")
 
 
 def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(
@@ -176,16 +181,14 @@ def test_recrawl_of_an_unchanged_shop_reads_one_review_page_per_product(
     review_pages = [r for r in _requests(log)[before:] if "production_reviews.json" in str(r["path"])]
     assert len(review_pages) == len(shop.data.products)
     assert all("page=1&" in str(r["path"]) for r in review_pages)
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "sources") == count(m, "photos") == sum(1 for _ in load_truth(shop.data.photos_dir.parent))
 
 
 def _state(layout: Layout) -> tuple[set[tuple[str, ...]], set[str], list[str]]:
-    with Manifest(layout.manifest_path) as m:
-        sources = {
-            tuple(r) for r in m.conn.execute("SELECT shop, review_id, photo_url, product_id, sha256 FROM sources")
-        }
-        photos = {r[0] for r in m.conn.execute("SELECT sha256 FROM photos")}
+    with open_manifest(layout) as m:
+        sources = {tuple(r) for r in run(m, "SELECT shop, review_id, photo_url, product_id, sha256 FROM sources")}
+        photos = {r[0] for r in run(m, "SELECT sha256 FROM photos")}
     files = sorted(str(p.relative_to(layout.store_dir)) for p in layout.store_dir.rglob("*") if p.is_file())
     return sources, photos, files
 
@@ -215,20 +218,19 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
     proc = subprocess.Popen(args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if layout.manifest_path.exists():
-            with Manifest(layout.manifest_path) as m:
-                if count(m, "photos") >= 40:
-                    break
+        with contextlib.suppress(NoManifest), open_manifest(layout) as m:
+            if count(m, "photos") >= 40:
+                break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert 40 <= count(m, "photos") < sum(1 for _ in load_truth(shop.data.photos_dir.parent)), (
             "not killed mid-crawl"
         )
     subprocess.run(args, check=True)
 
-    reference = Layout(tmp_path / "uninterrupted")
+    reference = Layout(tmp_path / "uninterrupted", database_url=None)  # in SQLite, whatever the engine
     crawl(config, reference)
     assert _state(layout) == _state(reference)
     assert not list(layout.store_dir.rglob(".tmp-*"))
@@ -236,8 +238,8 @@ def test_a_crawl_killed_mid_run_resumes_to_the_uninterrupted_result(
 
 def test_crawl_from_the_ranking_page_finds_the_same_products(shop: DemoShop, layout: Layout) -> None:
     crawl(crawl_config(shop, ranking_source="html", top_n=2), layout)
-    with Manifest(layout.manifest_path) as m:
-        rows = m.conn.execute("SELECT product_id, name, rank FROM products ORDER BY category_id, rank").fetchall()
+    with open_manifest(layout) as m:
+        rows = run(m, "SELECT product_id, name, rank FROM products ORDER BY category_id, rank").fetchall()
     expected = [p for p in shop.data.products if p.rank <= 2]
     assert [(r["product_id"], r["name"]) for r in rows] == [(str(p.product_id), p.name) for p in expected]
     with pytest.raises(ValueError, match="ranking_source: Input should be 'json' or 'html'"):
@@ -298,11 +300,12 @@ def test_crawl_keeps_each_products_catalog_photo_accepted_and_findable(
         off = crawl(crawl_config(shop, catalog_photos=False), layout)
         assert off.catalog_photos == 0
     dedupe(DedupeConfig(workers=1), layout)
-    with Manifest(layout.manifest_path) as m:
-        rows = m.conn.execute(
+    with open_manifest(layout) as m:
+        rows = run(
+            m,
             "SELECT s.product_id, p.path, l.decision, l.reason, c.is_kept, c.is_ambiguous FROM sources s "
             "JOIN photos p USING (sha256) JOIN curation c USING (sha256) LEFT JOIN labels l USING (sha256) "
-            "WHERE s.review_id = 'catalog'"
+            "WHERE s.review_id = 'catalog'",
         ).fetchall()
         # The shop's photos of two look-alike products are two products, never one photo posted twice.
         assert all(r["is_kept"] == 1 and r["is_ambiguous"] == 0 for r in rows)

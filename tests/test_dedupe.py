@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe, group_pairs
@@ -22,8 +22,11 @@ from curation.dedupe.neardup import MultiIndex, near_pairs, pairs_brute, pairs_i
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
-from tests.db import count
+from tests.db import count, run
 from tests.procs import alive, descendants
+
+# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_engines
 
 
 def test_near_pairs_equal_brute_force() -> None:
@@ -86,24 +89,22 @@ def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoS
     # A photo that went bad in the store after the crawl, and one whose manifest path leaves the
     # store: both recorded invalid, the batch goes on.
     bad, crafted = "ab" * 32, "cd" * 32
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         (layout.store_dir / "ab").mkdir(exist_ok=True)
         (layout.store_dir / "ab" / f"{bad}.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-        m.conn.execute("INSERT INTO photos VALUES (?, ?, 'JPEG', 10, 10, 11, ?)", (bad, f"ab/{bad}.jpg", utc_now()))
-        m.conn.execute(
-            "INSERT INTO photos VALUES (?, '../../../etc/hostname', 'JPEG', 10, 10, 11, ?)", (crafted, utc_now())
-        )
+        run(m, "INSERT INTO photos VALUES (?, ?, 'JPEG', 10, 10, 11, ?)", (bad, f"ab/{bad}.jpg", utc_now()))
+        run(m, "INSERT INTO photos VALUES (?, '../../../etc/hostname', 'JPEG', 10, 10, 11, ?)", (crafted, utc_now()))
     summary = dedupe(DedupeConfig(), layout)
     truth = load_truth(shop_dir)
     assert summary.invalid == 2 and summary.photos == len(truth)
-    with Manifest(layout.manifest_path) as m:
-        row = m.conn.execute("SELECT status, reason FROM curation WHERE sha256 = ?", (bad,)).fetchone()
+    with open_manifest(layout) as m:
+        row = run(m, "SELECT status, reason FROM curation WHERE sha256 = ?", (bad,)).fetchone()
         assert row["status"] == "invalid" and "undecodable" in row["reason"]
-        row = m.conn.execute("SELECT status, reason FROM curation WHERE sha256 = ?", (crafted,)).fetchone()
+        row = run(m, "SELECT status, reason FROM curation WHERE sha256 = ?", (crafted,)).fetchone()
         assert row["status"] == "invalid" and "is not the store's own" in row["reason"]
         group = {
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
-            for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
+            for r in run(m, "SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
         kept = count(m, "curation", "is_kept = 1")
     reposts = [t for t in truth.values() if t.duplicate_of]
@@ -124,8 +125,8 @@ def test_a_killed_dedupe_leaves_no_worker_behind(shop: DemoShop, layout: Layout)
     sha = "ff" * 32
     (layout.store_dir / "ff").mkdir(exist_ok=True)
     os.mkfifo(layout.store_dir / "ff" / f"{sha}.jpg")
-    with Manifest(layout.manifest_path) as m:
-        m.conn.execute("INSERT INTO photos VALUES (?, ?, 'JPEG', 100, 100, 1, ?)", (sha, f"ff/{sha}.jpg", utc_now()))
+    with open_manifest(layout) as m:
+        run(m, "INSERT INTO photos VALUES (?, ?, 'JPEG', 100, 100, 1, ?)", (sha, f"ff/{sha}.jpg", utc_now()))
     proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", "dedupe", "--data-dir", str(layout.data_dir)])
     workers: set[int] = set()
     try:
@@ -151,13 +152,13 @@ def test_two_dedupes_at_once_end_as_one_does(shop: DemoShop, layout: Layout) -> 
     crawl(crawl_config(shop), layout)
     args = [sys.executable, "-m", "reviewlens.cli", "dedupe", "--data-dir", str(layout.data_dir)]
     runs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    for run in runs:
-        _, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err[-2000:]
-    with Manifest(layout.manifest_path) as m:
+    for each in runs:
+        _, err = each.communicate(timeout=300)
+        assert each.returncode == 0, err[-2000:]
+    with open_manifest(layout) as m:
         assert count(m, "curation") == count(m, "photos")
-        groups = m.conn.execute("SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall()
+        groups = run(m, "SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall()
     again = dedupe(DedupeConfig(), layout)
     assert again.checked == 0
-    with Manifest(layout.manifest_path) as m:
-        assert m.conn.execute("SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall() == groups
+    with open_manifest(layout) as m:
+        assert run(m, "SELECT sha256, group_id, is_kept FROM curation ORDER BY sha256").fetchall() == groups

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
@@ -85,7 +85,7 @@ def test_a_process_worker_runs_a_deployed_stage(prefect_env: dict[str, str], sho
     )
     runs = _api(prefect_env, "/flow_runs/filter")
     assert [r["state_type"] for r in runs] == ["COMPLETED"], worker.stdout[-3000:]  # type: ignore[index,union-attr]
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "curation") == count(m, "photos") > 0
 
 

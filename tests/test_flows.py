@@ -8,19 +8,21 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Manifest, open_manifest
 from crawler.errors import LayoutChanged
 from flows.pipeline import crawl_flow
 from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
+from tests.db import run
 from tests.shoplog import read_log
 from training.runs import accepted_since_last_run
 
 
 def _label(m: Manifest, sha: str, decision: str, decided_at: str) -> None:
-    m.conn.execute("INSERT INTO photos VALUES (?, 'p', 'JPEG', 1, 1, 1, '')", (sha,))
-    m.conn.execute(
+    run(m, "INSERT INTO photos VALUES (?, 'p', 'JPEG', 1, 1, 1, '')", (sha,))
+    run(
+        m,
         "INSERT INTO labels (sha256, project_id, task_id, pushed_at, annotation_id, decision, reason, coverage, "
         "n_objects, decided_at) VALUES (?, 1, 1, '', 1, ?, '', 1.0, 1, ?)",
         (sha, decision, decided_at),
@@ -29,7 +31,7 @@ def _label(m: Manifest, sha: str, decision: str, decided_at: str) -> None:
 
 def test_only_acceptances_after_the_newest_run_count(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    with Manifest(layout.manifest_path, create=True) as m:
+    with open_manifest(layout, create=True) as m:
         _label(m, "a", "accept", "2026-03-01T10:00:00+00:00")
         _label(m, "b", "accept", "2026-03-02T10:00:00+00:00")
         _label(m, "c", "reject", "2026-03-02T11:00:00+00:00")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -26,6 +26,7 @@ from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
+from tests.db import run
 from tests.killer_proxy import killer_proxy, nth
 
 
@@ -58,8 +59,8 @@ def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
     before = len(direct.task_ids_by_key(project, "sha256"))
     summary = push(label, layout, connect())
     tasks = direct.task_ids_by_key(project, "sha256")
-    with Manifest(layout.manifest_path) as m:
-        noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)).fetchall())
+    with open_manifest(layout) as m:
+        noted = dict(run(m, "SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)).fetchall())
     assert before == 20 and summary.pushed == len(tasks) - before > 0
     # Exactly one task per photo: as many tasks as photos, each the one the manifest names.
     listed = direct.tasks(project)
@@ -76,14 +77,14 @@ def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
     cut = nth(1, "GET", "/api/tasks", project=str(project), only_annotated="true")
     with killer_proxy(revived, cut) as url, pytest.raises(LabelStudioError, match="does not answer"):
         pull(label, layout, connect(url, token))
-    with Manifest(layout.manifest_path) as m:
-        assert m.conn.execute("SELECT COUNT(*) FROM labels WHERE decision IS NOT NULL").fetchone()[0] == half
+    with open_manifest(layout) as m:
+        assert run(m, "SELECT COUNT(*) FROM labels WHERE decision IS NOT NULL").fetchone()[0] == half
     revived.start()
     again = pull(label, layout, connect())
     assert again.decided == len(open_tasks) - half and again.unchanged <= half
     # No decision lost or changed: each is the rules' decision on the answer given.
-    with Manifest(layout.manifest_path) as m:
-        decided = dict(m.conn.execute("SELECT task_id, decision FROM labels WHERE project_id = ?", (project,)))
+    with open_manifest(layout) as m:
+        decided = dict(run(m, "SELECT task_id, decision FROM labels WHERE project_id = ?", (project,)))
     expected = {
         task_id: decide(answer(truth[photo_id(data)]), False, label.min_coverage).decision
         for task_id, data in open_tasks

@@ -19,7 +19,7 @@ import pytest
 from core import queries as q
 from core.boxes import parse_box
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.photos import photo_path
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
@@ -33,6 +33,7 @@ from curation.preannotate.estimates import photo_verdict
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
+from tests.db import run
 from tests.procs import ROOT, headless_chromium, needs_chromium
 
 ARTIFACTS = Path(os.environ.get("REVIEWLENS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -55,11 +56,11 @@ def pushed(label_studio: LabelStudioServer, shop_dir: Path, document_root: Path)
         crawl(crawl_config(shop), layout)
     dedupe(DedupeConfig(), layout)
     references = {}
-    with Manifest(layout.manifest_path) as m, m.conn:
+    with open_manifest(layout) as m:
         # One photo of each product accepted before labeling (as an import's are): the view
         # shows it as the product beside each review photo.
-        for r in m.conn.execute("SELECT product_id, MIN(sha256) AS sha256, path FROM usable_photos GROUP BY 1"):
-            m.conn.execute(q.ACCEPT_IMPORTED, (r["sha256"], utc_now(), "imported", utc_now()))
+        for r in run(m, "SELECT product_id, MIN(sha256) AS sha256, path FROM usable_photos GROUP BY 1"):
+            run(m, q.ACCEPT_IMPORTED, (r["sha256"], utc_now(), "imported", utc_now()))
             path = photo_path(layout, r["sha256"], r["path"])
             references[r["product_id"]] = image_ref(path, served_root(layout))
     label = LabelConfig(project_title=f"page {layout.data_dir.name}", overlap=0.0)  # one person decides
@@ -71,8 +72,9 @@ def pushed(label_studio: LabelStudioServer, shop_dir: Path, document_root: Path)
 def test_the_data_manager_has_a_tab_per_verdict_holding_its_tasks(pushed: Pushed) -> None:
     p = pushed
     views = {v.data["title"]: int(v.id) for v in p.client.sdk.views.list(project=p.project)}  # type: ignore[index]
-    with Manifest(p.layout.manifest_path) as m:
-        rows = m.conn.execute(
+    with open_manifest(p.layout) as m:
+        rows = run(
+            m,
             "SELECT e.coverage_verdict, e.objects_verdict FROM labels l JOIN estimates e USING (sha256) "
             "WHERE l.project_id = ?",
             (p.project,),
@@ -108,9 +110,10 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
 
     assert isinstance(browser, WebDriver)
     p = pushed
-    with Manifest(p.layout.manifest_path) as m:
+    with open_manifest(p.layout) as m:
         # A photo whose machine box holds one product covering most of it: accepted as pre-annotated.
-        task = m.conn.execute(
+        task = run(
+            m,
             "SELECT l.sha256, l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) "
             "WHERE l.project_id = ? AND e.n_objects = 1 AND e.box IS NOT NULL AND e.coverage >= 0.6 "
             "ORDER BY l.task_id LIMIT 1",
@@ -151,9 +154,9 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
 
     summary = pull(p.label, p.layout, p.client)
     assert summary.decided == 1 and summary.accepted == 1
-    with Manifest(p.layout.manifest_path) as m:
+    with open_manifest(p.layout) as m:
         row = m.row(q.LABEL_ANNOTATION, task["sha256"])
-        label = m.conn.execute("SELECT * FROM labels WHERE sha256 = ?", (task["sha256"],)).fetchone()
+        label = run(m, "SELECT * FROM labels WHERE sha256 = ?", (task["sha256"],)).fetchone()
     assert row["annotation_id"] == done[0].annotation_id
     assert (label["decision"], label["annotator"]) == ("accept", person.username)
     # The person kept the machine's box: it is the box recorded.

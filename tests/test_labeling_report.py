@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -15,6 +15,10 @@ from curation.labeling.report import labeling_report, write_report
 from reviewlens.cli import main
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
+from tests.db import run, run_many
+
+# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_engines
 
 # (machine's coverage verdict, objects verdict, decision, reason, annotator, seconds)
 DECIDED = [
@@ -36,26 +40,29 @@ def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
 ) -> None:
     crawl(crawl_config(shop), layout)
     dedupe(DedupeConfig(), layout)
-    with Manifest(layout.manifest_path) as m, m.conn:
-        usable = [r[0] for r in m.conn.execute("SELECT sha256 FROM usable_photos ORDER BY sha256")]
-        photos = m.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+    with open_manifest(layout) as m:
+        usable = [r[0] for r in run(m, "SELECT sha256 FROM usable_photos ORDER BY sha256")]
+        photos = run(m, "SELECT COUNT(*) FROM photos").fetchone()[0]
         chosen = usable[: len(DECIDED) + 2]  # two more pushed and not yet answered
         for i, sha in enumerate(chosen):
-            m.conn.execute("INSERT INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,1,?,?)",
+            run(m, "INSERT INTO labels (sha256, project_id, task_id, pushed_at) VALUES (?,1,?,?)",
                            (sha, i + 1, utc_now()))  # fmt: skip
         for sha, (coverage, objects, decision, reason, who, seconds) in zip(chosen, DECIDED, strict=False):
-            m.conn.execute(
+            run(
+                m,
                 "INSERT INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, objects_verdict, "
                 "model_version) VALUES (?, 0.5, 1, 0.5, ?, ?, 'm')",
                 (sha, coverage, objects),
             )
-            m.conn.execute(
+            run(
+                m,
                 "UPDATE labels SET decision = ?, reason = ?, annotator = ?, lead_time = ?, decided_at = ? "
                 "WHERE sha256 = ?",
                 (decision, reason, who, seconds, utc_now(), sha),
             )
-        m.conn.executemany("INSERT INTO splits VALUES ('old', ?, 'train')", [(s,) for s in usable[:3]])
-        m.conn.executemany(
+        run_many(m, "INSERT INTO splits VALUES ('old', ?, 'train')", [(s,) for s in usable[:3]])
+        run_many(
+            m,
             "INSERT INTO splits VALUES ('new', ?, ?)",
             [(s, "train" if i < 5 else "test") for i, s in enumerate(usable[:7])],
         )

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, LabelConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -27,6 +27,7 @@ from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
+from tests.db import run
 from tests.procs import ml_backend
 from training.bundle import Ensemble
 from training.evaluate import promote
@@ -63,11 +64,11 @@ def connected(
     label = LabelConfig(project_title=f"backend {layout.data_dir.name}")
     client = connect()
     push(label, layout, client)
-    with Manifest(layout.manifest_path) as m, m.conn:
+    with open_manifest(layout) as m:
         # Decisions recorded as a pull would (no answer in Label Studio): every task stays open.
-        m.conn.execute("UPDATE labels SET decision = 'accept', decided_at = ?", (utc_now(),))
-        names = {r[0] for r in m.conn.execute("SELECT name FROM products")}
-        project = int(m.conn.execute("SELECT project_id FROM labels LIMIT 1").fetchone()[0])
+        run(m, "UPDATE labels SET decision = 'accept', decided_at = ?", (utc_now(),))
+        names = {r[0] for r in run(m, "SELECT name FROM products")}
+        project = int(run(m, "SELECT project_id FROM labels LIMIT 1").fetchone()[0])
     promote(train(TrainConfig(mode="quick", **SMALL), layout), layout)  # type: ignore[arg-type]
     log = tmp_path_factory.mktemp("ml-backend") / "backend.log"
     with ml_backend(layout.data_dir, log) as url:
@@ -82,9 +83,9 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production  # connected once, not twice
     assert len(list(c.client.sdk.ml.list(project=c.project))) == 1
 
-    with Manifest(c.layout.manifest_path) as m:
-        row = m.conn.execute(
-            "SELECT l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) WHERE e.box IS NOT NULL LIMIT 1"
+    with open_manifest(c.layout) as m:
+        row = run(
+            m, "SELECT l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) WHERE e.box IS NOT NULL LIMIT 1"
         ).fetchone()
     task_id = int(row[0])
     for kept in c.client.predictions(task_id):  # the push's pre-annotation, made before any model
@@ -118,10 +119,10 @@ def test_a_promotion_asks_again_about_every_open_task_in_batches(
     second = Ensemble.load(c.layout.production_dir).version
     assert second != first
     monkeypatch.setattr(client_module, "PREDICT_BATCH", 7)
-    with Manifest(c.layout.manifest_path) as m:
-        tasks = [r[0] for r in m.conn.execute("SELECT task_id FROM labels WHERE project_id = ?", (c.project,))]
-        answered = int(m.conn.execute("SELECT task_id FROM labels LIMIT 1").fetchone()[0])
-        m.conn.execute("UPDATE labels SET annotation_id = 1 WHERE task_id = ?", (answered,))  # one task answered
+    with open_manifest(c.layout) as m:
+        tasks = [r[0] for r in run(m, "SELECT task_id FROM labels WHERE project_id = ?", (c.project,))]
+        answered = int(run(m, "SELECT task_id FROM labels LIMIT 1").fetchone()[0])
+        run(m, "UPDATE labels SET annotation_id = 1 WHERE task_id = ?", (answered,))  # one task answered
     asked = predict_again(c.label, c.layout, c.client)
     assert asked == len(tasks) - 1
     for task_id in tasks:
@@ -163,8 +164,9 @@ def test_the_queue_serves_the_hardest_photos_first_in_either_sampling(connected:
     c = connected
     connect_backend(c.label, c.layout, c.client, c.backend)
     predict_again(c.label, c.layout, c.client)  # every open task holds the production model's answer
-    with Manifest(c.layout.manifest_path) as m:
-        rows = m.conn.execute(
+    with open_manifest(c.layout) as m:
+        rows = run(
+            m,
             "SELECT l.task_id, e.coverage_verdict, e.objects_verdict, e.confidence FROM labels l "
             "JOIN estimates e USING (sha256) WHERE l.project_id = ?",
             (c.project,),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -26,11 +26,12 @@ from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
+from tests.db import run
 
 
 def _decisions(layout: Layout) -> dict[str, str | None]:
-    with Manifest(layout.manifest_path) as m:
-        return dict(m.conn.execute("SELECT sha256, decision FROM labels"))
+    with open_manifest(layout) as m:
+        return dict(run(m, "SELECT sha256, decision FROM labels"))
 
 
 def test_two_annotators_agree_or_a_reviewer_decides(
@@ -96,8 +97,8 @@ def test_two_annotators_agree_or_a_reviewer_decides(
     assert reviewed.reviewed == reviewed.decided == len(disputed)
     expected = {sha[i]: ("accept" if i in accepted else "reject") for i in tasks}
     assert _decisions(layout) == expected
-    with Manifest(layout.manifest_path) as m:
-        by_whom = dict(m.conn.execute("SELECT sha256, annotator FROM labels"))
+    with open_manifest(layout) as m:
+        by_whom = dict(run(m, "SELECT sha256, annotator FROM labels"))
     assert {by_whom[sha[i]] for i in disputed} == {"reviewer@reviewlens.test"}
 
     report = labeling_report(layout)

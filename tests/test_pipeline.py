@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import LabelStudioError, connect
@@ -26,7 +26,7 @@ from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
-from tests.db import count
+from tests.db import count, run
 from training.bundle import Ensemble
 from training.data import UnreadablePhoto
 from training.predict import predict
@@ -47,14 +47,15 @@ def test_pipeline_end_to_end(
     result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
     truth = load_truth(shop_dir)
 
-    with Manifest(layout.manifest_path) as m:
-        rows = m.conn.execute(
+    with open_manifest(layout) as m:
+        rows = run(
+            m,
             "SELECT s.photo_url, l.decision, l.reason, c.group_id FROM labels l "
-            "JOIN sources s USING (sha256) JOIN curation c USING (sha256)"
+            "JOIN sources s USING (sha256) JOIN curation c USING (sha256)",
         ).fetchall()
         groups = {
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
-            for r in m.conn.execute("SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
+            for r in run(m, "SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
     # Every kept photo was labeled, and each decision is what the rules give on the ground truth;
     # photos posted under two products went out once a person had chosen their product.
@@ -67,8 +68,8 @@ def test_pipeline_end_to_end(
         assert r["decision"] == expected, (t, r["reason"])
     assert {r["decision"] for r in rows} == {"accept", "reject"}
     # Who answered and how long it took, as Label Studio measured it; the flow reported it all.
-    with Manifest(layout.manifest_path) as m:
-        answered = m.conn.execute("SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
+    with open_manifest(layout) as m:
+        answered = run(m, "SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
     assert {tuple(a) for a in answered} == {(SCRIPTED_ANNOTATOR, 1.0), (SECOND_ANNOTATOR, 1.0)}
     labeling = (layout.data_dir / "reports" / "labeling.md").read_text()
     assert f"| decided | {len(rows)} |" in labeling and "| in train (newest training) |" in labeling
@@ -76,9 +77,9 @@ def test_pipeline_end_to_end(
     overlap = json.loads((layout.data_dir / "reports" / "labeling.json").read_text())["overlap"]
     assert overlap["answered_by_two"] > 0 and overlap["agreed"] == overlap["answered_by_two"]
     # The pull keeps the box the person drew around the one product (as fractions of the frame).
-    with Manifest(layout.manifest_path) as m:
-        boxes = m.conn.execute(
-            "SELECT s.photo_url, l.box FROM labels l JOIN sources s USING (sha256) WHERE l.n_objects = 1"
+    with open_manifest(layout) as m:
+        boxes = run(
+            m, "SELECT s.photo_url, l.box FROM labels l JOIN sources s USING (sha256) WHERE l.n_objects = 1"
         ).fetchall()
     assert boxes and all(b["box"] for b in boxes)
     for b in boxes:
@@ -90,16 +91,12 @@ def test_pipeline_end_to_end(
     reposts = [t for t in truth.values() if t.duplicate_of]
     assert all(groups[t.photo_id] == groups[t.duplicate_of] for t in reposts)
     # Each photo posted under two products got the product it shows, and trains as that product.
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         chosen = {
             r["group_id"]: r["product_id"]
-            for r in m.conn.execute(
-                "SELECT c.group_id, pc.product_id FROM product_choices pc JOIN curation c USING (sha256)"
-            )
+            for r in run(m, "SELECT c.group_id, pc.product_id FROM product_choices pc JOIN curation c USING (sha256)")
         }
-        versions = [
-            r[0] for r in m.conn.execute("SELECT model_version FROM estimates JOIN product_choices USING (sha256)")
-        ]
+        versions = [r[0] for r in run(m, "SELECT model_version FROM estimates JOIN product_choices USING (sha256)")]
     assert len(chosen) == result.pull.chosen >= len(crossed)
     # ... and was located among the photos of the product chosen for it.
     assert len(versions) == len(chosen) and all(LOCALISER_VERSION in v for v in versions)
@@ -130,7 +127,7 @@ def test_pipeline_end_to_end(
 
     # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first
     client = connect()
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "estimates") == len(rows)
     tasks = sorted(client.tasks(result.push.project_id), key=lambda t: t.id)
     # (each push orders its own tasks; the run's second push held the photos whose product was chosen)
@@ -141,7 +138,7 @@ def test_pipeline_end_to_end(
     # The contact sheet shows every duplicate group and the three verdict sections.
     page = write_contact_sheet(layout).read_text()
     # ... with the machine's product box over each photo it found one in.
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "estimates", "box IS NOT NULL") == count(m, "estimates", "coverage IS NOT NULL") > 0
     assert 'class="box"' in page
     duplicated = sum(1 for g in set(groups.values()) if list(groups.values()).count(g) > 1)
@@ -176,13 +173,13 @@ def test_pipeline_end_to_end(
 
     # A photo lost from the store after dedupe: label push goes on without it, and records it
     # as a failed photo for the next crawl to fetch again.
-    with Manifest(layout.manifest_path) as m:
-        lost = m.conn.execute("SELECT sha256, path FROM usable_photos LIMIT 1").fetchone()
+    with open_manifest(layout) as m:
+        lost = run(m, "SELECT sha256, path FROM usable_photos LIMIT 1").fetchone()
     (layout.store_dir / lost["path"]).unlink()
     pushed = push(label, layout, client)
     assert pushed.pushed == 0
-    with Manifest(layout.manifest_path) as m:
-        assert m.conn.execute("SELECT reason FROM failures").fetchall()[0][0] == "missing from the store"
+    with open_manifest(layout) as m:
+        assert run(m, "SELECT reason FROM failures").fetchall()[0][0] == "missing from the store"
         assert count(m, "usable_photos", "sha256 = ?", lost["sha256"]) == 0
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from crawler.crawl import crawl
 from crawler.errors import LayoutChanged
 from crawler.polite import WINDOW_S, RateLimiter, retry_after_seconds
@@ -20,8 +20,11 @@ from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
-from tests.db import count
+from tests.db import count, run
 from tests.shoplog import max_in_window, read_log
+
+# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_engines
 
 
 def log_of(tmp_path: Path) -> list[dict[str, object]]:
@@ -89,12 +92,12 @@ def test_redirects_never_reach_a_foreign_host_or_a_disallowed_path(
     assert any(r["fault"] == "redirect" for r in log)
     assert not [r for r in log if r["host"] == shop.foreign_url]
     assert not [r for r in log if str(r["path"]).startswith("/private")]
-    with Manifest(layout.manifest_path) as m:
-        reasons = {r[0] for r in m.conn.execute("SELECT reason FROM failures")}
+    with open_manifest(layout) as m:
+        reasons = {r[0] for r in run(m, "SELECT reason FROM failures")}
     assert reasons <= {f"host not allowed: {shop.foreign_url.removeprefix('http://')}", "disallowed by robots.txt"}
     shop.faults = None
     crawl(crawl_config(shop), layout)  # the shop behaves again: the re-run completes the store
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "photos") == len(load_truth(shop_dir)) and count(m, "failures") == 0
 
 
@@ -109,8 +112,8 @@ def test_default_fault_mix_ends_with_every_photo_intact_after_one_rerun(
         except LayoutChanged as exc:
             assert "not found" in str(exc)  # drifted pages are named, and the crawl went on
     truth = load_truth(shop_dir)
-    with Manifest(layout.manifest_path) as m:
-        rows = m.conn.execute("SELECT sha256, path FROM photos").fetchall()
+    with open_manifest(layout) as m:
+        rows = run(m, "SELECT sha256, path FROM photos").fetchall()
         assert count(m, "failures") == 0
     assert len(rows) == len(truth)
     for r in rows:  # intact: the bytes hash to their name and decode whole
@@ -125,5 +128,5 @@ def test_a_redesigned_shop_fails_loudly_and_stores_nothing(shop: DemoShop, layou
     shop.faults = FaultPlan({"drift": 1.0})
     with pytest.raises(LayoutChanged, match="field 'products' not found"):
         crawl(crawl_config(shop), layout)
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "photos") == count(m, "sources") == 0

@@ -21,7 +21,7 @@ import requests
 from PIL import Image, ImageOps
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -29,6 +29,7 @@ from reviewlens.cli import main
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
+from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
@@ -109,14 +110,15 @@ def searchable(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with DemoShop(shop_dir) as shop:
         crawl(crawl_config(shop), layout)
     dedupe(DedupeConfig(), layout)
-    with Manifest(layout.manifest_path) as m, m.conn:
-        rows = m.conn.execute("SELECT sha256, path, product_id FROM usable_photos ORDER BY product_id, sha256")
+    with open_manifest(layout) as m:
+        rows = run(m, "SELECT sha256, path, product_id FROM usable_photos ORDER BY product_id, sha256")
         photos: dict[str, list[tuple[str, Path]]] = {}
         for sha, path, product in rows:
             photos.setdefault(product, []).append((sha, layout.store_dir / path))
         left_out = sorted(photos)[-1]
         # Annotators accepted every product's photos but one product's, which they have not reached.
-        m.conn.executemany(
+        run_many(
+            m,
             "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
             "VALUES (?, 1, 1, ?, 'accept', ?)",
             [(sha, utc_now(), utc_now()) for product, ps in photos.items() if product != left_out for sha, _ in ps],
@@ -152,8 +154,8 @@ def test_index_adds_only_new_photos_and_starts_again_for_another_model(searchabl
     assert main(["index", "--data-dir", str(s.layout.data_dir), "--model", str(s.model)]) == 0
     again = update_index(s.layout, Ensemble.load(s.model))
     assert again.added == 0 and again.photos == s.summary.photos
-    with Manifest(s.layout.manifest_path) as m, m.conn:  # a person refuses a photo: it leaves the search
-        m.conn.execute("UPDATE labels SET decision = 'reject' WHERE sha256 = (SELECT MIN(sha256) FROM labels)")
+    with open_manifest(s.layout) as m:  # a person refuses a photo: it leaves the search
+        run(m, "UPDATE labels SET decision = 'reject' WHERE sha256 = (SELECT MIN(sha256) FROM labels)")
     s.photos[s.left_out][-1].write_bytes(b"overwritten")  # a stored file damaged since it was checked
     rebuilt = update_index(s.layout, Ensemble.load(s.model), rebuild=True)
     assert (rebuilt.photos, rebuilt.left_out) == (s.summary.photos - 2, 1) and rebuilt.added == rebuilt.photos

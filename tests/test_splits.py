@@ -13,16 +13,20 @@ import pytest
 import torch
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.dedupe.neardup import near_pairs
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
+from tests.db import run
 from training.data import make_snapshot
 from training.members import MissingWeights
 from training.train import train
+
+# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
@@ -30,10 +34,11 @@ def accepted(shop: DemoShop, layout: Layout) -> Layout:
     """The shop crawled and deduplicated, every kept photo accepted as if annotators said so."""
     crawl(crawl_config(shop), layout)
     dedupe(DedupeConfig(), layout)
-    with Manifest(layout.manifest_path) as m, m.conn:
-        m.conn.execute(
+    with open_manifest(layout) as m:
+        run(
+            m,
             "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
-            "SELECT sha256, 1, rowid, ?, 'accept', ? FROM curation WHERE is_kept = 1",
+            "SELECT sha256, 1, ROW_NUMBER() OVER (ORDER BY sha256), ?, 'accept', ? FROM curation WHERE is_kept = 1",
             (utc_now(), utc_now()),
         )
     return layout
@@ -41,10 +46,8 @@ def accepted(shop: DemoShop, layout: Layout) -> Layout:
 
 def test_no_pair_within_the_threshold_crosses_splits(accepted: Layout) -> None:
     layout, config = accepted, DedupeConfig()
-    with Manifest(layout.manifest_path) as m:
-        rows = m.conn.execute(
-            "SELECT sha256, phash, centre_hash, group_id FROM curation WHERE status = 'ok'"
-        ).fetchall()
+    with open_manifest(layout) as m:
+        rows = run(m, "SELECT sha256, phash, centre_hash, group_id FROM curation WHERE status = 'ok'").fetchall()
     snapshot = make_snapshot(layout, val_share=0.2, test_share=0.2, seed=0, min_photos=5)
     split_of_group = {e.group_id: e.split for e in snapshot.examples}
     assert {"train", "val", "test"} == set(split_of_group.values())
@@ -82,14 +85,14 @@ def test_a_missing_or_changed_photo_is_left_out_and_the_next_crawl_fetches_it(sh
     missing, changed, crafted = first.examples[0], first.examples[1], first.examples[2]
     (layout.store_dir / missing.path).unlink()
     (layout.store_dir / changed.path).write_bytes((layout.store_dir / first.examples[-1].path).read_bytes())
-    with Manifest(layout.manifest_path) as m:
-        m.conn.execute("UPDATE photos SET path = '../../../etc/hostname' WHERE sha256 = ?", (crafted.sha256,))
+    with open_manifest(layout) as m:
+        run(m, "UPDATE photos SET path = '../../../etc/hostname' WHERE sha256 = ?", (crafted.sha256,))
 
     second = make_snapshot(layout, val_share=0.2, test_share=0.2, seed=0, min_photos=5)
     left_out = {e.sha256 for e in first.examples} - {e.sha256 for e in second.examples}
     assert left_out == {missing.sha256, changed.sha256, crafted.sha256}
-    with Manifest(layout.manifest_path) as m:
-        reasons = {r["reason"] for r in m.conn.execute("SELECT reason FROM failures")}
+    with open_manifest(layout) as m:
+        reasons = {r["reason"] for r in run(m, "SELECT reason FROM failures")}
     assert reasons == {"missing from the store", "bytes in the store do not match their hash"}
 
     crawl(crawl_config(shop), layout)

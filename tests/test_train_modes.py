@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.collection import BadCollection, import_collection
 from crawler.crawl import crawl
@@ -20,7 +20,7 @@ from curation.dedupe.grouping import dedupe
 from reviewlens.cli import main
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
-from tests.db import count
+from tests.db import count, run, run_many
 from training.bundle import Ensemble
 from training.data import make_snapshot
 from training.evaluate import evaluate
@@ -32,10 +32,11 @@ SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16,
 
 def _accept(layout: Layout, share: float = 1.0) -> int:
     """Marks the first `share` of kept photos accepted, as annotators would; returns how many."""
-    with Manifest(layout.manifest_path) as m, m.conn:
-        kept = [r[0] for r in m.conn.execute("SELECT sha256 FROM curation WHERE is_kept = 1 ORDER BY sha256")]
+    with open_manifest(layout) as m:
+        kept = [r[0] for r in run(m, "SELECT sha256 FROM curation WHERE is_kept = 1 ORDER BY sha256")]
         chosen = kept[: round(len(kept) * share)]
-        m.conn.executemany(
+        run_many(
+            m,
             "INSERT OR IGNORE INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
             "VALUES (?, 1, 1, ?, 'accept', ?)",
             [(sha, utc_now(), utc_now()) for sha in chosen],
@@ -143,7 +144,7 @@ def test_an_existing_collection_imports_through_dedupe_and_trains(
     out = capsys.readouterr().out
     assert "imported 17 of 18 photos of 2 products (16 new to the store, 1 already there)" in out
     assert f"refused {collection / 'red-lamp' / 'cut.jpg'}: not a decodable image" in out
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         assert count(m, "labels", "decision = 'accept' AND reason LIKE 'imported from %'") == 16
         assert count(m, "sources", "photo_url LIKE 'file://%'") == 17  # the copy keeps its own provenance
         assert count(m, "curation", "is_kept = 1") == 16  # deduped on the way in

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -15,7 +14,7 @@ from core import queries as q
 from core.boxes import area, parse_box, view_key
 from core.errors import ReviewlensError
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Manifest, Row, open_manifest
 from core.photos import find_damaged
 
 # The crawler's default cap (CrawlConfig.max_image_pixels): a photo larger than any it stores is
@@ -91,7 +90,7 @@ def assign_splits(groups: list[str], val_share: float, test_share: float, seed: 
     return out
 
 
-def box_views(rows: list[sqlite3.Row]) -> dict[str, str]:
+def box_views(rows: list[Row]) -> dict[str, str]:
     """The box of each boxed photo (BOXED_PHOTOS rows) worth a view of its own, by photo hash."""
     views = {}
     for r in rows:
@@ -119,12 +118,12 @@ def make_snapshot(
     and the view of a photo refused only because its product is small in the frame, which shows
     that product alone. Validation and test stay whole photos, as the study measured them.
     """
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         accepted = manifest.rows(q.ACCEPTED_PHOTOS)
         # A photo whose file went missing or changed trains nothing (it would train under a wrong
         # label, or stop the run): it is left out, and the next crawl fetches it again.
         damaged = find_damaged(manifest, layout, accepted)
-        by_product: dict[str, list[sqlite3.Row]] = {}
+        by_product: dict[str, list[Row]] = {}
         for r in accepted:
             if r["sha256"] not in damaged:
                 by_product.setdefault(r["product_id"], []).append(r)

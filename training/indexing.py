@@ -21,7 +21,7 @@ from core import queries as q
 from core.boxes import VIEW_MARK, view_key
 from core.errors import ReviewlensError
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.photos import find_damaged
 from training.bundle import Ensemble
 from training.data import box_views
@@ -74,7 +74,7 @@ def update_index(
             index = None  # another model's vectors: start again
     if index is None:
         index = ProductIndex(int(ensemble.embedding.weight.shape[0]), ensemble.version, approximate_from)
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         rows = manifest.rows(q.INDEXABLE_PHOTOS)
         boxed = manifest.rows(q.BOXED_PHOTOS)
         views = box_views(boxed)

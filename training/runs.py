@@ -16,7 +16,7 @@ from pathlib import Path
 from core import queries as q
 from core.errors import ReviewlensError
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 
 STAMP = "%Y%m%dT%H%M%SZ"
 
@@ -81,7 +81,7 @@ def accepted_since_last_run(layout: Layout) -> int:
     """Photos accepted after the newest finished run started: the labels a retrain would add."""
     runs = finished_runs(layout)
     since = started_at(runs[-1]).isoformat(timespec="seconds") if runs else ""
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         return manifest.scalar(q.ACCEPTED_SINCE, since)
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import html
 import os
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Row, open_manifest
 from curation.preannotate.estimates import photo_verdict
 
 STYLE = """
@@ -49,13 +48,13 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
 
     Images link to the store, so the page is small and shows the very bytes that were judged.
     """
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         members = m.rows(q.GROUP_MEMBERS)
         verdicts = m.rows(q.VERDICTS)
     out = out or layout.reports_dir / "contact-sheet.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     rel = Path(os.path.relpath(layout.store_dir, out.parent))
-    groups: dict[str, list[sqlite3.Row]] = defaultdict(list)
+    groups: dict[str, list[Row]] = defaultdict(list)
     for r in members:
         groups[r["group_id"]].append(r)
     parts = [
@@ -74,7 +73,7 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
             caption = f"{r['sha256'][:10]} {r['width']}x{r['height']}<br>{html.escape(r['products'] or '')}"
             figs.append(_figure((rel / r["path"]).as_posix(), caption, css))
         parts.append(f"<div class='row'>{''.join(figs)}</div>")
-    by_verdict: dict[str, list[sqlite3.Row]] = defaultdict(list)
+    by_verdict: dict[str, list[Row]] = defaultdict(list)
     for r in verdicts:
         by_verdict[photo_verdict(r["coverage_verdict"], r["objects_verdict"])].append(r)
     for verdict in ("pass", "fail", "unsure"):

@@ -16,7 +16,6 @@ them and adds no false pair. Mirrored re-posts are not found.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import CATALOG_REVIEW, Manifest
+from core.manifest import CATALOG_REVIEW, Manifest, Row, open_manifest
 from core.photos import OutsideStore, photo_path
 from core.settings import DedupeConfig
 from curation.dedupe.hashing import check_photos
@@ -70,7 +69,7 @@ def group_pairs(n: int, pairs: list[tuple[int, int]]) -> list[int]:
 
 
 def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, summary: DedupeSummary) -> None:
-    rows: list[tuple[sqlite3.Row, Path]] = []
+    rows: list[tuple[Row, Path]] = []
     refused: list[CheckRow] = []
     for r in manifest.rows(q.UNCHECKED_PHOTOS):
         try:
@@ -106,7 +105,7 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
     then the earliest stored.
     """
     summary = DedupeSummary()
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         _check_new_photos(manifest, layout, config, summary)
         rows = manifest.rows(q.HASHED_PHOTOS)
         full = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)

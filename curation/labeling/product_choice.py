@@ -15,7 +15,7 @@ from typing import Any
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import Manifest, open_manifest, utc_now
 from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
@@ -32,7 +32,7 @@ def _candidates(manifest: Manifest, group_id: str) -> dict[str, str]:
 
 def push_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient, root: Path) -> int:
     """Creates a choice task for each ambiguous photo without one; returns how many."""
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         unchosen = manifest.rows(q.UNCHOSEN_PHOTOS)
         damaged = find_damaged(manifest, layout, unchosen)
         rows = {r["sha256"]: r for r in unchosen if r["sha256"] not in damaged}
@@ -58,7 +58,7 @@ def push_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient,
 
 def pull_choices(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> int:
     """Records every new or changed answer of the choice project; returns how many."""
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         if not manifest.scalar(q.COUNT_PRODUCT_CHOICES):
             return 0
         # Found, not set up: a pull runs on every answer saved, and push made the project.

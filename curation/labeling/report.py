@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Manifest, open_manifest
 from core.queries import (
     ANNOTATOR_WORK,
     ANSWERS_AND_FINAL,
@@ -186,7 +186,7 @@ def verdict_records(manifest: Manifest) -> dict[str, VerdictAgreement]:
 
 
 def labeling_report(layout: Layout) -> LabelingReport:
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         funnel_row = manifest.row(FUNNEL)
         assert funnel_row is not None
         report = LabelingReport(

@@ -14,7 +14,7 @@ from typing import Any
 from core import queries as q
 from core.boxes import box_text
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
@@ -37,7 +37,7 @@ def person_prediction(answer: Any) -> dict[str, Any]:
 
 def push_reviews(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> int:
     """Creates a review task for each disputed photo without one; returns how many."""
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         disputed = {r["sha256"]: int(r["task_id"]) for r in manifest.rows(q.UNREVIEWED_DISPUTES)}
         if not disputed:
             return 0
@@ -59,7 +59,7 @@ def push_reviews(config: LabelConfig, layout: Layout, client: LabelStudioClient)
 def pull_reviews(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> list[Decision]:
     """Records the reviewers' decisions as the ones that count; returns them."""
     decisions: list[Decision] = []
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         if not manifest.scalar(q.COUNT_REVIEWS):
             return decisions
         # Found, not set up: a pull runs on every answer saved, and push_reviews made the project.

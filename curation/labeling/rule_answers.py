@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from core import queries as q
 from core.boxes import box_text
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import Manifest, open_manifest, utc_now
 from core.settings import LabelConfig
 from curation.labeling.client import Answer, LabelStudioClient
 from curation.labeling.exchange import KEY
@@ -60,7 +60,7 @@ def pull_rules(
     with `full`): a pull started by one answer saved reads a few tasks, not the whole project.
     """
     pulled = RulesPulled()
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         mark = manifest.row(q.PULL_MARK, project_id)
         newest = None if mark is None else str(mark["updated_at"])
         since = None if full else changed_after(newest)

@@ -8,14 +8,13 @@ curation/labeling/rule_answers.py.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from core import queries as q
 from core.boxes import box_text
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import Manifest, Row, open_manifest
 from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
@@ -78,7 +77,7 @@ def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Lo
 
 
 def _locate(
-    manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[sqlite3.Row], unusable: set[str]
+    manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[Row], unusable: set[str]
 ) -> dict[str, Location]:
     """Locations of the photos in `rows`, each product co-localised over all its usable photos."""
     located: dict[str, Location] = {}
@@ -103,7 +102,7 @@ def push_rules(
     localiser: CoLocaliser,
 ) -> int:
     """Creates a pre-annotated task for each usable photo not yet pushed; returns how many."""
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         # A photo whose file went missing or changed since dedupe leaves the usable photos (and
         # is fetched again by the next crawl) before any of them is read.
         unusable = find_damaged(manifest, layout, manifest.rows(q.USABLE_PHOTOS))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.product_choice import push_choices
@@ -64,7 +64,7 @@ def push(
         detector or Detector(config.detector_min_score),
         localiser or CoLocaliser(),
     )
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         summary.already = manifest.scalar(q.LABEL_TASKS_IN_PROJECT, project_id) - summary.pushed
     return summary
 
@@ -81,6 +81,6 @@ def predict_again(config: LabelConfig, layout: Layout, client: LabelStudioClient
     project_id = client.project_id(config.project_title)
     if project_id is None:
         return 0
-    with Manifest(layout.manifest_path) as manifest:
+    with open_manifest(layout) as manifest:
         open_tasks = [int(r["task_id"]) for r in manifest.rows(q.OPEN_LABEL_TASKS, project_id)]
     return client.predict_again(project_id, open_tasks)

@@ -14,7 +14,7 @@ import hashlib
 from PIL import Image
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from crawler.crawl import crawl
 from crawler.errors import LayoutChanged
 from reviewlens.demoshop.faults import FaultPlan
@@ -53,7 +53,7 @@ def main() -> None:
         disallowed = sum(1 for r in log if str(r["path"]).startswith("/private"))
     faults = collections.Counter(str(r["fault"]) for r in log if r["fault"])
     truth = load_truth(shop_dir)
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         rows = m.conn.execute("SELECT sha256, path FROM photos").fetchall()
         failed = count(m, "failures")
     good = sum(intact(layout.store_dir / r["path"], r["sha256"]) for r in rows)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from crawler.crawl import _Crawl, _Job, crawl  # the photo path alone is timed, without the pages
 from crawler.fetch import Fetcher
 from crawler.ohouse import Review, get_adapter
@@ -43,7 +43,7 @@ def main() -> None:
         achieved = (len(api) - 1) / (api[-1] - api[0])
         busiest = max_in_window(api)
 
-        with Manifest(layout.manifest_path) as m:
+        with open_manifest(layout) as m:
             urls = [r[0] for r in m.conn.execute("SELECT photo_url FROM sources ORDER BY photo_url")]
 
         started = time.monotonic()
@@ -56,7 +56,7 @@ def main() -> None:
             frozenset({config.image_hosts[0]}), config.user_agent, rates={config.image_hosts[0]: IMAGE_RATE}
         )
         jobs = [_Job("p", 0, Review(str(i), "", url, "")) for i, url in enumerate(urls)]
-        with Manifest(fresh.manifest_path, create=True) as manifest, ThreadPoolExecutor(WORKERS) as pool:
+        with open_manifest(fresh, create=True) as manifest, ThreadPoolExecutor(WORKERS) as pool:
             run = _Crawl(
                 config,
                 get_adapter("ohouse", shop.url, shop.url),

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -42,7 +42,7 @@ FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
 
 
 def decided(layout: Layout, sha256: str) -> bool:
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         row = m.conn.execute("SELECT decision FROM labels WHERE sha256 = ?", (sha256,)).fetchone()
     return row is not None and row[0] is not None
 

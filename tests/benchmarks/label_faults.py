@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from core.layout import Layout
-from core.manifest import Manifest
+from core.manifest import open_manifest
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -77,7 +77,7 @@ def main() -> None:
         project = direct.ensure_project(label.project_title, layout.store_dir, rules_view(0.5))
 
         started = time.monotonic()
-        with Manifest(layout.manifest_path) as m:
+        with open_manifest(layout) as m:
             photos = m.conn.execute("SELECT COUNT(*) FROM usable_photos").fetchone()[0]
         middle = max(1, math.ceil(photos / IMPORT_BATCH) // 2)
         cut = nth(middle, "POST", f"/api/projects/{project}/import")
@@ -88,7 +88,7 @@ def main() -> None:
         push_seconds = time.monotonic() - started
         listed = direct.tasks(project)
         keys = direct.task_ids_by_key(project, "sha256")
-        with Manifest(layout.manifest_path) as m:
+        with open_manifest(layout) as m:
             noted = dict(m.conn.execute("SELECT sha256, task_id FROM labels WHERE project_id = ?", (project,)))
         print(
             f"push killed at import request {middle} (server dead: {killed}) with {before} tasks in; "
@@ -111,7 +111,7 @@ def main() -> None:
         pull_killed = killed_during(server, cut, lambda url: pull(label, layout, connect(url, creds.token)))
         server.start()
         again = pull(label, layout, connect())
-        with Manifest(layout.manifest_path) as m:
+        with open_manifest(layout) as m:
             decided = dict(m.conn.execute("SELECT task_id, decision FROM labels WHERE decision IS NOT NULL"))
         lost = sum(1 for t in answered if t not in decided)
         wrong = sum(1 for t, d in answered.items() if t in decided and decided[t] != d)

@@ -25,7 +25,7 @@ from typing import Any
 
 from core import queries as q
 from core.layout import Layout
-from core.manifest import Manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import LabelConfig
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
@@ -46,7 +46,7 @@ def free_port() -> int:
 def photos(layout: Layout, n: int, tag: str) -> list[str]:
     """`n` photo rows in the manifest (hashes of made-up bytes), as the crawl would store them."""
     shas = [hashlib.sha256(f"{tag}-{i}".encode()).hexdigest() for i in range(n)]
-    with Manifest(layout.manifest_path, create=True) as m, m.transaction() as db:
+    with open_manifest(layout, create=True) as m, m.transaction() as db:
         db.run_many(q.INSERT_PHOTO, [(s, f"{s[:2]}/{s}.jpg", "JPEG", 800, 600, 1, utc_now()) for s in shas])
     return shas
 
@@ -63,7 +63,7 @@ def pushed(client: LabelStudioClient, layout: Layout, title: str, shas: list[str
     """Seconds to push the tasks of `shas` into a new project through push_tasks."""
     project = client.ensure_project(title, layout.store_dir, rules_view(0.5))
     started = time.monotonic()
-    with Manifest(layout.manifest_path) as m:
+    with open_manifest(layout) as m:
         push_tasks(client, m, project, q.NOTE_LABEL_TASK, shas, lambda todo: [task(s, answered) for s in todo])
     return time.monotonic() - started
 
@@ -95,7 +95,7 @@ def main() -> None:
         pulled = pull_rules(LabelConfig(), layout, client, project)
         decisions, unchanged = pulled.decisions, pulled.unchanged
         pull_seconds = time.monotonic() - started
-        with Manifest(layout.manifest_path) as m:
+        with open_manifest(layout) as m:
             recorded = m.scalar(q.LABEL_TASKS_IN_PROJECT, project)
         print(
             f"pull of {args.photos} answers: {len(decisions)} decisions recorded ({recorded} tasks noted, "
