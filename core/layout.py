@@ -11,9 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_DATA_DIR = Path(os.environ.get("REVIEWLENS_DATA_DIR", "data"))
 
 
-def _database_url() -> str | None:
-    # Read when a layout is made, not at import: a worker started with the setting uses it.
-    return os.environ.get("REVIEWLENS_DATABASE_URL") or None
+def _setting(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
 def redacted(url: str) -> str:
@@ -32,10 +31,14 @@ class Layout:
     The manifest is the folder's SQLite file unless `database_url` names a PostgreSQL database
     (postgresql://user:password@host:port/name, by default from REVIEWLENS_DATABASE_URL): then
     stages on several machines share it. It is left out of repr, as it may hold a password.
+    Photos are in the folder's `store/` unless `store_url` names a shared store (core/store.py).
+    Each setting is read when a layout is made, not at import: a worker started with it uses it.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
-    database_url: str | None = field(default_factory=_database_url, repr=False)
+    database_url: str | None = field(default_factory=lambda: _setting("REVIEWLENS_DATABASE_URL"), repr=False)
+    store_url: str | None = field(default_factory=lambda: _setting("REVIEWLENS_STORE_URL"))
+    store_endpoint: str | None = field(default_factory=lambda: _setting("REVIEWLENS_STORE_ENDPOINT"))
 
     @property
     def store_dir(self) -> Path:

@@ -18,6 +18,7 @@ from core import queries as q
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import Manifest, Row, utc_now
+from core.store import localise
 
 log = logging.getLogger(__name__)
 EXTENSIONS = ("jpg", "png", "webp", "gif")
@@ -55,15 +56,18 @@ def find_damaged(manifest: Manifest, layout: Layout, photos: Iterable[Row]) -> d
     damaged: dict[str, str] = {}
     proved: list[tuple[str, int, int]] = []
     changed: list[Path] = []
+    paths: dict[str, Path] = {}
     for row in photos:
-        sha = row["sha256"]
         try:
-            path = photo_path(layout, sha, row["path"])
-            stat = path.stat()
+            paths[row["sha256"]] = photo_path(layout, row["sha256"], row["path"])
         except OutsideStore as exc:
-            refused[sha] = str(exc)
+            refused[row["sha256"]] = str(exc)
             log.warning("%s: left out", exc)
-            continue
+    # Where the store is shared, this machine first fetches the photos it has no copy of.
+    localise(layout, (str(path.relative_to(layout.store_dir)) for path in paths.values()))
+    for sha, path in paths.items():
+        try:
+            stat = path.stat()
         except FileNotFoundError:
             damaged[sha] = "missing from the store"
             continue

@@ -17,6 +17,7 @@ from core import queries as q
 from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
+from core.store import shared_store
 from crawler.errors import InvalidImage
 from crawler.store import PhotoStore
 
@@ -98,7 +99,7 @@ def import_collection(
 ) -> ImportSummary:
     """Stores the collection's photos and records them as accepted photos of their products."""
     entries = read_collection(source)
-    store = PhotoStore(layout.store_dir, max_pixels)
+    store = PhotoStore(layout.store_dir, max_pixels, shared_store(layout))
     summary = ImportSummary(products=len({e.product_id for e in entries}))
     now = utc_now()
     with open_manifest(layout, create=True) as manifest:

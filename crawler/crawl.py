@@ -22,6 +22,7 @@ from core.errors import ConfigError
 from core.layout import Layout
 from core.manifest import CATALOG_REVIEW, Manifest, open_manifest, utc_now
 from core.settings import CrawlConfig
+from core.store import shared_store
 from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
@@ -246,7 +247,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
         retries=config.retries,
         backoff_s=config.backoff_s,
     )
-    store = PhotoStore(layout.store_dir, config.max_image_pixels)
+    store = PhotoStore(layout.store_dir, config.max_image_pixels, shared_store(layout))
     swept = store.sweep_temporary()
     if swept:
         log.info("removed %d temporary files left by an interrupted run", swept)

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.photos import store_name
+from core.store import SharedStore
 from crawler.errors import InvalidImage
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -52,9 +53,10 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
 class PhotoStore:
     """Photos under `root/ab/<sha256>.<ext>`; a write is whole or absent, never partial."""
 
-    def __init__(self, root: Path, max_pixels: int = 40_000_000) -> None:
+    def __init__(self, root: Path, max_pixels: int = 40_000_000, shared: SharedStore | None = None) -> None:
         self.root = Path(root)
         self.max_pixels = max_pixels
+        self.shared = shared  # the copy every machine reads, where the store is shared
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put(self, data: bytes) -> StoredPhoto:
@@ -62,6 +64,9 @@ class PhotoStore:
         fmt, w, h = inspect_image(data, self.max_pixels)
         sha = hashlib.sha256(data).hexdigest()
         rel = store_name(sha, FORMATS[fmt])
+        # The shared copy first: a photo in the manifest is then always in the shared store.
+        if self.shared is not None and not self.shared.has(rel):
+            self.shared.put(rel, data)
         final = self.root / rel
         if not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Starts and stops a local Label Studio server (its own virtual environment, embedded SQLite).
+"""Starts and stops a local Label Studio server (its own virtual environment, embedded SQLite,
+or a PostgreSQL database when REVIEWLENS_LABEL_STUDIO_DATABASE_URL names one).
 
 Label Studio 1.23 turns legacy tokens off for new organisations unless
 LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN is set before its first start; with it, the token given
@@ -17,8 +18,9 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -49,6 +51,23 @@ class Credentials:
     token: str
 
 
+def _database_env(url: str | None) -> dict[str, str]:
+    """Label Studio's own database settings: its embedded SQLite, or the PostgreSQL `url` names."""
+    if not url:
+        return {"DJANGO_DB": "sqlite"}
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ServerError("REVIEWLENS_LABEL_STUDIO_DATABASE_URL is not a postgresql://user:password@host:port/name URL")
+    return {
+        "DJANGO_DB": "postgresql",
+        "POSTGRE_NAME": parts.path.strip("/"),
+        "POSTGRE_USER": unquote(parts.username or "postgres"),
+        "POSTGRE_PASSWORD": unquote(parts.password or ""),
+        "POSTGRE_HOST": parts.hostname or "localhost",
+        "POSTGRE_PORT": str(parts.port or 5432),
+    }
+
+
 @dataclass
 class LabelStudioServer:
     home: Path  # Label Studio's data: database, uploads, log, credentials; mode 700
@@ -56,6 +75,10 @@ class LabelStudioServer:
     host: str = "127.0.0.1"
     port: int = 8080
     binary: Path = Path(os.environ.get("REVIEWLENS_LABEL_STUDIO_BIN", DEFAULT_BIN))
+    # postgresql://user:password@host:port/name for the production layout; SQLite in home if None.
+    database_url: str | None = field(
+        default_factory=lambda: os.environ.get("REVIEWLENS_LABEL_STUDIO_DATABASE_URL") or None, repr=False
+    )
 
     @property
     def url(self) -> str:
@@ -142,7 +165,7 @@ class LabelStudioServer:
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(self.document_root.resolve()),
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.home.resolve()),
-            "DJANGO_DB": "sqlite",
+            **_database_env(self.database_url),
             "LATEST_VERSION_CHECK": "false",
             # reviewlens' ML backend answers on this machine: Label Studio's guard against requests
             # to reserved networks keeps every network it bans but the loopback.

@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 import yaml
 
 from reviewlens.services import POOL
+from tests.postgres import PostgresServer
 from tests.procs import ROOT, free_port
 
 pytestmark = pytest.mark.skipif(
@@ -22,9 +24,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _reviewlens(*args: str) -> str:
+def _reviewlens(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "reviewlens.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+        [sys.executable, "-m", "reviewlens.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -45,13 +47,33 @@ def _started(data: Path) -> dict[str, int]:
     return {name: int(path.read_text()) for name, path in files.items() if path.exists()}
 
 
-def test_up_starts_each_service_once_and_down_stops_exactly_those(tmp_path: Path) -> None:
+def _settings(request: pytest.FixtureRequest, databases: str) -> dict[str, str]:
+    """The environment `up` runs in: the embedded databases, or each service on PostgreSQL."""
+    env = {k: v for k, v in os.environ.items() if "DATABASE" not in k}
+    if databases == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        env["REVIEWLENS_LABEL_STUDIO_DATABASE_URL"] = server.new_database()
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = server.new_database().replace("postgresql:", "postgresql+asyncpg:")
+        env["REVIEWLENS_DATABASE_URL"] = server.new_database()
+    return env
+
+
+def _tables(url: str, table: str) -> bool:
+    with psycopg.connect(url.replace("+asyncpg", "")) as conn:
+        return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("databases", ["embedded", "postgresql"])
+def test_up_starts_each_service_once_and_down_stops_exactly_those(
+    tmp_path: Path, request: pytest.FixtureRequest, databases: str
+) -> None:
+    env = _settings(request, databases)
     data = tmp_path / "data"
     ports = ["--label-studio-port", str(free_port()), "--prefect-port", str(free_port())]
     api = f"http://127.0.0.1:{ports[3]}/api"
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
-        said = _reviewlens("up", "--data-dir", str(data), *ports)
+        said = _reviewlens("up", "--data-dir", str(data), *ports, env=env)
         assert f"http://127.0.0.1:{ports[1]}" in said and f"http://127.0.0.1:{ports[3]}/" in said
         started = _started(data)
         assert sorted(started) == ["label-studio", "prefect-server", "worker"]
@@ -69,19 +91,24 @@ def test_up_starts_each_service_once_and_down_stops_exactly_those(tmp_path: Path
         else:
             pytest.fail(f"no worker came online: {(data / 'services' / 'worker.log').read_text()[-2000:]}")
 
-        _reviewlens("up", "--data-dir", str(data), *ports)  # again: nothing starts twice
+        if databases == "postgresql":  # each service keeps its data in its own database, none in a file
+            assert _tables(env["REVIEWLENS_LABEL_STUDIO_DATABASE_URL"], "project")
+            assert _tables(env["PREFECT_API_DATABASE_CONNECTION_URL"], "flow_run")
+            assert not list(data.rglob("*.sqlite3")) and not list(data.rglob("*.db"))
+
+        _reviewlens("up", "--data-dir", str(data), *ports, env=env)  # again: nothing starts twice
         assert _started(data) == started
         assert all(_alive(pid) for pid in started.values())
 
-        said = _reviewlens("down", "--data-dir", str(data), *ports)
+        said = _reviewlens("down", "--data-dir", str(data), *ports, env=env)
         assert said.strip() == "stopped: worker, prefect-server, label-studio"
         assert not any(_alive(pid) for pid in started.values())
         assert _started(data) == {}
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{api}/health", timeout=5)
         assert bystander.poll() is None  # a process up did not start is left alone
-        assert "nothing" in _reviewlens("down", "--data-dir", str(data), *ports)
+        assert "nothing" in _reviewlens("down", "--data-dir", str(data), *ports, env=env)
     finally:
         bystander.kill()
         if _started(data):
-            _reviewlens("down", "--data-dir", str(data), *ports)
+            _reviewlens("down", "--data-dir", str(data), *ports, env=env)

@@ -27,6 +27,7 @@ from core.layout import Layout
 from core.manifest import CATALOG_REVIEW, Manifest, Row, open_manifest
 from core.photos import OutsideStore, photo_path
 from core.settings import DedupeConfig
+from core.store import localise
 from curation.dedupe.hashing import check_photos
 from curation.dedupe.neardup import near_pairs
 
@@ -79,6 +80,8 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
     summary.invalid += len(refused)
     summary.checked = len(rows) + len(refused)
     _save_checks(manifest, refused)
+    # Where the store is shared, the photos another machine crawled are fetched before hashing.
+    localise(layout, (str(path.relative_to(layout.store_dir)) for _, path in rows))
     checks = check_photos((path for _, path in rows), config.min_side, config.workers)
     batch: list[CheckRow] = []
     for (row, _), check in zip(rows, checks, strict=True):
