@@ -8,15 +8,19 @@ validates them, rejecting unknown keys, and prefect.yaml mirrors them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow
 
+from core.layout import Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
 from crawler.collection import ImportSummary
 from crawler.crawl import CrawlSummary
 from curation.dedupe.grouping import DedupeSummary
+from curation.dedupe.grouping import dedupe as dedupe_stage
 from curation.labeling.pull import PullSummary
 from curation.labeling.sync import PushSummary
+from flows.dask import cluster_embedder, cluster_hasher, dask_address, task_runner
 from flows.labeling import DATA_DIR, label_pull_task, labeling_report_task
 from flows.tasks import (
     Evaluation,
@@ -29,7 +33,8 @@ from flows.tasks import (
     predict_again_task,
     train_task,
 )
-from training.indexing import IndexSummary
+from training.bundle import Ensemble
+from training.indexing import IndexSummary, update_index
 
 
 @flow(name="crawl")
@@ -37,8 +42,10 @@ def crawl_flow(data_dir: str = DATA_DIR, crawl: CrawlConfig | None = None) -> Cr
     return crawl_task(crawl or CrawlConfig(), data_dir)
 
 
-@flow(name="dedupe")
+@flow(name="dedupe", task_runner=task_runner())
 def dedupe_flow(data_dir: str = DATA_DIR, dedupe: DedupeConfig | None = None) -> DedupeSummary:
+    if dask_address():  # the hashing as tasks on the cluster, the grouping here
+        return dedupe_stage(dedupe or DedupeConfig(), Layout(Path(data_dir)), cluster_hasher(Layout(Path(data_dir))))
     return dedupe_task(dedupe or DedupeConfig(), data_dir)
 
 
@@ -72,9 +79,13 @@ def retrain_flow(
     return evaluation
 
 
-@flow(name="index")
+@flow(name="index", task_runner=task_runner())
 def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
     """Every usable photo of every product into the production model's index: no retrain."""
+    if dask_address():  # the photos embedded by tasks on the cluster, the index kept here
+        layout = Layout(Path(data_dir))
+        model = layout.production_dir
+        return update_index(layout, Ensemble.load(model), embed=cluster_embedder(layout, model))
     return index_task(data_dir)
 
 

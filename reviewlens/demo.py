@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from core.layout import Layout
+from core.layout import Layout, redacted
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
@@ -111,7 +111,7 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     print(evaluated.table)
     print(f"Report:        {run_dir / 'report.md'} (and report.json, confusion.png)")
     print(f"Model:         {run_dir / 'model.pt'}; promoted: {evaluated.promoted} ({evaluated.gate['reason']})")
-    print(f"Manifest:      {layout.manifest_path}")
+    print(f"Manifest:      {redacted(layout.database_url) if layout.database_url else layout.manifest_path}")
     print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
     print(f"Labeling:      {layout.data_dir / 'reports' / 'labeling.md'} (funnel, machine against people, annotators)")
     print(f"Label Studio:  {result.push.project_url}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,13 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from distributed import LocalCluster
 from PIL import Image, ImageOps
+from prefect import flow
+from prefect_dask import DaskTaskRunner
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
+from flows.dask import cluster_embedder
 from reviewlens.cli import main
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
@@ -32,7 +37,7 @@ from tests.conftest import crawl_config, free_port
 from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
-from training.indexing import IndexSummary, update_index
+from training.indexing import IndexSummary, index_folder, update_index
 from training.objects import Scored, grid_regions, select
 from training.product_index import Entry, IndexMismatch, ProductIndex
 from training.search import Finder
@@ -308,3 +313,23 @@ def test_a_shopper_drops_a_photo_in_a_real_browser_and_sees_its_products(
     finally:
         browser.quit()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 10_000
+
+
+def test_the_index_embedded_on_a_dask_cluster_is_this_machines(searchable: Searchable) -> None:
+    """Feature extraction as Prefect tasks on Prefect's Dask task runner, over a local cluster of
+    two worker processes: the same entries, in the same order, with the same vectors."""
+    s = searchable
+    here = ProductIndex.load(index_folder(s.layout))
+    shutil.rmtree(s.layout.cache_dir)  # the workers extract every feature again, not read them
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+
+        @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def index_on_the_cluster() -> IndexSummary:
+            embed = cluster_embedder(s.layout, s.model)
+            return update_index(s.layout, Ensemble.load(s.model), rebuild=True, embed=embed, batch_size=32)
+
+        summary = index_on_the_cluster()
+    there = ProductIndex.load(index_folder(s.layout))
+    assert summary.added == len(here) > 64 and there.entries == here.entries
+    assert np.abs(there.vectors - here.vectors).max() < 1e-2
+    assert (np.argmax(there.vectors @ here.vectors.T, axis=1) == np.arange(len(here))).all()

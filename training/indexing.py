@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from core import queries as q
 from core.boxes import VIEW_MARK, view_key
@@ -29,6 +32,8 @@ from training.loading import PhotoRef
 from training.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
 
 BATCH = 2048  # photos embedded, added and saved at a time: a killed run keeps what it indexed
+# Embeds batches of photos: one array of search vectors per batch, in the batches' order.
+Embedder = Callable[[list[list[PhotoRef]]], Iterable[np.ndarray]]
 
 
 class NoEmbedding(ReviewlensError):
@@ -59,10 +64,27 @@ def index_folder(layout: Layout) -> Path:
     return layout.index_dir / "products"
 
 
+def embed_here(ensemble: Ensemble, layout: Layout, photos: list[PhotoRef]) -> np.ndarray:
+    """The search vectors of `photos`, computed by this process (through the feature cache)."""
+    if ensemble.embedding is None:
+        raise NoEmbedding(f"model {ensemble.version} has no search embedding: train again with `reviewlens train`")
+    vectors: np.ndarray = ensemble.embedding(ensemble.photo_features(photos, layout)).numpy()
+    return vectors
+
+
 def update_index(
-    layout: Layout, ensemble: Ensemble, rebuild: bool = False, approximate_from: int = APPROXIMATE_FROM
+    layout: Layout,
+    ensemble: Ensemble,
+    rebuild: bool = False,
+    approximate_from: int = APPROXIMATE_FROM,
+    embed: Embedder | None = None,
+    batch_size: int = BATCH,
 ) -> IndexSummary:
-    """Adds every indexable photo the index lacks; returns what the index holds now."""
+    """Adds every indexable photo the index lacks; returns what the index holds now.
+
+    The photos are embedded batch after batch by this process, or by `embed`, which a flow hands
+    in to embed the batches on a cluster (flows/dask.py); the index is saved after each batch.
+    """
     started = time.monotonic()
     if ensemble.embedding is None:
         raise NoEmbedding(f"model {ensemble.version} has no search embedding: train again with `reviewlens train`")
@@ -92,9 +114,10 @@ def update_index(
     items = [(PhotoRef(layout.store_dir / r["path"], r["sha256"]), r["product_id"]) for r in rows]
     items += [(PhotoRef(layout.store_dir / r["path"], r["sha256"], views[r["sha256"]]), r["product_id"]) for r in boxed]
     todo = [(ref, product) for ref, product in items if not index.has(str(ref.key))]
-    for start in range(0, len(todo), BATCH):
-        batch = todo[start : start + BATCH]
-        vectors = ensemble.embedding(ensemble.photo_features([ref for ref, _ in batch], layout)).numpy()
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    refs = [[ref for ref, _ in batch] for batch in batches]
+    embedded = embed(refs) if embed else (embed_here(ensemble, layout, photos) for photos in refs)
+    for batch, vectors in zip(batches, embedded, strict=True):
         index.add([Entry(str(ref.key), product) for ref, product in batch], vectors)
         index.save(folder)
         save_products(folder, products)

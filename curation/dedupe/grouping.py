@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,15 @@ from core.manifest import CATALOG_REVIEW, Manifest, Row, open_manifest
 from core.photos import OutsideStore, photo_path
 from core.settings import DedupeConfig
 from core.store import localise
-from curation.dedupe.hashing import check_photos
+from curation.dedupe.hashing import PhotoCheck, check_photos
 from curation.dedupe.neardup import near_pairs
 
 log = logging.getLogger(__name__)
 # (sha256, status, reason, pHash, centre hash): one photo's row of the curation table.
 CheckRow = tuple[str, str, str | None, str | None, str | None]
+# Checks photos: their files and the smallest side allowed -> one check each, in their order. By
+# default this machine's processes (check_photos); a flow may hand in a cluster's (flows/dask.py).
+Hasher = Callable[[list[Path], int], Iterable[PhotoCheck]]
 
 
 @dataclass
@@ -69,7 +73,9 @@ def group_pairs(n: int, pairs: list[tuple[int, int]]) -> list[int]:
     return [find(i) for i in range(n)]
 
 
-def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, summary: DedupeSummary) -> None:
+def _check_new_photos(
+    manifest: Manifest, layout: Layout, config: DedupeConfig, summary: DedupeSummary, hasher: Hasher | None
+) -> None:
     rows: list[tuple[Row, Path]] = []
     refused: list[CheckRow] = []
     for r in manifest.rows(q.UNCHECKED_PHOTOS):
@@ -82,7 +88,8 @@ def _check_new_photos(manifest: Manifest, layout: Layout, config: DedupeConfig, 
     _save_checks(manifest, refused)
     # Where the store is shared, the photos another machine crawled are fetched before hashing.
     localise(layout, (str(path.relative_to(layout.store_dir)) for _, path in rows))
-    checks = check_photos((path for _, path in rows), config.min_side, config.workers)
+    paths = [path for _, path in rows]
+    checks = hasher(paths, config.min_side) if hasher else check_photos(paths, config.min_side, config.workers)
     batch: list[CheckRow] = []
     for (row, _), check in zip(rows, checks, strict=True):
         hashes = [None if h is None else f"{h:016x}" for h in (check.phash, check.centre_hash)]
@@ -100,7 +107,7 @@ def _save_checks(manifest: Manifest, batch: list[CheckRow]) -> None:
     batch.clear()
 
 
-def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
+def dedupe(config: DedupeConfig, layout: Layout, hasher: Hasher | None = None) -> DedupeSummary:
     """Checks and hashes photos not seen before, then regroups all valid photos.
 
     Grouping is recomputed from the stored hashes every run, so the result depends only on
@@ -109,7 +116,7 @@ def dedupe(config: DedupeConfig, layout: Layout) -> DedupeSummary:
     """
     summary = DedupeSummary()
     with open_manifest(layout) as manifest:
-        _check_new_photos(manifest, layout, config, summary)
+        _check_new_photos(manifest, layout, config, summary, hasher)
         rows = manifest.rows(q.HASHED_PHOTOS)
         full = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
         centre = np.array([int(r["centre_hash"] or r["phash"], 16) for r in rows], dtype=np.uint64)

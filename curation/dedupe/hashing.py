@@ -87,6 +87,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def check_chunk(paths: list[Path], min_side: int) -> list[PhotoCheck]:
+    """Checks a chunk of photos one after another: one task of a cluster's worker."""
+    return [check_photo(path, min_side) for path in paths]
+
+
 def check_photos(paths: Iterable[Path], min_side: int, workers: int = 0) -> Iterator[PhotoCheck]:
     """Checks photos in parallel across `workers` processes (0: one per core), in input order."""
     jobs = [(Path(p), min_side) for p in paths]
