@@ -10,10 +10,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -23,6 +22,7 @@ from core.layout import Layout
 from core.manifest import CATALOG_REVIEW, Manifest, open_manifest, utc_now
 from core.settings import CrawlConfig
 from core.store import shared_store
+from crawler.download import Downloaded, RemoteDownloads, download, download_remotely, make_fetcher
 from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
@@ -78,7 +78,8 @@ class _Job:
 class _Batch:
     product_id: str | None  # None: photos that failed in an earlier run
     complete: bool  # every review page of the product was read
-    futures: list[Future[tuple[_Job, StoredPhoto | None, str]]]
+    jobs: list[_Job]
+    futures: list[Future[Downloaded]]
     recorded: int = 0
 
 
@@ -90,6 +91,9 @@ class _Crawl:
     store: PhotoStore
     manifest: Manifest
     summary: CrawlSummary
+    # Where photos download: this crawl's threads, or a cluster's processes (`remote` set).
+    downloads: Executor
+    remote: RemoteDownloads | None = None
     batches: deque[_Batch] = field(default_factory=deque)
 
     def fetch_page(self, url: str, parse: Callable[[bytes], T]) -> T:
@@ -144,16 +148,11 @@ class _Crawl:
             if (hit_known and complete) or seen >= self.config.max_reviews_per_product:
                 return
 
-    def download(self, job: _Job) -> tuple[_Job, StoredPhoto | None, str]:
-        """Fetches and stores one photo; returns it, or the reason it failed.
-
-        A body that is not a whole image is asked for again like a failed request: a CDN
-        hiccup often serves an error page or a cut file once. What stays bad is recorded.
-        """
-        try:
-            return job, self.fetcher.fetch(job.review.photo_url, self.store.put, self.config.max_image_bytes), ""
-        except CrawlError as exc:
-            return job, None, exc.reason
+    def start_download(self, job: _Job) -> Future[Downloaded]:
+        url = job.review.photo_url
+        if self.remote is not None:
+            return self.downloads.submit(download_remotely, self.remote, url)
+        return self.downloads.submit(download, self.fetcher, self.store, url, self.config.max_image_bytes)
 
     def record(self, job: _Job, photo: StoredPhoto | None, reason: str) -> None:
         shop, r, now = self.adapter.name, job.review, utc_now()
@@ -179,9 +178,9 @@ class _Crawl:
             self.summary.photos_stored += 1
         self.summary.bytes += photo.bytes
 
-    def submit(self, pool: ThreadPoolExecutor, jobs: list[_Job], product_id: str | None, complete: bool) -> None:
+    def submit(self, jobs: list[_Job], product_id: str | None, complete: bool) -> None:
         """Starts downloading `jobs`; their results are recorded by collect(), in this order."""
-        self.batches.append(_Batch(product_id, complete, [pool.submit(self.download, j) for j in jobs]))
+        self.batches.append(_Batch(product_id, complete, jobs, [self.start_download(j) for j in jobs]))
 
     def collect(self, block: bool) -> None:
         """Records finished downloads in submission order; marks a product complete once all are.
@@ -194,15 +193,15 @@ class _Crawl:
                 future = batch.futures[batch.recorded]
                 if not block and not future.done():
                     return
-                self.record(*future.result())
+                self.record(batch.jobs[batch.recorded], *future.result())
                 batch.recorded += 1
             if batch.product_id is not None and batch.complete:
                 self.manifest.write(q.PRODUCT_REVIEWS_COMPLETE, utc_now(), self.adapter.name, batch.product_id)
             self.batches.popleft()
 
-    def run_jobs(self, jobs: list[_Job], pool: ThreadPoolExecutor) -> None:
+    def run_jobs(self, jobs: list[_Job]) -> None:
         """Downloads and records `jobs`, waiting for all of them."""
-        self.submit(pool, jobs, None, False)
+        self.submit(jobs, None, False)
         self.collect(block=True)
 
     def catalog_job(self, product_id: str, category_id: int) -> _Job | None:
@@ -230,23 +229,19 @@ class _Crawl:
         ]
 
 
-def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
-    """Crawls the shop into `layout`'s store and manifest; returns counts per outcome."""
+def crawl(config: CrawlConfig, layout: Layout, cluster: Executor | None = None, processes: int = 1) -> CrawlSummary:
+    """Crawls the shop into `layout`'s store and manifest; returns counts per outcome.
+
+    Photos download in this process's threads, or on a `cluster` (an executor whose `processes`
+    download at once, each at its share of the photo hosts' rate: flows/dask.py); pages are read
+    and every result recorded here.
+    """
     started = time.monotonic()
     if config.ranking_source not in RANKING_SOURCES:
         raise ConfigError(f"unknown ranking_source '{config.ranking_source}'; valid: {', '.join(RANKING_SOURCES)}")
     adapter = get_adapter(config.shop, config.shop_url, config.ranking_url)
-    api_hosts = {urlsplit(config.shop_url).netloc, urlsplit(config.ranking_url).netloc}
-    rates = {**{h: config.image_rate for h in config.image_hosts}, **{h: config.api_rate for h in api_hosts}}
-    fetcher = Fetcher(
-        allowed_hosts=frozenset(rates),
-        user_agent=config.user_agent,
-        rates=rates,
-        connect_timeout_s=config.connect_timeout_s,
-        read_timeout_s=config.read_timeout_s,
-        retries=config.retries,
-        backoff_s=config.backoff_s,
-    )
+    fetcher = make_fetcher(config)
+    remote = None if cluster is None else RemoteDownloads(config, layout, 1 / max(1, processes))
     store = PhotoStore(layout.store_dir, config.max_image_pixels, shared_store(layout))
     swept = store.sweep_temporary()
     if swept:
@@ -254,12 +249,12 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
     summary = CrawlSummary()
     with (
         open_manifest(layout, create=True) as manifest,
-        ThreadPoolExecutor(config.image_workers) as pool,
+        ThreadPoolExecutor(config.image_workers) as threads,
         tqdm(desc="products", unit="product", disable=None) as progress,  # shown on a terminal only
     ):
-        run = _Crawl(config, adapter, fetcher, store, manifest, summary)
+        run = _Crawl(config, adapter, fetcher, store, manifest, summary, cluster or threads, remote)
         # Photos that failed last time go first, whatever their product's paging does now.
-        run.run_jobs(run.failed_jobs(), pool)
+        run.run_jobs(run.failed_jobs())
         for category_id in config.categories:
             try:
                 ranked_products = run.top_products(category_id)
@@ -268,7 +263,7 @@ def crawl(config: CrawlConfig, layout: Layout) -> CrawlSummary:
                 continue
             progress.total = (progress.total or 0) + len(ranked_products)
             for rank, ranked in enumerate(ranked_products, start=1):
-                _crawl_product(run, pool, category_id, rank, ranked)
+                _crawl_product(run, category_id, rank, ranked)
                 progress.update()
                 progress.set_postfix(photos=summary.photos_stored, failed=summary.photos_failed)
         run.collect(block=True)
@@ -294,7 +289,7 @@ def _page_failed(summary: CrawlSummary, what: str, exc: CrawlError) -> None:
         log.warning("%s could not be fetched: %s; it is read again next run", what, exc)
 
 
-def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank: int, ranked: RankedProduct) -> None:
+def _crawl_product(run: _Crawl, category_id: int, rank: int, ranked: RankedProduct) -> None:
     shop, pid = run.adapter.name, ranked.product_id
     row = run.manifest.row(q.PRODUCT_SEEN, shop, pid)
     complete = row is not None and row["reviews_complete_at"] is not None
@@ -323,5 +318,5 @@ def _crawl_product(run: _Crawl, pool: ThreadPoolExecutor, category_id: int, rank
         rank,
         utc_now(),
     )
-    run.submit(pool, jobs, pid, complete_now)
+    run.submit(jobs, pid, complete_now)
     run.summary.products += 1

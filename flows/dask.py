@@ -2,7 +2,8 @@
 
 With REVIEWLENS_DASK_ADDRESS (a scheduler's tcp://host:port) the flows run on Prefect's Dask task
 runner (prefect-dask), and the dedupe's hashing and the index's feature extraction go to the
-cluster as Prefect tasks, one per chunk of photos. Without it nothing changes: the stages use
+cluster as Prefect tasks, one per chunk of photos; the crawl's photo downloads go to it as one
+Dask task per photo. Without it nothing changes: the stages use
 this machine's processes and threads as they always do. Either way the results are the same.
 
 The cluster's workers run this project's code with the same settings: the data folder at the same
@@ -15,6 +16,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,3 +106,14 @@ def cluster_embedder(layout: Layout, model: Path) -> Embedder:
         return (future.result() for future in futures)
 
     return embed
+
+
+@contextmanager
+def cluster_downloads() -> Iterator[tuple[Executor, int]]:
+    """The configured cluster as an executor for the crawl's photo downloads (a Dask task per
+    photo: a Prefect task run each would cost more than the download), and how many worker
+    processes share the photo hosts' rate."""
+    from distributed import Client
+
+    with Client(dask_address()) as client:
+        yield client.get_executor(), max(1, len(client.scheduler_info()["workers"]))

@@ -16,11 +16,12 @@ from core.layout import Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig
 from crawler.collection import ImportSummary
 from crawler.crawl import CrawlSummary
+from crawler.crawl import crawl as crawl_stage
 from curation.dedupe.grouping import DedupeSummary
 from curation.dedupe.grouping import dedupe as dedupe_stage
 from curation.labeling.pull import PullSummary
 from curation.labeling.sync import PushSummary
-from flows.dask import cluster_embedder, cluster_hasher, dask_address, task_runner
+from flows.dask import cluster_downloads, cluster_embedder, cluster_hasher, dask_address, task_runner
 from flows.labeling import DATA_DIR, label_pull_task, labeling_report_task
 from flows.tasks import (
     Evaluation,
@@ -37,8 +38,11 @@ from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
 
 
-@flow(name="crawl")
+@flow(name="crawl", task_runner=task_runner())
 def crawl_flow(data_dir: str = DATA_DIR, crawl: CrawlConfig | None = None) -> CrawlSummary:
+    if dask_address():  # the photos downloaded by the cluster, the pages read and recorded here
+        with cluster_downloads() as (cluster, processes):
+            return crawl_stage(crawl or CrawlConfig(), Layout(Path(data_dir)), cluster, processes)
     return crawl_task(crawl or CrawlConfig(), data_dir)
 
 

@@ -20,7 +20,7 @@ from core.manifest_postgres import ManifestUnreachable
 from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
-from tests.db import run
+from tests.db import crawled
 from tests.postgres import PostgresServer
 from tests.procs import free_port
 
@@ -91,18 +91,6 @@ def test_an_unreachable_database_is_one_clear_error_without_the_password(tmp_pat
     assert "Traceback" not in done.stderr
 
 
-def _contents(layout: Layout) -> dict[str, list[tuple[object, ...]]]:
-    """What a crawl wrote, engine aside: the rows of each table, without times of day."""
-    tables = {
-        "products": "SELECT shop, product_id, category_id, name, url, rank FROM products",
-        "photos": "SELECT sha256, path, format, width, height, bytes FROM photos",
-        "sources": "SELECT shop, review_id, photo_url, product_id, category_id, sha256, review_created_at FROM sources",
-        "failures": "SELECT shop, review_id, photo_url, reason FROM failures",
-    }
-    with open_manifest(layout) as m:
-        return {table: sorted(tuple(r) for r in run(m, sql).fetchall()) for table, sql in tables.items()}
-
-
 @pytest.mark.both_engines
 def test_two_crawls_at_once_end_as_one_after_the_other(shop: DemoShop, layout: Layout, tmp_path: Path) -> None:
     config_file = tmp_path / "crawl.json"
@@ -116,8 +104,8 @@ def test_two_crawls_at_once_end_as_one_after_the_other(shop: DemoShop, layout: L
     one_after_the_other = Layout(tmp_path / "sequential", database_url=None)
     crawl(crawl_config(shop), one_after_the_other)
     crawl(crawl_config(shop), one_after_the_other)
-    both = _contents(layout)
-    assert both == _contents(one_after_the_other)
+    both = crawled(layout)
+    assert both == crawled(one_after_the_other)
     assert len(both["photos"]) == len(both["sources"]) > 0
     files = sorted(p.name for p in layout.store_dir.rglob("*") if p.is_file())
     assert files == sorted(p.name for p in one_after_the_other.store_dir.rglob("*") if p.is_file())
