@@ -46,7 +46,8 @@ class SharedStore:
             raise StoreUnreachable(f"the photo store URL {url!r} cannot be used: {exc}") from exc
         self.url = url
         self.root = root.rstrip("/")
-        self.local = self.fs.protocol in ("file", "local") or "file" in self.fs.protocol
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in protocols  # a file system, shared or not: renamed into place
 
     def _key(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -67,7 +68,8 @@ class SharedStore:
                 f.write(data)
             self.fs.mv(tmp, key)
         except BaseException:
-            self.fs.rm(tmp) if self.fs.exists(tmp) else None
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
             raise
 
     def get(self, rel: str) -> bytes:

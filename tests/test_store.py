@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import signal
 import socket
@@ -13,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig
 from core.store import SharedStore, localise
 from crawler.crawl import crawl
+from crawler.store import PhotoStore
 from curation.dedupe.grouping import dedupe
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
@@ -152,3 +155,17 @@ def test_a_writer_killed_mid_upload_leaves_no_partial_object(shared: str, s3: S3
     store = SharedStore(shared, s3.endpoint)
     assert not store.has("ab/" + "a" * 64 + ".jpg")
     assert store.names() == []
+
+
+def test_a_shared_file_system_store_is_written_whole_and_read_back(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    layout = Layout(tmp_path / "data", database_url=None, store_url=f"file://{shared}")
+    store = PhotoStore(layout.store_dir, shared=SharedStore(f"file://{shared}"))
+    image = io.BytesIO()
+    Image.new("RGB", (40, 30), "teal").save(image, "JPEG")
+    stored = store.put(image.getvalue())
+    assert (shared / stored.path).read_bytes() == image.getvalue()
+    assert not list(shared.rglob(".tmp-*"))
+    (layout.store_dir / stored.path).unlink()  # this machine's copy gone: fetched back from the share
+    assert localise(layout, [stored.path]) == 1
+    assert (layout.store_dir / stored.path).read_bytes() == image.getvalue()
