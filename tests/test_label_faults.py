@@ -38,6 +38,7 @@ def revived(label_studio: LabelStudioServer) -> Iterator[LabelStudioServer]:
         label_studio.start()
 
 
+@pytest.mark.both_engines
 def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
     revived: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
