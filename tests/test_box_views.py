@@ -15,7 +15,7 @@ from PIL import Image
 from core import queries as q
 from core.boxes import area, box_text, parse_box, view_key
 from core.layout import Layout
-from core.manifest import Manifest, open_manifest, utc_now
+from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
@@ -178,5 +178,5 @@ def test_a_manifest_written_before_boxes_were_kept_gains_the_column(tmp_path: Pa
             "n_objects INTEGER, decided_at TEXT)"
         )
         old.execute("INSERT INTO labels VALUES ('a', 1, 1, '', 1, 'accept', '', 0.9, 1, '')")
-    with Manifest(path) as m:
+    with open_manifest(Layout(tmp_path, database_url=None)) as m:  # its file is tmp_path/manifest.sqlite
         assert [tuple(r) for r in run(m, "SELECT sha256, decision, box FROM labels")] == [("a", "accept", None)]
