@@ -24,10 +24,9 @@ class Query(str):
 
 
 def _postgres_form(sql: str) -> str:
-    """PostgreSQL's spelling of what the two engines share: psycopg's `%s` parameters, and
-    SQLite's INSERT OR IGNORE as ON CONFLICT DO NOTHING."""
-    if "%" in sql:
-        raise ValueError(f"a query may not hold '%': {sql}")
+    """PostgreSQL's spelling of what the two engines share: psycopg's `%s` parameters (a literal
+    `%`, as in a LIKE pattern, doubled), and SQLite's INSERT OR IGNORE as ON CONFLICT DO NOTHING."""
+    sql = sql.replace("%", "%%")
     if sql.lstrip().startswith("INSERT OR IGNORE INTO"):
         sql = sql.replace("INSERT OR IGNORE INTO", "INSERT INTO", 1) + " ON CONFLICT DO NOTHING"
     elif "INSERT OR" in sql:

@@ -20,7 +20,7 @@ from core.manifest_postgres import ManifestUnreachable
 from crawler.crawl import crawl
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
-from tests.db import crawled
+from tests.db import count, crawled
 from tests.postgres import PostgresServer
 from tests.procs import free_port
 
@@ -64,6 +64,8 @@ def test_a_database_url_keeps_the_manifest_there_and_no_password_shows(
     assert not layout.manifest_path.exists()
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0] == summary.photos_stored
+    with open_manifest(layout) as m:  # a literal % (a LIKE pattern) reads the same on PostgreSQL
+        assert count(m, "photos", "path LIKE '%.jpg' AND format = ?", "JPEG") == summary.photos_stored
     # A URL with a password: every message and the layout's repr leave it out.
     secret = "s3cret-Pw"
     assert secret not in repr(Layout(tmp_path, database_url=f"postgresql://u:{secret}@127.0.0.1:1/x"))
