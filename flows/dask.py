@@ -2,7 +2,8 @@
 
 With REVIEWLENS_DASK_ADDRESS (a scheduler's tcp://host:port) the flows run on Prefect's Dask task
 runner (prefect-dask), and the dedupe's hashing and the index's feature extraction go to the
-cluster as Prefect tasks, one per chunk of photos; the crawl's photo downloads go to it as one
+cluster as Prefect tasks, one per chunk of photos (the training's too: each member's features of
+the photos its cache lacks, written to the cache the trainer then reads); the crawl's photo downloads go to it as one
 Dask task per photo. Without it nothing changes: the stages use
 this machine's processes and threads as they always do. Either way the results are the same.
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # torch is imported by the feature tasks alone: a hashing wor
     from training.bundle import Ensemble
     from training.indexing import Embedder
     from training.loading import PhotoRef
+    from training.train import FeatureChunk, FeatureExtractor
 
 # Photos per task at most: a task's overhead (its task run in Prefect's API, its trip through
 # the scheduler: a good part of a second on a busy machine) stays small beside its hashing; and
@@ -106,6 +108,25 @@ def cluster_embedder(layout: Layout, model: Path) -> Embedder:
         return (future.result() for future in futures)
 
     return embed
+
+
+@task
+def extract_chunk_task(chunk: FeatureChunk) -> int:
+    from training.train import extract_chunk
+
+    localise(chunk.layout, [e.path for e in chunk.examples])
+    return extract_chunk(chunk)
+
+
+def cluster_extractor() -> FeatureExtractor:
+    """The training's feature extraction as one Prefect task per chunk, on the flow's task
+    runner; it returns once every chunk is in the feature cache."""
+
+    def extract(chunks: list[FeatureChunk]) -> None:
+        for future in extract_chunk_task.map(chunks):
+            future.result()
+
+    return extract
 
 
 @contextmanager

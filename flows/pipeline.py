@@ -21,7 +21,14 @@ from curation.dedupe.grouping import DedupeSummary
 from curation.dedupe.grouping import dedupe as dedupe_stage
 from curation.labeling.pull import PullSummary
 from curation.labeling.sync import PushSummary
-from flows.dask import cluster_downloads, cluster_embedder, cluster_hasher, dask_address, task_runner
+from flows.dask import (
+    cluster_downloads,
+    cluster_embedder,
+    cluster_extractor,
+    cluster_hasher,
+    dask_address,
+    task_runner,
+)
 from flows.labeling import DATA_DIR, label_pull_task, labeling_report_task
 from flows.tasks import (
     Evaluation,
@@ -36,6 +43,7 @@ from flows.tasks import (
 )
 from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
+from training.train import train as train_stage
 
 
 @flow(name="crawl", task_runner=task_runner())
@@ -68,14 +76,17 @@ def label_push_flow(data_dir: str = DATA_DIR, label: LabelConfig | None = None) 
     return label_push_task(label or LabelConfig(), data_dir)
 
 
-@flow(name="retrain")
+@flow(name="retrain", task_runner=task_runner())
 def retrain_flow(
     data_dir: str = DATA_DIR, train: TrainConfig | None = None, promote: bool = True, label: LabelConfig | None = None
 ) -> Evaluation:
     """Trains on the accepted photos, evaluates, and promotes the model if it passes the gate;
     a promoted model's index is built at once, so search answers with the model that is live,
     and the open labeling tasks are answered again by it."""
-    run_dir = train_task(train or TrainConfig(), data_dir)
+    if dask_address():  # each member's features extracted by tasks on the cluster, the training here
+        run_dir = str(train_stage(train or TrainConfig(), Layout(Path(data_dir)), cluster_extractor()))
+    else:
+        run_dir = train_task(train or TrainConfig(), data_dir)
     evaluation = evaluate_task(run_dir, data_dir, promote)
     if evaluation.promoted:
         index_task(data_dir)

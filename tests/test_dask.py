@@ -12,18 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from distributed import Client, LocalCluster
+from prefect import flow
+from prefect_dask import DaskTaskRunner
 
 from core.layout import Layout
-from core.manifest import open_manifest
-from core.settings import DedupeConfig
+from core.manifest import open_manifest, utc_now
+from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
-from flows.dask import TASKS
+from flows.dask import TASKS, cluster_extractor
 from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import crawled, run
 from tests.procs import ROOT
+from training.bundle import Ensemble
+from training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +92,38 @@ def test_a_crawl_whose_photos_download_on_a_dask_cluster_ends_as_here(
     assert downloaded == len(crawled(here)["sources"]) > 100  # each photo was a task on the cluster
     files = sorted(p.name for p in layout.store_dir.rglob("*.*"))
     assert files == sorted(p.name for p in here.store_dir.rglob("*.*"))
+
+
+def test_training_whose_features_are_extracted_on_a_dask_cluster_trains_the_same_model(
+    cluster: Client, shop: DemoShop, layout: Layout
+) -> None:
+    crawl(crawl_config(shop), layout)
+    dedupe(DedupeConfig(), layout)
+    with open_manifest(layout) as m:  # every kept photo accepted, as if annotators said so
+        run(
+            m,
+            "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
+            "SELECT sha256, 1, ROW_NUMBER() OVER (ORDER BY sha256), ?, 'accept', ? FROM curation WHERE is_kept = 1",
+            (utc_now(), utc_now()),
+        )
+    here = Layout(layout.data_dir.parent / f"{layout.data_dir.name}-here")
+    shutil.copytree(layout.data_dir, here.data_dir)
+    config = TrainConfig(mode="quick", members=("efficientnet_lite0",), image_size=64, batch_size=16, head_epochs=20)
+
+    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler.address))  # type: ignore[union-attr]
+    def train_on_the_cluster() -> Path:
+        return train(config, layout, extract=cluster_extractor())
+
+    there = Ensemble.load(train_on_the_cluster())
+    mine = Ensemble.load(train(config, here))
+    # Every feature was extracted by the cluster's workers, none by this process.
+    shards = list((layout.cache_dir / "features").rglob("*.sha"))
+    assert shards and all(not s.stem.endswith(f"-{os.getpid()}") for s in shards)
+    assert any(s.stem.endswith(f"-{os.getpid()}") for s in (here.cache_dir / "features").rglob("*.sha"))
+    head = mine.members[0].member.head
+    for a, b in zip(
+        mine.members[0].model.get_submodule(head).parameters(),
+        there.members[0].model.get_submodule(head).parameters(),
+        strict=True,
+    ):
+        assert torch.allclose(a, b, atol=1e-5)

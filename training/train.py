@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,30 @@ class NotEnoughData(ReviewlensError):
 
 
 @dataclass(frozen=True)
+class FeatureChunk:
+    """Photos a member's feature cache lacks, to embed in another process (a cluster's worker)
+    exactly as the trainer would: the same body, input size and shrunk photos."""
+
+    member: str
+    n_classes: int
+    config: TrainConfig
+    layout: Layout
+    examples: tuple[Example, ...]
+
+
+# Embeds every chunk into its member's feature cache, returning once all are there. By default
+# the trainer embeds what its cache lacks itself; a flow may hand in a cluster's (flows/dask.py).
+FeatureExtractor = Callable[[list[FeatureChunk]], None]
+CHUNK = 256  # photos per chunk handed to an extractor
+
+
+def photo_cache(config: TrainConfig, layout: Layout) -> PhotoCache:
+    """The shrunk photos every member of `config` reads, at the largest member's size."""
+    largest = max(round(get_member(m).input_size(config.image_size) * config.resize_ratio) for m in config.members)
+    return PhotoCache(layout.cache_dir / "photos", largest)
+
+
+@dataclass(frozen=True)
 class Context:
     """What every member's training shares."""
 
@@ -64,6 +89,7 @@ class Context:
     cache: PhotoCache
     dev: torch.device
     workers: int
+    extract: FeatureExtractor | None = None
 
     def refs(self, examples: list[Example]) -> list[PhotoRef]:
         return [PhotoRef(self.layout.store_dir / e.path, e.sha256, e.box) for e in examples]
@@ -119,6 +145,12 @@ def train_member(
     weights = config.weights.get(member.name)
     model = member.build(n_classes, Path(weights) if weights else None, True)
     store = feature_store(ctx.layout, member, model, size, config.resize_ratio)
+    if ctx.extract is not None:
+        by_key = {e.key: e for e in ctx.snapshot.examples}
+        missing = [by_key[k] for k in store.missing(list(by_key))]
+        chunks = [tuple(missing[i : i + CHUNK]) for i in range(0, len(missing), CHUNK)]
+        ctx.extract([FeatureChunk(member.name, n_classes, config, ctx.layout, chunk) for chunk in chunks])
+        store = feature_store(ctx.layout, member, model, size, config.resize_ratio)  # what they added
     embedded = embed_snapshot(ctx, member, model, size, store)
     train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
     head, probe = fit_head(
@@ -183,7 +215,20 @@ def fits(member: Member, last: tuple[Member, float], deadline: float, image_size
     return time.monotonic() + expected <= deadline
 
 
-def train(config: TrainConfig, layout: Layout) -> Path:
+def extract_chunk(chunk: FeatureChunk) -> int:
+    """Embeds a chunk's photos into its member's feature cache; returns how many it embedded."""
+    member = get_member(chunk.member)
+    weights = chunk.config.weights.get(member.name)
+    model = member.build(chunk.n_classes, Path(weights) if weights else None, True)
+    size = member.input_size(chunk.config.image_size)
+    store = feature_store(chunk.layout, member, model, size, chunk.config.resize_ratio)
+    snapshot = Snapshot("chunk", [], list(chunk.examples))
+    # No loader processes of its own: a cluster's worker process may not start children.
+    ctx = Context(snapshot, chunk.layout, chunk.config, photo_cache(chunk.config, chunk.layout), device(), 0)
+    return embed_snapshot(ctx, member, model, size, store)
+
+
+def train(config: TrainConfig, layout: Layout, extract: FeatureExtractor | None = None) -> Path:
     """Snapshots the accepted photos and trains every member; returns the run folder.
 
     The run folder holds model.pt (every member's weights, the classes, the calibration and the
@@ -200,10 +245,16 @@ def train(config: TrainConfig, layout: Layout) -> Path:
             f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
             "at least 2 are needed to train"
         )
-    return train_snapshot(snapshot, config, layout, started)
+    return train_snapshot(snapshot, config, layout, started, extract)
 
 
-def train_snapshot(snapshot: Snapshot, config: TrainConfig, layout: Layout, started: float | None = None) -> Path:
+def train_snapshot(
+    snapshot: Snapshot,
+    config: TrainConfig,
+    layout: Layout,
+    started: float | None = None,
+    extract: FeatureExtractor | None = None,
+) -> Path:
     """Trains every member on a snapshot whose photos lie in the layout's store; returns the run folder."""
     started = started or time.monotonic()
     deadline = started + config.budget_minutes * 60 if config.budget_minutes else math.inf
@@ -213,9 +264,9 @@ def train_snapshot(snapshot: Snapshot, config: TrainConfig, layout: Layout, star
     members = [get_member(name) for name in config.members]
     dev = device()
     mode = resolve_mode(config, dev)
-    largest = max(round(m.input_size(config.image_size) * config.resize_ratio) for m in members)
-    cache = PhotoCache(layout.cache_dir / "photos", largest)
-    ctx = Context(snapshot, layout, config, cache, dev, config.workers or default_workers())
+    ctx = Context(
+        snapshot, layout, config, photo_cache(config, layout), dev, config.workers or default_workers(), extract
+    )
     progress.info(
         "training %s mode on %s: %d products, %d train (%d of them cut to a person's box) / %d val / %d test photos",
         mode,
