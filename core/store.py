@@ -89,12 +89,16 @@ def shared_store(layout: Layout) -> SharedStore | None:
     return SharedStore(layout.store_url, layout.store_endpoint)
 
 
-def _write_local(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` beside `path`, flushed to disk, then renamed into place: a killed process
+    leaves the whole file or a temporary `.tmp-` one that the crawl sweeps, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -117,7 +121,7 @@ def localise(layout: Layout, rels: Iterable[str]) -> int:
             data = shared.get(rel)
         except FileNotFoundError:
             return 0
-        _write_local(layout.store_dir / rel, data)
+        write_atomically(layout.store_dir / rel, data)
         return 1
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:

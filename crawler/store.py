@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.photos import store_name
-from core.store import SharedStore
+from core.store import SharedStore, write_atomically
 from crawler.errors import InvalidImage
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -69,19 +67,7 @@ class PhotoStore:
             self.shared.put(rel, data)
         final = self.root / rel
         if not final.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # Written beside its final place, flushed, then renamed: a killed process leaves
-            # either the whole file or a temporary one that the next run sweeps.
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(final, data)
         return StoredPhoto(sha, rel, fmt, w, h, len(data))
 
     def path(self, rel: str) -> Path:
