@@ -28,6 +28,12 @@ PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "reviewlens"
 
 
+def with_interpreter_first(path: str) -> str:
+    """PATH with this interpreter's folder first: prefect.yaml's work pool runs each flow run as
+    `python -m prefect.engine`, which must be this environment's Python."""
+    return os.pathsep.join([str(Path(sys.executable).parent), *(p for p in path.split(os.pathsep) if p)])
+
+
 class ServiceError(ReviewlensError):
     """A service did not start; the message names its log."""
 
@@ -54,6 +60,7 @@ class Services:
         creds = self.label_studio.credentials()
         return {
             **os.environ,
+            "PATH": with_interpreter_first(os.environ.get("PATH", "")),
             "PREFECT_HOME": str((self.folder.parent / "prefect").resolve()),
             "PREFECT_API_URL": self.prefect_api,
             "LABEL_STUDIO_URL": self.label_studio.url,

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 
+from reviewlens.services import with_interpreter_first
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,6 +104,7 @@ def prefect_server(home: Path, **settings: str) -> Iterator[dict[str, str]]:
     home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
+        "PATH": with_interpreter_first(os.environ.get("PATH", "")),
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -11,7 +11,7 @@ import pytest
 from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.shapes import SEVERAL
 from curation.preannotate.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
-from curation.preannotate.estimates import estimate
+from curation.preannotate.estimates import Thresholds, estimate
 from models.coco_detector import Detection
 from reviewlens.demoshop.generate import load_truth
 
@@ -72,15 +72,40 @@ def test_the_common_object_wins_whatever_the_component_sign() -> None:
     assert all(loc.n_objects == 1 for loc in locate_in(-descriptors + 0.0))
 
 
+def test_a_second_product_beside_the_product_splits_its_region() -> None:
+    # Every photo shows the product in its left half; the last three show another object-like
+    # pattern in the right half, which the principal component also finds (both share "object").
+    rng = np.random.default_rng(1)
+    shared, product, other = (rng.normal(size=16) * 3 for _ in range(3))
+    descriptors = rng.normal(size=(12, 12, 12, 16))
+    descriptors[:, 3:9, 1:6] += shared + product
+    descriptors[9:, 3:9, 6:11] += shared + other
+    located = locate_in(descriptors)
+    alone, beside = located[:9], located[9:]
+    assert all(loc.n_objects == 1 and loc.split < 0.1 for loc in alone)
+    assert all(loc.n_objects == 2 and loc.split >= 0.3 for loc in beside)
+    # The split leaves the one-product rule to a person, or fails it from a set split.
+    assert [estimate([], 0.5, loc).objects_verdict for loc in beside] == ["unsure"] * 3
+    assert [estimate([], 0.5, loc, Thresholds(split_fails=0.3)).objects_verdict for loc in beside] == ["fail"] * 3
+
+
 def test_estimates_from_a_location() -> None:
     big, small = Location((0.05, 0.05, 0.95, 0.95), 1), Location((0.3, 0.3, 0.6, 0.6), 1)
     assert estimate([], 0.5, big).verdict == "pass"
     assert estimate([], 0.5, small).verdict == "fail"
     assert estimate([], 0.5, Location((0.0, 0.0, 0.72, 0.72), 1)).coverage_verdict == "unsure"  # 52%: near the line
-    second = Location(big.box, 2)
+    second = Location(big.box, 2, split=0.25)
     assert (estimate([], 0.5, second).objects_verdict, estimate([], 0.5, second).verdict) == ("unsure", "unsure")
+    assert estimate([], 0.5, Location(big.box, 2, split=0.5), Thresholds(split_fails=0.4)).verdict == "fail"
     two_chairs = [Detection("chair", 0.9, (0.0, 0.0, 0.5, 1.0)), Detection("chair", 0.8, (0.5, 0.0, 1.0, 1.0))]
     assert estimate(two_chairs, 0.5, big).objects_verdict == "fail"
+    # A confident object well below the line around a co-localised box above it: a person looks.
+    small_vase = [Detection("vase", 0.9, (0.4, 0.4, 0.6, 0.6))]
+    assert estimate(small_vase, 0.5, big).coverage_verdict == "unsure"
+    # The hand holding the product is no second product, nor the product's size.
+    hand = [Detection("person", 0.95, (0.0, 0.5, 0.3, 1.0)), Detection("vase", 0.9, (0.05, 0.05, 0.9, 0.9))]
+    assert estimate(hand, 0.5, big).verdict == "pass"
+    assert estimate(hand[:1] * 2, 0.5).coverage is None  # people alone: nothing of the product's size is known
 
 
 def test_a_location_becomes_the_pre_annotated_box() -> None:

@@ -128,7 +128,7 @@ def test_estimates_decide_only_where_the_detector_is_sure() -> None:
     assert estimate([near_line]).coverage_verdict == "unsure"
 
 
-def test_a_confident_object_larger_than_the_colocalised_box_leaves_the_coverage_to_a_person() -> None:
+def test_a_confident_object_across_the_line_from_the_colocalised_box_leaves_the_coverage_to_a_person() -> None:
     from curation.preannotate.colocalise import Location
     from curation.preannotate.estimates import estimate
 
@@ -141,7 +141,11 @@ def test_a_confident_object_larger_than_the_colocalised_box_leaves_the_coverage_
     weak_big = Detection("bottle", 0.5, (0.1, 0.05, 0.9, 0.95))
     assert estimate([weak_big], located=label).coverage_verdict == "fail"  # a weak box is not believed
     whole = Location((0.1, 0.05, 0.9, 0.95), 1)
-    assert estimate([small], located=whole).coverage_verdict == "pass"  # a part seen large is no doubt
+    assert estimate([big], located=whole).coverage_verdict == "pass"  # both see a large product
+    assert estimate([], located=whole).coverage_verdict == "pass"
+    # The other way round: the detector's only confident object is small, the co-localised box
+    # large: that box may hold the product's surroundings, so a person looks.
+    assert estimate([small], located=whole).coverage_verdict == "unsure"
 
 
 def test_a_product_choice_reads_back_as_its_product_id() -> None:

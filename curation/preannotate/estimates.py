@@ -3,8 +3,8 @@
 Two sources: the COCO detector, which knows a few kinds of furniture and decor, and the
 co-localiser (curation/preannotate/colocalise.py), which finds the object a product's review photos share
 whatever its kind. Where the co-localiser has the photo, its box gives the coverage; a second
-confident COCO object fails the one-product rule, and a second object the co-localiser sees
-only makes that rule unsure.
+confident COCO object fails the one-product rule, while a product region whose halves look
+differently like the product (its split) makes that rule unsure.
 
 A verdict is 'pass', 'fail' or 'unsure'. Only confident findings count, and a coverage near
 the 50% line is left to a person: the machine answers where it is likely right and sends the
@@ -13,6 +13,7 @@ rest, first, to annotators. tests/benchmarks/rules_agreement.py measures how oft
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ SURE_SCORE = 0.8
 COVERAGE_MARGIN = 0.03
 # The co-localiser's one object passes the one-product rule only from min_coverage + this.
 ALONE_MARGIN = 0.15
+# A product region split at least this much holds a second product: the one-product rule fails.
+# On the real photos no split did better than leaving the rule unsure: a split alone never fails.
+SPLIT_FAILS = math.inf
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,9 @@ class Thresholds:
     # The co-localiser's one object passes the one-product rule from min_coverage + this: a
     # product that leaves much of the frame free may share it with one folded into the background.
     alone_margin: float = ALONE_MARGIN
-    # Whether a second object the co-localiser sees (unlike the product) fails the rule, or only
-    # makes it unsure.
-    second_object_fails: bool = False
+    # From this split of the co-localised region (one side like the product, the other not), the
+    # second object fails the rule; below it, it only makes the rule unsure.
+    split_fails: float = SPLIT_FAILS
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,13 @@ def photo_verdict(coverage_verdict: str, objects_verdict: str) -> str:
     return "fail" if "fail" in rules else "unsure" if "unsure" in rules else "pass"
 
 
+# COCO's kinds a shop does not sell: the hand that holds the product, the cat on the sofa. They
+# are neither the product nor a second one.
+NOT_PRODUCTS = frozenset(
+    {"person", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"}
+)
+
+
 def _area(d: Detection) -> float:
     return (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])
 
@@ -84,12 +95,13 @@ def estimate(
 ) -> RuleEstimate:
     """Estimates coverage and object count of one photo from its detections and its location."""
     t = thresholds
+    detections = [d for d in detections if d.label not in NOT_PRODUCTS]
     sure = [d for d in detections if d.score >= t.sure_score]
     top = max((d.score for d in detections), default=0.0)
     if located is not None and located.n_objects:
         coverage = located.coverage
         confidence = round(min(1.0, abs(coverage - min_coverage) / min_coverage), 4)
-        if len(sure) > 1 or (located.n_objects > 1 and t.second_object_fails):
+        if len(sure) > 1 or located.split >= t.split_fails:
             objects_verdict = "fail"
         elif located.n_objects == 1 and coverage >= min_coverage + t.alone_margin:
             objects_verdict = "pass"
@@ -104,6 +116,14 @@ def estimate(
         ):
             # A confident object larger than the line around a box below it: the co-localiser
             # may have found a part the product's photos share (a label, a logo), not all of it.
+            verdict = "unsure"
+        elif (
+            verdict == "pass"
+            and sure
+            and all(_coverage_verdict(_area(d), min_coverage, t.coverage_margin) == "fail" for d in sure)
+        ):
+            # The other way round: every confident object is smaller than the line while the
+            # co-localised box passes it: that box may hold the product's surroundings too.
             verdict = "unsure"
         return RuleEstimate(coverage, n_objects, confidence, verdict, objects_verdict, located.box)
     if not sure:

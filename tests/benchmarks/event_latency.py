@@ -131,7 +131,11 @@ def main() -> None:
                     seconds = timed_answers(client, project, layout, load_truth(shop_dir), args.answers, api, root)
                 finally:  # before the server it reports to stops
                     worker.terminate()
-                    worker.wait(30)
+                    try:
+                        worker.wait(30)
+                    except subprocess.TimeoutExpired:  # Prefect's worker may hang on a flow run just ending
+                        worker.kill()
+                        worker.wait()
     finally:
         server.stop()
     first, timed = seconds[0], seconds[1:]

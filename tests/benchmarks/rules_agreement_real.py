@@ -9,9 +9,12 @@ Cases of each grocery product (81 products, ../shared/data/grocery-store), its "
 Each product's cases are co-localised together, as label push co-localises a product's photos;
 the demo shop's photos join them with the generator's truth.
 
-The thresholds (curation/preannotate/estimates.py: Thresholds, and the co-localiser's second
-object: its similarity and share) are chosen on half of the products, drawn by a seeded lot: the
-largest share of sure verdicts whose agreement with the truth is at least 0.95 there. The other
+The thresholds (curation/preannotate/estimates.py: Thresholds, and the co-localiser's split at
+which a second object is counted) are chosen on half of the products, drawn by a seeded lot: the
+largest share of sure verdicts whose agreement with the truth there clears the goal's 0.95 by
+the optimism of such a choice, measured within the tuning half (chosen on half of its products,
+the agreement lost on the other half, each way, averaged): the best of some 2,000 sets of
+thresholds flatters the photos it was chosen on. The other
 half reports, beside the thresholds in use. The last lines are the held-out figures.
 
     .venv/bin/python -m tests.benchmarks.rules_agreement_real [--alone 10] [--beside 3]
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from curation.preannotate.colocalise import MIN_PHOTOS, OTHER_OBJECT_SHARE, SIMILAR, CoLocaliser, Location, locate_in
+from curation.preannotate.colocalise import MIN_PHOTOS, SECOND_OBJECT_SPLIT, CoLocaliser, Location, locate_in
 from curation.preannotate.estimates import Thresholds, estimate
 from models.coco_detector import Detection, Detector
 from reviewlens.demoshop.annotator import product_of
@@ -45,12 +48,11 @@ SCENE = (1024, 768)
 MIN_COVERAGE = 0.5
 GOAL_AGREEMENT = 0.95
 GRID = {
-    "similar": (0.3, 0.4, 0.5, 0.6),
-    "other_object_share": (0.04, 0.08, 0.12, 0.2),
+    "second_object_split": (0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.25),
+    "split_fails": (0.25, 0.3, 0.4, math.inf),  # inf: a split alone never fails the rule
     "sure_score": (0.5, 0.6, 0.7, 0.8),
-    "coverage_margin": (0.03, 0.05, 0.08, 0.1, 0.15),
-    "alone_margin": (0.0, 0.05, 0.1, 0.15),
-    "second_object_fails": (False, True),
+    "coverage_margin": (0.03, 0.05, 0.08, 0.1),
+    "alone_margin": (0.05, 0.1, 0.15, 0.2, 0.25),
 }
 
 
@@ -202,11 +204,11 @@ def main() -> None:
     tune = [i for i, c in enumerate(cases) if c.group in tune_groups]
     held = [i for i, c in enumerate(cases) if c.group not in tune_groups]
 
-    def locations(similar: float, share: float) -> list[Location | None]:
+    def locations(second_object_split: float) -> list[Location | None]:
         out: list[Location | None] = [None] * len(cases)
         for g, ids in members.items():
             if len(ids) >= MIN_PHOTOS:
-                for i, loc in zip(ids, locate_in(descriptors[g], similar, share), strict=True):
+                for i, loc in zip(ids, locate_in(descriptors[g], second_object_split), strict=True):
                     out[i] = loc
         return out
 
@@ -214,23 +216,45 @@ def main() -> None:
         return [estimate(detections[i], MIN_COVERAGE, located[i], t).verdict for i in ids]
 
     started = time.monotonic()
-    best: tuple[float, float, tuple[float, float], Thresholds] | None = None
-    for similar, share in itertools.product(GRID["similar"], GRID["other_object_share"]):
-        located = locations(similar, share)
+    tried: list[tuple[float, Thresholds, dict[int, str]]] = []  # every set of thresholds, its tuning verdicts
+    for split in GRID["second_object_split"]:
+        located = locations(split)
         for sure_score, margin, alone_margin, fails in itertools.product(
-            GRID["sure_score"], GRID["coverage_margin"], GRID["alone_margin"], GRID["second_object_fails"]
+            GRID["sure_score"], GRID["coverage_margin"], GRID["alone_margin"], GRID["split_fails"]
         ):
-            t = Thresholds(sure_score, margin, alone_margin, fails)
-            f = figures([cases[i] for i in tune], verdicts(located, t, tune))
-            if f.agreement >= GOAL_AGREEMENT and (best is None or (f.sure, f.agreement) > best[:2]):
-                best = (f.sure, f.agreement, (similar, share), t)
-    print(f"grid searched in {time.monotonic() - started:.0f} s", flush=True)
+            if fails >= split:
+                t = Thresholds(sure_score, margin, alone_margin, fails)
+                tried.append((split, t, dict(zip(tune, verdicts(located, t, tune), strict=True))))
 
-    in_use = ((SIMILAR, OTHER_OBJECT_SHARE), Thresholds())
-    chosen = (best[2], best[3]) if best else in_use
-    print(f"tuned: similar {chosen[0][0]}, second object share {chosen[0][1]}, {chosen[1]}")
-    for name, (loc_args, t) in (("in use", in_use), ("tuned", chosen)):
-        located = locations(*loc_args)
+    def choose(ids: list[int], floor: float) -> tuple[float, Thresholds, dict[int, str]] | None:
+        """The most sure verdicts on `ids` whose agreement there is at least `floor`."""
+        scored = [(figures([cases[i] for i in ids], [v[i] for i in ids]), (split, t, v)) for split, t, v in tried]
+        ok = [(f.sure, f.agreement, n) for n, (f, _) in enumerate(scored) if f.agreement >= floor]
+        return scored[max(ok)[2]][1] if ok else None
+
+    # The best of so many thresholds flatters the half it was chosen on. How much, measured within
+    # the tuning half alone: chosen on half of its products, the agreement lost on the other half,
+    # each way; the tuning half's choice must clear the goal by that much.
+    inner = set(random.Random(args.seed + 1).sample(sorted(tune_groups), len(tune_groups) // 2))
+    halves = [[i for i in tune if cases[i].group in inner], [i for i in tune if cases[i].group not in inner]]
+    lost = []
+    for on, other in (halves, halves[::-1]):
+        if (picked := choose(on, GOAL_AGREEMENT)) is not None:
+            verdicts_of = picked[2]
+            on_f, other_f = (figures([cases[i] for i in ids], [verdicts_of[i] for i in ids]) for ids in (on, other))
+            lost.append(max(0.0, on_f.agreement - other_f.agreement))
+    margin = sum(lost) / max(len(lost), 1)
+    best = choose(tune, GOAL_AGREEMENT + margin)
+    print(
+        f"grid searched in {time.monotonic() - started:.0f} s; optimism within the tuning half: {margin:.3f}",
+        flush=True,
+    )
+
+    in_use = (SECOND_OBJECT_SPLIT, Thresholds())
+    chosen = (best[0], best[1]) if best else in_use
+    print(f"tuned: second object from a split of {chosen[0]}, {chosen[1]}")
+    for name, (split, t) in (("in use", in_use), ("tuned", chosen)):
+        located = locations(split)
         for part, ids in (("tuning half", tune), ("held-out half", held)):
             f = figures([cases[i] for i in ids], verdicts(located, t, ids))
             print(f"{name}, {part}: sure of {f.sure:.3f}, agreement {f.agreement:.3f}")
@@ -238,7 +262,7 @@ def main() -> None:
             ids = [i for i in held if cases[i].kind == kind]
             f = figures([cases[i] for i in ids], verdicts(located, t, ids))
             print(f"  {name}, held-out {kind} ({len(ids)} photos): sure of {f.sure:.3f}, agreement {f.agreement:.3f}")
-    located = locations(*chosen[0])
+    located = locations(chosen[0])
     f = figures([cases[i] for i in held], verdicts(located, chosen[1], held))
     if args.dump:
         rows = []
@@ -248,6 +272,7 @@ def main() -> None:
             rows.append({"path": str(cases[i].path), "kind": cases[i].kind, "coverage": cases[i].coverage,
                          "n_objects": cases[i].n_objects, "estimate": asdict(e), "verdict": e.verdict,
                          "located_objects": None if loc is None else loc.n_objects,
+                         "split": None if loc is None else loc.split,
                          "detections": [(d.label, d.score) for d in detections[i]]})  # fmt: skip
         args.dump.write_text(json.dumps(rows, indent=1))
     print(f"held_out_agreement_on_sure: {f.agreement:.3f}")
