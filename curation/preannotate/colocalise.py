@@ -142,15 +142,16 @@ def _split(similarity: np.ndarray, on: np.ndarray) -> float:
     rows, cols = np.nonzero(on)
     if not len(rows):
         return 0.0
-    largest = 0.0
-    for axis, (low, high) in ((0, (rows.min(), rows.max() + 1)), (1, (cols.min(), cols.max() + 1))):
-        first = np.arange(similarity.shape[axis]) < (low + high) / 2
-        means = []
-        for half in (first, ~first):
-            cells = np.compress(half, on, axis=axis)
-            if cells.sum() < 2:  # too few cells on one side to say what it looks like
-                break
-            means.append(float(np.compress(half, similarity, axis=axis)[cells].mean()))
-        if len(means) == 2:
-            largest = max(largest, abs(means[0] - means[1]))
-    return largest
+    differences = [0.0]
+    for axis, cells in ((0, rows), (1, cols)):
+        first = np.arange(similarity.shape[axis]) < (cells.min() + cells.max() + 1) / 2
+        halves = (first, ~first)
+        low, high = (_mean_on(np.compress(h, similarity, axis=axis), np.compress(h, on, axis=axis)) for h in halves)
+        if low is not None and high is not None:
+            differences.append(abs(low - high))
+    return max(differences)
+
+
+def _mean_on(values: np.ndarray, cells: np.ndarray) -> float | None:
+    """The mean of `values` on the positive `cells`; None for fewer than two, too few to say what a side looks like."""
+    return float(values[cells].mean()) if cells.sum() >= 2 else None

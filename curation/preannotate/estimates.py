@@ -111,17 +111,13 @@ def estimate(
             objects_verdict = "unsure"
         n_objects = max(located.n_objects, len(sure))
         verdict = _coverage_verdict(coverage, min_coverage, t.coverage_margin)
-        if verdict == "fail" and any(
-            _coverage_verdict(_area(d), min_coverage, t.coverage_margin) == "pass" for d in sure
-        ):
+        # What each confident object's own box says of the coverage.
+        seen = {_coverage_verdict(_area(d), min_coverage, t.coverage_margin) for d in sure}
+        if verdict == "fail" and "pass" in seen:
             # A confident object larger than the line around a box below it: the co-localiser
             # may have found a part the product's photos share (a label, a logo), not all of it.
             verdict = "unsure"
-        elif (
-            verdict == "pass"
-            and sure
-            and all(_coverage_verdict(_area(d), min_coverage, t.coverage_margin) == "fail" for d in sure)
-        ):
+        elif verdict == "pass" and seen == {"fail"}:
             # The other way round: every confident object is smaller than the line while the
             # co-localised box passes it: that box may hold the product's surroundings too.
             verdict = "unsure"
