@@ -8,7 +8,11 @@ model is asked about (`LabelStudioClient.predict_again`). It posts every event o
 label-pull deployment pulls (prefect.yaml), so a decision reaches the manifest in seconds, not at
 the next scheduled pull.
 
-Each answer holds the product's box and the object count as the machine estimated them when the
+A /predict that carries the boxes on the photo as its context is Label Studio's interactive call,
+made whenever a person draws, moves or resizes a box: it is answered at once, without the model,
+with the box's share of the photo against the coverage rule (`rules.box_words`).
+
+Each other answer holds the product's box and the object count as the machine estimated them when the
 photo was pushed, and a note in words: the rule verdicts and the model's three likeliest products
 with their scores. The photo is read from the store by the hash in the task, never fetched over
 HTTP. The model is the one in production; a promotion replaces it on disk, and the next request
@@ -37,7 +41,8 @@ from core.manifest import Manifest, open_manifest
 from core.photos import photo_path
 from curation.labeling.machine_note import estimate_lines
 from curation.labeling.report import VerdictAgreement, verdict_records
-from curation.labeling.shapes import box_region, note_region, objects_region
+from curation.labeling.rules import box_words
+from curation.labeling.shapes import box_region, boxes_in, note_region, objects_region, your_box_region
 from curation.preannotate.estimates import photo_verdict, queue_score
 from training.bundle import Ensemble
 from training.predict import predict_many
@@ -74,6 +79,11 @@ class Production:
 
     def version(self) -> str:
         ensemble = self.current()
+        return ensemble.version if ensemble is not None else NO_MODEL
+
+    def loaded_version(self) -> str:
+        """The version of the model last loaded, without looking at the disk: for answers that use no model."""
+        ensemble = self.ensemble
         return ensemble.version if ensemble is not None else NO_MODEL
 
 
@@ -145,12 +155,18 @@ def answer(
     estimate = found.estimate
     if estimate is not None:
         if estimate.box:
-            result.append(box_region(parse_box(estimate.box), estimate.confidence))
+            result.append(box_region(parse_box(estimate.box), estimate.confidence, live=True))
             result.append(objects_region(estimate.n_objects))
         lines += estimate.words(min_coverage, records)
     result.append(note_region(lines + said))
     score = queue_score(estimate.verdict, estimate.confidence) if estimate else 0.0
     return {"result": result, "score": score, "model_version": version}
+
+
+def measure_drawn(drawn: list[dict[str, Any]], min_coverage: float, version: str) -> dict[str, Any]:
+    """The answer to an interactive call: the boxes on the photo as the rules see them, in words."""
+    note = your_box_region(box_words(boxes_in(drawn), min_coverage))
+    return {"results": [{"result": [note], "score": 1.0, "model_version": version}], "model_version": version}
 
 
 def build_backend(layout: Layout, min_coverage: float) -> Starlette:
@@ -183,8 +199,11 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
             body = await request.json()
             tasks = body["tasks"]
             assert isinstance(tasks, list)
-        except (ValueError, KeyError, TypeError, AssertionError):
+            context = (body.get("params") or {}).get("context")
+        except (ValueError, KeyError, TypeError, AssertionError, AttributeError):
             return JSONResponse({"error": "expected a JSON body with a list of tasks"}, status_code=400)
+        if isinstance(context, dict) and isinstance(context.get("result"), list):
+            return JSONResponse(measure_drawn(context["result"], min_coverage, production.loaded_version()))
         return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
 
     async def webhook(request: Request) -> Response:

@@ -3,12 +3,15 @@
 An annotator signs up, opens a pre-annotated task of the rules project, sees the machine's box,
 its findings in words and the product as sold beside the review photo, and accepts with one
 keystroke (Ctrl+Enter); the next pull records the decision under the annotator's name. The data
-manager has one tab per machine verdict.
+manager has one tab per machine verdict. With the ML backend connected and Auto-Annotation on,
+a box moved or drawn is measured against the rules while the person works on it.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,15 +29,15 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.pull import pull
-from curation.labeling.shapes import image_ref
+from curation.labeling.shapes import YOUR_BOX, box_coverage, box_of, boxes_in, image_ref
+from curation.labeling.sync import connect_backend, push
 from curation.labeling.sync import document_root as served_root
-from curation.labeling.sync import push
 from curation.preannotate.estimates import photo_verdict
 from reviewlens.demoshop.server import DemoShop
-from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.labelstudio_server import Credentials, LabelStudioServer
 from tests.conftest import crawl_config
 from tests.db import run
-from tests.procs import ROOT, headless_chromium, needs_chromium
+from tests.procs import ROOT, headless_chromium, ml_backend, needs_chromium
 
 ARTIFACTS = Path(os.environ.get("REVIEWLENS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 ANNOTATOR = "annotator-a@reviewlens.test"
@@ -97,6 +100,33 @@ def browser(tmp_path: Path) -> Iterator[object]:
     driver.quit()
 
 
+def open_task(browser: object, label_studio: LabelStudioServer, email: str, project: int, task_id: int) -> Credentials:
+    """Signs `email` in and opens the task in the labeling view, once its machine box is on the
+    photo and both photos (the review's and the product as sold) have loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    person = label_studio.person(email)
+    browser.get(f"{label_studio.url}/user/login/")
+    browser.find_element(By.NAME, "email").send_keys(person.username)
+    browser.find_element(By.NAME, "password").send_keys(person.password)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 60).until(lambda b: "/user/login" not in b.current_url)
+    browser.get(f"{label_studio.url}/projects/{project}/data?task={task_id}")
+    WebDriverWait(browser, 120).until(seen.text_to_be_present_in_element((By.TAG_NAME, "body"), "Machine: "))
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".lsf-tree__node_type_rectangleregion"))
+
+    def loaded_photos(b: WebDriver) -> int:
+        shown = b.find_elements(By.CSS_SELECTOR, "img[src^='blob:']")
+        return sum(bool(b.execute_script("return arguments[0].naturalWidth", img)) for img in shown)
+
+    WebDriverWait(browser, 60).until(lambda b: loaded_photos(b) >= 2)
+    return person
+
+
 @needs_chromium
 def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     pushed: Pushed, label_studio: LabelStudioServer, browser: object
@@ -105,8 +135,6 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
 
     assert isinstance(browser, WebDriver)
     p = pushed
@@ -120,28 +148,11 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
             (p.project,),
         ).fetchone()
     assert task is not None
-    person = label_studio.person(ANNOTATOR)
-
-    browser.get(f"{label_studio.url}/user/login/")
-    browser.find_element(By.NAME, "email").send_keys(person.username)
-    browser.find_element(By.NAME, "password").send_keys(person.password)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(browser, 60).until(lambda b: "/user/login" not in b.current_url)
-    browser.get(f"{label_studio.url}/projects/{p.project}/data?task={task['task_id']}")
+    person = open_task(browser, label_studio, ANNOTATOR, p.project, task["task_id"])
     page = (By.TAG_NAME, "body")
-    WebDriverWait(browser, 120).until(seen.text_to_be_present_in_element(page, "Machine: "))
-    # The machine's box is on the photo as a region, the rules and their keys are in the view,
-    # and both photos (the review's and the product as sold) have loaded.
-    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".lsf-tree__node_type_rectangleregion"))
     text = browser.find_element(*page).text
     assert "Rules: the box you draw decides" in text and "Ctrl+Enter" in text
     assert "The product as sold" in text
-
-    def loaded_photos(b: WebDriver) -> int:
-        shown = b.find_elements(By.CSS_SELECTOR, "img[src^='blob:']")
-        return sum(bool(b.execute_script("return arguments[0].naturalWidth", img)) for img in shown)
-
-    WebDriverWait(browser, 60).until(lambda b: loaded_photos(b) >= 2)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "labeling-page.png"))
 
@@ -163,3 +174,95 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     kept, machine = parse_box(label["box"]), parse_box(task["box"])
     assert max(abs(a - b) for a, b in zip(kept, machine, strict=True)) < 0.01
     assert (ARTIFACTS / "labeling-page.png").stat().st_size > 20_000
+
+
+@needs_chromium
+def test_a_box_shows_its_share_of_the_photo_while_it_is_drawn(
+    pushed: Pushed, label_studio: LabelStudioServer, browser: object, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    p = pushed
+    with open_manifest(p.layout) as m:
+        # A photo whose machine box leaves a fifth of the photo free on its left or right, to draw
+        # a second box in.
+        rows = run(
+            m,
+            "SELECT l.sha256, l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) "
+            "WHERE l.project_id = ? AND l.decision IS NULL AND e.box IS NOT NULL ORDER BY l.task_id",
+            (p.project,),
+        ).fetchall()
+    task = next(r for r in rows if (b := parse_box(r["box"]))[0] >= 0.25 or b[2] <= 0.75)
+    machine = parse_box(task["box"])
+    with ml_backend(p.layout.data_dir, tmp_path / "backend.log") as url:
+        connect_backend(p.label, p.layout, p.client, url)
+        person = open_task(browser, label_studio, "annotator-b@reviewlens.test", p.project, task["task_id"])
+
+        def photo_at(fx: float, fy: float) -> tuple[int, int]:
+            """Where a point of the review photo (in fractions of it) is in the window."""
+            rect = browser.execute_script(
+                "const shown = [...document.querySelectorAll(\"img[src^='blob:']\")]"
+                ".map(i => i.getBoundingClientRect()).sort((a, b) => b.width * b.height - a.width * a.height);"
+                "return {x: shown[0].left, y: shown[0].top, w: shown[0].width, h: shown[0].height};"
+            )
+            return round(rect["x"] + fx * rect["w"]), round(rect["y"] + fy * rect["h"])
+
+        def drag(start: tuple[int, int], end: tuple[int, int]) -> None:
+            pointer = ActionBuilder(browser)
+            pointer.pointer_action.move_to_location(*start).pointer_down()
+            for step in range(1, 6):
+                x = start[0] + (end[0] - start[0]) * step // 5
+                y = start[1] + (end[1] - start[1]) * step // 5
+                pointer.pointer_action.move_to_location(x, y)
+            pointer.pointer_action.pointer_up()
+            pointer.perform()
+
+        def note_saying(words: str) -> str:
+            WebDriverWait(browser, 30).until(lambda b: words in b.find_element(By.TAG_NAME, "body").text)
+            text = browser.find_element(By.TAG_NAME, "body").text
+            return next(line for line in text.splitlines() if words in line)
+
+        # The person turns Auto-Annotation on (Label Studio keeps it on for them), then moves the
+        # machine's box a little toward the middle: the note measures it.
+        browser.find_element(By.CSS_SELECTOR, "[data-testid=bottombar-auto-annotation-toggle]").click()
+        centre = ((machine[0] + machine[2]) / 2, (machine[1] + machine[3]) / 2)
+        toward = (0.02 if centre[0] < 0.5 else -0.02, 0.02 if centre[1] < 0.5 else -0.02)
+        drag(photo_at(*centre), photo_at(centre[0] + toward[0], centre[1] + toward[1]))
+        moved = note_saying("Your box covers ")
+        # Then draws a second box where the photo is free: two boxes, so the count rule rejects it.
+        ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+        WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".lsf-tool_smart"))
+        browser.find_element(By.CSS_SELECTOR, ".lsf-tool_smart").click()
+        ActionChains(browser).send_keys("b").perform()
+        left, right = (0.03, 0.2) if machine[0] >= 0.25 else (0.8, 0.97)
+        drag(photo_at(left, 0.3), photo_at(right, 0.7))
+        note_saying("2 boxes on the photo")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "labeling-live-coverage.png"))
+
+        ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+        deadline = time.monotonic() + 60
+        while not (done := [c for c in p.client.completed(p.project) if c.task_id == task["task_id"]]):
+            assert time.monotonic() < deadline, "the keystroke saved no annotation"
+            time.sleep(1)
+    assert done[0].annotator == person.username
+    boxes = boxes_in(done[0].result)
+    assert len(boxes) == 2
+    # The number shown for the moved box is the coverage of the box saved: the rules' own measure.
+    kept = min(boxes, key=lambda v: sum(abs(a - b) for a, b in zip(box_of(v) or machine, machine, strict=True)))
+    assert abs((box_of(kept) or machine)[0] - machine[0]) > 0.01  # the machine's box, moved
+    assert abs((box_of(kept) or machine)[0] - machine[0]) > 0.01  # the machine's box, moved
+    shown = int(re.search(r"Your box covers (\d+)%", moved).group(1))  # type: ignore[union-attr]
+    assert shown == math.floor(100 * box_coverage(kept))
+    assert any(r["from_name"] == YOUR_BOX and "2 boxes" in r["value"]["text"][0] for r in done[0].result)
+    summary = pull(p.label, p.layout, p.client)
+    assert summary.decided == 1 and summary.rejected == 1
+    with open_manifest(p.layout) as m:
+        label = run(m, "SELECT decision, reason FROM labels WHERE sha256 = ?", (task["sha256"],)).fetchone()
+    assert (label["decision"], label["reason"]) == ("reject", "2 products in the photo")

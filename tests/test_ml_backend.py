@@ -21,7 +21,7 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
-from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX
+from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX, box_region, your_box_region
 from curation.labeling.sync import connect_backend, predict_again, push
 from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.demoshop.server import DemoShop
@@ -81,7 +81,8 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
     assert requests.get(f"{c.backend}/health", timeout=10).json()["model_version"] == production
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production  # connected once, not twice
-    assert len(list(c.client.sdk.ml.list(project=c.project))) == 1
+    (backend,) = c.client.sdk.ml.list(project=c.project)
+    assert backend.is_interactive  # the labeling view sends it the boxes as they are drawn
 
     with open_manifest(c.layout) as m:
         row = run(
@@ -146,6 +147,21 @@ def test_the_backend_answers_a_bad_request_with_a_reason(connected: Connected) -
     note = stranger.json()["results"][0]["result"][0]["value"]["text"]
     assert note == ["This photo is not in reviewlens' manifest."]
     assert requests.post(f"{c.backend}/setup", json={"project": "1.0"}, timeout=10).json()["model_version"]
+
+
+def test_a_box_as_it_is_drawn_is_measured_at_once_without_the_model(connected: Connected) -> None:
+    c = connected
+    before = sum(_backend_lines(c.log, Ensemble.load(c.layout.production_dir).version))
+    # Label Studio's interactive call: the task, and the boxes on the photo as its context.
+    drawn = [box_region((0.1, 0.1, 0.6, 0.8), live=True), box_region((0.0, 0.0, 0.2, 0.2))]
+    asked = {"tasks": [{"id": 1, "data": {"sha256": "0" * 64}}], "params": {"context": {"result": drawn[:1]}}}
+    (answer,) = requests.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
+    said = "Your box covers 35% of the photo: under 50%, so it would be rejected."
+    assert answer["result"] == [your_box_region([said])]
+    asked["params"] = {"context": {"result": drawn}}
+    (answer,) = requests.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
+    assert answer["result"][0]["value"]["text"][0].startswith("2 boxes on the photo")
+    assert sum(_backend_lines(c.log, Ensemble.load(c.layout.production_dir).version)) == before
 
 
 def _served(c: Connected, n: int) -> list[int]:

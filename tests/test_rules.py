@@ -15,7 +15,7 @@ from curation.labeling.client import LabelStudioClient, LabelStudioError
 from curation.labeling.machine_note import doubt, estimate_lines
 from curation.labeling.report import VerdictAgreement
 from curation.labeling.rule_tasks import machine_prediction
-from curation.labeling.rules import decide
+from curation.labeling.rules import box_words, decide
 from curation.labeling.shapes import (
     MACHINE_NOTE,
     NONE_OF_THESE,
@@ -24,6 +24,7 @@ from curation.labeling.shapes import (
     REJECT_REASON,
     REJECT_REASONS,
     SEVERAL,
+    YOUR_BOX,
     chosen_product,
     rules_view,
 )
@@ -87,6 +88,29 @@ def test_the_machines_note_tells_its_doubt_or_its_record_with_people() -> None:
     )
     assert "no person has checked its FAIL" in estimate_lines(0.2, 1, "fail", "pass", 0.5)[0]
     assert doubt("pass", "unsure") == "the product count"
+
+
+def test_a_box_being_drawn_is_told_what_the_rules_would_decide() -> None:
+    assert box_words([], 0.5) == ["No box on the photo: draw one around the product (B, then drag)."]
+    assert box_words([_box(90, 90)["value"], _box(10, 10)["value"]], 0.5)[0].startswith(
+        "2 boxes on the photo: one product only, so it would be rejected."
+    )
+    # Just under the line reads under it, never "50%, under 50%"; a box past the frame counts inside it.
+    assert box_words([_box(70, 71)["value"]], 0.5) == [
+        "Your box covers 49% of the photo: under 50%, so it would be rejected."
+    ]
+    assert box_words([_box(120, 50)["value"]], 0.5) == ["Your box covers 50% of the photo: at least 50%, so it passes."]
+    # The words agree with the decision the same box gets once submitted.
+    for w, h in ((70, 71), (71, 71), (40, 30), (100, 100)):
+        said = box_words([_box(w, h)["value"]], 0.5)[0]
+        assert ("passes" in said) == (decide([_box(w, h), _choice("one product")], False, 0.5).decision == "accept")
+
+
+def test_the_machines_box_is_live_for_the_person_to_correct() -> None:
+    detections = [Detection("chair", 0.9, (0.1, 0.2, 0.6, 1.0))]
+    assert machine_prediction(detections, None, estimate(detections))["result"][0]["dynamic"] is True
+    view = rules_view(0.5)
+    assert 'smart="true"' in view and f'name="{YOUR_BOX}" toName="rules"' in view
 
 
 def test_missing_box_and_skipped_task_are_rejected() -> None:

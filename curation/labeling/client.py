@@ -258,10 +258,17 @@ class LabelStudioClient:
 
     def connect_backend(self, project_id: int, url: str, title: str) -> str:
         """Connects the ML backend at `url` to the project (once; Label Studio then asks its /health
-        and /setup, and adds a webhook to its /webhook); returns the model version it reported."""
+        and /setup, and adds a webhook to its /webhook) for its answers on tasks and on boxes as they
+        are drawn; returns the model version it reported."""
         with self._asking("connecting the ML backend"):
             backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
-            backend = backends[0] if backends else self.sdk.ml.create(project=project_id, url=url, title=title)
+            # Interactive: the labeling view sends it each box drawn, moved or resized, and shows
+            # its answer (the box's share of the photo) while the person works.
+            if not backends:
+                backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)]
+            elif not backends[0].is_interactive:
+                self.sdk.ml.update(id=backends[0].id, is_interactive=True)
+            backend = backends[0]
             # Reading it makes Label Studio ask the backend again: a backend that was down when
             # first connected reports its state and version now.
             backend = self.sdk.ml.get(id=backend.id)

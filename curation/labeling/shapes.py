@@ -19,6 +19,7 @@ ONE = "one product"
 SEVERAL = "several products"
 PRODUCT_CHOICE = "product_id"
 MACHINE_NOTE = "machine"  # what the machine found, in words: never read back as a decision
+YOUR_BOX = "your_box"  # the box being drawn, measured as it is drawn: never read back as a decision
 NONE_OF_THESE = "none of these"
 
 # Reasons a person may reject a photo for beyond the two rules; hotkeys 3.. in the view.
@@ -35,13 +36,20 @@ FIRST_REASON_KEY = 3
 def rules_view(min_coverage: float, header: str = "Review photo posted under") -> str:
     """The labeling view of the two rules: the review photo on the left; on the right the rules
     and their hotkeys, the product as the shop shows it ($product_photo: its catalog photo or a
-    photo a person accepted), the choices, and the machine's findings in words."""
+    photo a person accepted), the choices, and the machine's findings in words.
+
+    With Label Studio's Auto-Annotation on, the machine's box (a dynamic region) and every box
+    drawn with the smart box tool are sent to the connected ML backend whenever they are drawn,
+    moved or resized; it answers with the box's share of the photo in the YOUR_BOX note, tied to
+    the rules text: an object that takes such answers without asking the person. (`smartOnly`
+    would need no switch, but then the label's hotkey selects no tool: no box could be drawn.)"""
     keyed = enumerate(REJECT_REASONS, start=FIRST_REASON_KEY)
     reasons = "\n".join(f'      <Choice value="{reason}" hotkey="{n}"/>' for n, reason in keyed)
     last_key = FIRST_REASON_KEY + len(REJECT_REASONS) - 1
     rules = (
         f"Rules: the box you draw decides: the product must cover at least {min_coverage:.0%} of the photo "
-        "(B, then drag; the machine's box is a start). One product only: 1 one, 2 several. "
+        "(B, then drag; the machine's box is a start; with Auto-Annotation on and Auto-Accept off, a box's "
+        "share shows as you move it or draw it with the smart box tool). One product only: 1 one, 2 several. "
         f"Another reason to reject: {FIRST_REASON_KEY}-{last_key}. Submit: Ctrl+Enter."
     )
     return f"""<View>
@@ -58,7 +66,9 @@ def rules_view(min_coverage: float, header: str = "Review photo posted under") -
       <Text name="rules" value="{rules}"/>
       <TextArea name="{MACHINE_NOTE}" toName="image" editable="false" rows="1" maxSubmissions="1"
                 placeholder="What the machine found appears here"/>
-      <RectangleLabels name="{PRODUCT_BOX}" toName="image" strokeWidth="3">
+      <TextArea name="{YOUR_BOX}" toName="rules" editable="false" rows="1" maxSubmissions="1"
+                placeholder="Auto-Annotation on: a box's share of the photo appears here as you draw it"/>
+      <RectangleLabels name="{PRODUCT_BOX}" toName="image" strokeWidth="3" smart="true">
         <Label value="product" background="#e6194b" hotkey="b"/>
       </RectangleLabels>
       <Choices name="{OBJECTS}" toName="image" choice="single" showInline="true" required="true">
@@ -117,8 +127,12 @@ def image_ref(photo: Path, document_root: Path) -> str:
     return f"/data/local-files/?d={photo.resolve().relative_to(document_root).as_posix()}"
 
 
-def box_region(box: Box, score: float | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """A product box as a region of the rules view; `size` is the photo's (width, height) if known."""
+def box_region(
+    box: Box, score: float | None = None, size: tuple[int, int] | None = None, live: bool = False
+) -> dict[str, Any]:
+    """A product box as a region of the rules view; `size` is the photo's (width, height) if known.
+    A `live` box (the machine's, for a person to correct) is measured again whenever it is moved
+    or resized, as a box the person drew is: Label Studio calls such a region dynamic."""
     region: dict[str, Any] = {
         "from_name": PRODUCT_BOX,
         "to_name": "image",
@@ -136,6 +150,8 @@ def box_region(box: Box, score: float | None = None, size: tuple[int, int] | Non
         region["score"] = score
     if size is not None:
         region["original_width"], region["original_height"] = size
+    if live:
+        region["dynamic"] = True
     return region
 
 
@@ -149,6 +165,11 @@ def note_region(lines: list[str]) -> dict[str, Any]:
     return {"from_name": MACHINE_NOTE, "to_name": "image", "type": "textarea", "value": {"text": lines}}
 
 
+def your_box_region(lines: list[str]) -> dict[str, Any]:
+    """The measure of the box being drawn, in words, in the rules view's YOUR_BOX note."""
+    return {"from_name": YOUR_BOX, "to_name": "rules", "type": "textarea", "value": {"text": lines}}
+
+
 def objects_region(n_objects: int) -> dict[str, Any]:
     """The rules view's answer to "how many products": one, or several."""
     return choice_region(OBJECTS, SEVERAL if n_objects > 1 else ONE)
@@ -158,7 +179,7 @@ def prediction(boxes: list[tuple[Box, float]], n_objects: int, model_version: st
     """A pre-annotation of the rules view: the boxes found, with their scores, and the object count.
     `score` is how sure the machine is of the photo's verdict: Label Studio's uncertainty sampling
     serves the lowest first."""
-    result = [box_region(box, s) for box, s in boxes]
+    result = [box_region(box, s, live=True) for box, s in boxes]
     if boxes:
         result.append(objects_region(n_objects))
     return {"model_version": model_version, "score": score, "result": result}
