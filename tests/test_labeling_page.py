@@ -110,7 +110,15 @@ def open_task(browser: object, label_studio: LabelStudioServer, email: str, proj
 
     assert isinstance(browser, WebDriver)
     person = label_studio.person(email)
-    browser.get(f"{label_studio.url}/user/login/")
+
+    def login_form(b: WebDriver) -> bool:
+        # A server busy with other work may answer the first load with an error page: load it again.
+        if b.find_elements(By.NAME, "email"):
+            return True
+        b.get(f"{label_studio.url}/user/login/")
+        return False
+
+    WebDriverWait(browser, 120, poll_frequency=5).until(login_form)
     browser.find_element(By.NAME, "email").send_keys(person.username)
     browser.find_element(By.NAME, "password").send_keys(person.password)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
