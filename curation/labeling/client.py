@@ -266,9 +266,6 @@ class LabelStudioClient:
             # its answer (the box's share of the photo) while the person works.
             if not backends:
                 backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)]
-            elif not backends[0].is_interactive:
-                # Label Studio 1.23 checks the URL again on any change: it must be sent along.
-                self.sdk.ml.update(id=backends[0].id, url=url, is_interactive=True)
             backend = backends[0]
             # Reading it makes Label Studio ask the backend again: a backend that was down when
             # first connected reports its state and version now.
