@@ -42,7 +42,7 @@ from core.photos import photo_path
 from curation.labeling.machine_note import estimate_lines
 from curation.labeling.report import VerdictAgreement, verdict_records
 from curation.labeling.rules import box_words
-from curation.labeling.shapes import box_region, boxes_in, note_region, objects_region, your_box_region
+from curation.labeling.shapes import box_region, note_region, objects_region, your_box_region
 from curation.preannotate.estimates import photo_verdict, queue_score
 from training.bundle import Ensemble
 from training.predict import predict_many
@@ -165,7 +165,7 @@ def answer(
 
 def measure_drawn(drawn: list[dict[str, Any]], min_coverage: float, version: str) -> dict[str, Any]:
     """The answer to an interactive call: the boxes on the photo as the rules see them, in words."""
-    note = your_box_region(box_words(boxes_in(drawn), min_coverage))
+    note = your_box_region(box_words(drawn, min_coverage))
     return {"results": [{"result": [note], "score": 1.0, "model_version": version}], "model_version": version}
 
 

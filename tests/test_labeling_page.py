@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from core.photos import photo_path
 from core.settings import DedupeConfig, LabelConfig
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
-from curation.labeling.client import LabelStudioClient, connect
+from curation.labeling.client import Completed, LabelStudioClient, connect
 from curation.labeling.pull import pull
 from curation.labeling.shapes import YOUR_BOX, box_coverage, box_of, boxes_in, image_ref
 from curation.labeling.sync import connect_backend, push
@@ -100,6 +101,32 @@ def browser(tmp_path: Path) -> Iterator[object]:
     driver.quit()
 
 
+def boxed_tasks(p: Pushed, condition: str) -> list[Any]:
+    """The project's tasks whose photo has a machine box, and `condition` on labels l and estimates e."""
+    with open_manifest(p.layout) as m:
+        return run(
+            m,
+            "SELECT l.sha256, l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) "
+            f"WHERE l.project_id = ? AND e.box IS NOT NULL AND {condition} ORDER BY l.task_id",
+            (p.project,),
+        ).fetchall()
+
+
+def submit(browser: object, p: Pushed, task_id: int) -> list[Completed]:
+    """Ctrl+Enter in the labeling view, and the answer it saved, once Label Studio holds it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+    deadline = time.monotonic() + 60
+    while not (done := [c for c in p.client.completed(p.project) if c.task_id == task_id]):
+        assert time.monotonic() < deadline, "the keystroke saved no annotation"
+        time.sleep(1)
+    return done
+
+
 def open_task(browser: object, label_studio: LabelStudioServer, email: str, project: int, task_id: int) -> Credentials:
     """Signs `email` in and opens the task in the labeling view, once its machine box is on the
     photo and both photos (the review's and the product as sold) have loaded."""
@@ -139,23 +166,13 @@ def open_task(browser: object, label_studio: LabelStudioServer, email: str, proj
 def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     pushed: Pushed, label_studio: LabelStudioServer, browser: object
 ) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
 
     assert isinstance(browser, WebDriver)
     p = pushed
-    with open_manifest(p.layout) as m:
-        # A photo whose machine box holds one product covering most of it: accepted as pre-annotated.
-        task = run(
-            m,
-            "SELECT l.sha256, l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) "
-            "WHERE l.project_id = ? AND e.n_objects = 1 AND e.box IS NOT NULL AND e.coverage >= 0.6 "
-            "ORDER BY l.task_id LIMIT 1",
-            (p.project,),
-        ).fetchone()
-    assert task is not None
+    # A photo whose machine box holds one product covering most of it: accepted as pre-annotated.
+    task = boxed_tasks(p, "e.n_objects = 1 AND e.coverage >= 0.6")[0]
     person = open_task(browser, label_studio, ANNOTATOR, p.project, task["task_id"])
     page = (By.TAG_NAME, "body")
     text = browser.find_element(*page).text
@@ -164,11 +181,7 @@ def test_an_annotator_accepts_a_pre_annotated_photo_with_one_keystroke(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "labeling-page.png"))
 
-    ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
-    deadline = time.monotonic() + 60
-    while not (done := [c for c in p.client.completed(p.project) if c.task_id == task["task_id"]]):
-        assert time.monotonic() < deadline, "the keystroke saved no annotation"
-        time.sleep(1)
+    done = submit(browser, p, task["task_id"])
     assert done[0].annotator == person.username
 
     summary = pull(p.label, p.layout, p.client)
@@ -197,15 +210,9 @@ def test_a_box_shows_its_share_of_the_photo_while_it_is_drawn(
 
     assert isinstance(browser, WebDriver)
     p = pushed
-    with open_manifest(p.layout) as m:
-        # A photo whose machine box leaves a fifth of the photo free on its left or right, to draw
-        # a second box in.
-        rows = run(
-            m,
-            "SELECT l.sha256, l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) "
-            "WHERE l.project_id = ? AND l.decision IS NULL AND e.box IS NOT NULL ORDER BY l.task_id",
-            (p.project,),
-        ).fetchall()
+    # A photo whose machine box leaves a fifth of the photo free on its left or right, to draw
+    # a second box in.
+    rows = boxed_tasks(p, "l.decision IS NULL")
     task = next(r for r in rows if (b := parse_box(r["box"]))[0] >= 0.25 or b[2] <= 0.75)
     machine = parse_box(task["box"])
     with ml_backend(p.layout.data_dir, tmp_path / "backend.log") as url:
@@ -254,11 +261,7 @@ def test_a_box_shows_its_share_of_the_photo_while_it_is_drawn(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "labeling-live-coverage.png"))
 
-        ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
-        deadline = time.monotonic() + 60
-        while not (done := [c for c in p.client.completed(p.project) if c.task_id == task["task_id"]]):
-            assert time.monotonic() < deadline, "the keystroke saved no annotation"
-            time.sleep(1)
+        done = submit(browser, p, task["task_id"])
     assert done[0].annotator == person.username
     boxes = boxes_in(done[0].result)
     assert len(boxes) == 2

@@ -92,17 +92,15 @@ def test_the_machines_note_tells_its_doubt_or_its_record_with_people() -> None:
 
 def test_a_box_being_drawn_is_told_what_the_rules_would_decide() -> None:
     assert box_words([], 0.5) == ["No box on the photo: draw one around the product (B, then drag)."]
-    assert box_words([_box(90, 90)["value"], _box(10, 10)["value"]], 0.5)[0].startswith(
+    assert box_words([_box(90, 90), _box(10, 10)], 0.5)[0].startswith(
         "2 boxes on the photo: one product only, so it would be rejected."
     )
     # Just under the line reads under it, never "50%, under 50%"; a box past the frame counts inside it.
-    assert box_words([_box(70, 71)["value"]], 0.5) == [
-        "Your box covers 49% of the photo: under 50%, so it would be rejected."
-    ]
-    assert box_words([_box(120, 50)["value"]], 0.5) == ["Your box covers 50% of the photo: at least 50%, so it passes."]
+    assert box_words([_box(70, 71)], 0.5) == ["Your box covers 49% of the photo: under 50%, so it would be rejected."]
+    assert box_words([_box(120, 50)], 0.5) == ["Your box covers 50% of the photo: at least 50%, so it passes."]
     # The words agree with the decision the same box gets once submitted.
     for w, h in ((70, 71), (71, 71), (40, 30), (100, 100)):
-        said = box_words([_box(w, h)["value"]], 0.5)[0]
+        said = box_words([_box(w, h)], 0.5)[0]
         assert ("passes" in said) == (decide([_box(w, h), _choice("one product")], False, 0.5).decision == "accept")
 
 

@@ -264,9 +264,11 @@ class LabelStudioClient:
             backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
             # Interactive: the labeling view sends it each box drawn, moved or resized, and shows
             # its answer (the box's share of the photo) while the person works.
-            if not backends:
-                backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)]
-            backend = backends[0]
+            backend = (
+                backends[0]
+                if backends
+                else self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)
+            )
             # Reading it makes Label Studio ask the backend again: a backend that was down when
             # first connected reports its state and version now.
             backend = self.sdk.ml.get(id=backend.id)

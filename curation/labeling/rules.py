@@ -47,16 +47,18 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
     return Decision("accept", "one product covering enough of the photo", coverage, 1, box)
 
 
-def box_words(boxes: list[dict[str, Any]], min_coverage: float) -> list[str]:
-    """What the rules make of the boxes on the photo while a person draws them, in words: the
-    share of the photo a single box covers against the rule, or why the count already decides."""
-    if not boxes:
+def box_words(result: list[dict[str, Any]], min_coverage: float) -> list[str]:
+    """What the rules (`decide`) make of the boxes on the photo while a person draws them, in words:
+    the share of the photo a single box covers against the line, or why the count already decides."""
+    if not boxes_in(result):
         return ["No box on the photo: draw one around the product (B, then drag)."]
-    if len(boxes) > 1:
-        return [f"{len(boxes)} boxes on the photo: one product only, so it would be rejected. Delete all but one."]
-    coverage = box_coverage(boxes[0])
+    decision = decide(result, cancelled=False, min_coverage=min_coverage)
+    if decision.n_objects > 1:
+        return [
+            f"{decision.n_objects} boxes on the photo: one product only, so it would be rejected. Delete all but one."
+        ]
     # Whole percents rounded down: a box of 49.7% reads 49%, never "50%, under 50%".
-    shown = f"{math.floor(100 * coverage)}%"
-    if coverage < min_coverage:
+    shown = f"{math.floor(100 * (decision.coverage or 0.0))}%"
+    if decision.decision == "reject":
         return [f"Your box covers {shown} of the photo: under {min_coverage:.0%}, so it would be rejected."]
     return [f"Your box covers {shown} of the photo: at least {min_coverage:.0%}, so it passes."]
