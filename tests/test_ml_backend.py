@@ -83,6 +83,11 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production  # connected once, not twice
     (backend,) = c.client.sdk.ml.list(project=c.project)
     assert backend.is_interactive  # the labeling view sends it the boxes as they are drawn
+    # A backend connected before it answered boxes as they are drawn is made interactive, not added again.
+    c.client.sdk.ml.update(id=backend.id, url=c.backend, project=c.project, is_interactive=False)
+    assert not c.client.sdk.ml.get(id=backend.id).is_interactive
+    connect_backend(c.label, c.layout, c.client, c.backend)
+    assert [b.is_interactive for b in c.client.sdk.ml.list(project=c.project)] == [True]
 
     with open_manifest(c.layout) as m:
         row = run(

@@ -264,11 +264,14 @@ class LabelStudioClient:
             backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
             # Interactive: the labeling view sends it each box drawn, moved or resized, and shows
             # its answer (the box's share of the photo) while the person works.
-            backend = (
-                backends[0]
-                if backends
-                else self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)
-            )
+            if not backends:
+                backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)]
+            elif not backends[0].is_interactive:
+                # Connected before it answered boxes as they are drawn. Label Studio checks the
+                # backend's /health and /setup again on any change, and those need its URL and
+                # project: both go along.
+                self.sdk.ml.update(id=backends[0].id, url=url, project=project_id, is_interactive=True)
+            backend = backends[0]
             # Reading it makes Label Studio ask the backend again: a backend that was down when
             # first connected reports its state and version now.
             backend = self.sdk.ml.get(id=backend.id)
