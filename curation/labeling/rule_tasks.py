@@ -22,16 +22,17 @@ from curation.labeling.exchange import push_tasks
 from curation.labeling.machine_note import doubt, estimate_lines
 from curation.labeling.report import verdict_records
 from curation.labeling.shapes import image_ref, note_region, prediction, rules_task
-from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
+from curation.preannotate.colocalise import CoLocaliser, Location
 from curation.preannotate.estimates import RuleEstimate, estimate, queue_score
+from curation.preannotate.plain_background import prefer_plain
 from models.coco_detector import MODEL_VERSION, Detection, Detector
 
 log = logging.getLogger(__name__)
 
 
 def machine_version(located: Location | None) -> str:
-    """Which models made a pre-annotation: the detector, with the co-localiser where it located."""
-    return MODEL_VERSION if located is None else f"{MODEL_VERSION}+{LOCALISER_VERSION}"
+    """Which models made a pre-annotation: the detector, with what located the product where one did."""
+    return MODEL_VERSION if located is None else f"{MODEL_VERSION}+{located.by}"
 
 
 def machine_prediction(
@@ -79,16 +80,19 @@ def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Lo
 def _locate(
     manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[Row], unusable: set[str]
 ) -> dict[str, Location]:
-    """Locations of the photos in `rows`, each product co-localised over all its usable photos."""
+    """Locations of the photos in `rows`: each product co-localised over all its usable photos, and
+    a photo on a plain backdrop measured from its pixels."""
     located: dict[str, Location] = {}
     for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
         photos = [p for p in manifest.rows(q.PRODUCT_PHOTOS, shop, product_id) if p["sha256"] not in unusable]
-        found = localiser.locate([photo_path(layout, p["sha256"], p["path"]) for p in photos])
+        paths = [photo_path(layout, p["sha256"], p["path"]) for p in photos]
+        found = localiser.locate(paths)
         if found is None:
-            log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses", shop, product_id,
-                     len(photos))  # fmt: skip
-            continue
-        located.update(zip((p["sha256"] for p in photos), found, strict=True))
+            log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses where the "
+                     "backdrop is not plain", shop, product_id, len(photos))  # fmt: skip
+        located.update(
+            (p["sha256"], where) for p, where in zip(photos, prefer_plain(paths, found), strict=True) if where
+        )
     return located
 
 

@@ -54,6 +54,7 @@ class Location:
     box: tuple[float, float, float, float]  # left, top, right, bottom as fractions of the frame
     n_objects: int  # the product, plus a second object where the split says so
     split: float = 0.0  # 0..2: how differently the two halves of the product's region look like it
+    by: str = LOCALISER_VERSION  # what found it
 
     @property
     def coverage(self) -> float:

@@ -9,6 +9,9 @@ Cases of each grocery product (81 products, ../shared/data/grocery-store), its "
 Each product's cases are co-localised together, as label push co-localises a product's photos;
 the demo shop's photos join them with the generator's truth.
 
+A photo on a plain backdrop (the catalog photos) is measured from its pixels
+(curation/preannotate/plain_background.py), the others are co-localised, as the push does.
+
 The thresholds (curation/preannotate/estimates.py: Thresholds, and the co-localiser's split at
 which a second object is counted) are chosen on half of the products, drawn by a seeded lot: the
 largest share of sure verdicts whose agreement with the truth there clears the goal's 0.95 by
@@ -38,6 +41,7 @@ from PIL import Image, ImageFilter
 
 from curation.preannotate.colocalise import MIN_PHOTOS, SECOND_OBJECT_SPLIT, CoLocaliser, Location, locate_in
 from curation.preannotate.estimates import Thresholds, estimate
+from curation.preannotate.plain_background import on_plain_background
 from models.coco_detector import Detection, Detector
 from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
@@ -197,6 +201,7 @@ def main() -> None:
     for i, c in enumerate(cases):
         members[c.group].append(i)
     descriptors = {g: localiser.descriptors([cases[i].path for i in ids]) for g, ids in members.items()}
+    plain = [on_plain_background(c.path) for c in cases]  # as the push measures a photo on a plain backdrop
     print(f"detector and descriptors in {time.monotonic() - started:.0f} s", flush=True)
 
     # Half of the products tune, the other half reports.
@@ -206,11 +211,11 @@ def main() -> None:
     held = [i for i, c in enumerate(cases) if c.group not in tune_groups]
 
     def locations(second_object_split: float) -> list[Location | None]:
-        out: list[Location | None] = [None] * len(cases)
+        out: list[Location | None] = list(plain)
         for g, ids in members.items():
             if len(ids) >= MIN_PHOTOS:
                 for i, loc in zip(ids, locate_in(descriptors[g], second_object_split), strict=True):
-                    out[i] = loc
+                    out[i] = plain[i] or loc
         return out
 
     def verdicts(located: list[Location | None], t: Thresholds, ids: list[int]) -> list[str]:
