@@ -5,13 +5,13 @@ LS_VENV := .venv-labelstudio
 DATA ?= data
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: env demo demo-quick test lint bench up down stop clean
+.PHONY: env demo demo-quick test pytest lint bench up down stop clean
 
 # The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 # Label Studio pins its own dependencies: it lives in an environment of its own.
@@ -34,18 +34,24 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# pytest-xdist workers: on 2 cores, a third worker computes while the others wait on their servers.
+# A module's tests go to one worker whole (loadgroup), in the order tests/conftest.py gives: the
+# longest first (xdist would otherwise hand out the modules with the most tests first).
+TEST_WORKERS ?= 3
+
 # The tests run in a home made new for each run: nothing a machine kept from earlier work
 # (caches, torch's downloads, Prefect's database) can make a test pass, and what they write
 # (temporary files included) goes with that folder.
-test: env lint
+test: env lint pytest
+
+pytest: env
 	@fresh=$$(mktemp -d) && mkdir $$fresh/tmp && echo "tests run with HOME=$$fresh" && \
 	HOME=$$fresh XDG_CACHE_HOME=$$fresh/.cache TORCH_HOME=$$fresh/.cache/torch PREFECT_HOME=$$fresh/.prefect \
 	TMPDIR=$$fresh/tmp NUMBA_CACHE_DIR=$$fresh/.cache/numba \
-	$(VENV)/bin/python -m pytest; status=$$?; rm -rf $$fresh; exit $$status
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder; status=$$?; rm -rf $$fresh; exit $$status
 
 # Benchmarks run outside `make test`; each prints its figures, the last line as `name: value`.
 bench: env
-	$(VENV)/bin/python -m pip install -q -e '.[dev,bench]'
 	for b in crawl_rate crawl_faults hash_rate neardup_quality neardup_scale rules_agreement bad_inputs \
 		train_throughput retrain_cost train_memory predict_latency grocery_accuracy open_set multi_object index_scale \
 		box_views label_push label_faults; do \

@@ -21,11 +21,16 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from core import queries as q
 from core.layout import Layout
-from core.settings import CrawlConfig, from_mapping
+from core.manifest import open_manifest, utc_now
+from core.settings import CrawlConfig, DedupeConfig, from_mapping
+from crawler.crawl import crawl
+from curation.dedupe.grouping import dedupe
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
+from tests.db import run
 from tests.postgres import NoPostgres, PostgresServer
 from tests.procs import free_port
 
@@ -47,10 +52,75 @@ def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(SMALL_SHOP, tmp_path_factory.mktemp("shop"))
 
 
+@pytest.fixture(scope="session")
+def shop_ports() -> tuple[int, int]:
+    """The demo shop's two ports, the same for every test of a run: a state crawled once and
+    copied names its photos at the addresses the next test's shop serves them from."""
+    return free_port(), free_port()
+
+
 @pytest.fixture
-def shop(shop_dir: Path, tmp_path: Path) -> Iterator[DemoShop]:
-    with DemoShop(shop_dir, request_log=tmp_path / "requests.jsonl") as running:
+def shop(shop_dir: Path, shop_ports: tuple[int, int], tmp_path: Path) -> Iterator[DemoShop]:
+    port, image_port = shop_ports
+    with DemoShop(shop_dir, port=port, image_port=image_port, request_log=tmp_path / "requests.jsonl") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def crawled_state(shop_dir: Path, shop_ports: tuple[int, int], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small shop crawled once per run, in SQLite: tests copy this data folder (`crawled`)."""
+    layout = Layout(tmp_path_factory.mktemp("crawled") / "data", database_url=None, store_url=None)
+    port, image_port = shop_ports
+    with DemoShop(shop_dir, port=port, image_port=image_port) as shop:
+        crawl(crawl_config(shop), layout)
+    return layout.data_dir
+
+
+@pytest.fixture(scope="session")
+def deduped_state(crawled_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That crawl deduplicated, once per run: tests copy this data folder (`deduped`)."""
+    layout = Layout(tmp_path_factory.mktemp("deduped") / "data", database_url=None, store_url=None)
+    shutil.copytree(crawled_state, layout.data_dir)
+    dedupe(DedupeConfig(), layout)
+    return layout.data_dir
+
+
+def _state_into(layout: Layout, state: str, request: pytest.FixtureRequest) -> Layout:
+    """`layout` holding the run's `state`: a copy in SQLite; in PostgreSQL, whose manifest is no
+    file to copy, the same steps run again."""
+    if layout.database_url:
+        shop: DemoShop = request.getfixturevalue("shop")
+        crawl(crawl_config(shop), layout)
+        if state == "deduped_state":
+            dedupe(DedupeConfig(), layout)
+    else:
+        shutil.copytree(request.getfixturevalue(state), layout.data_dir)
+    return layout
+
+
+def leave_to_label(layout: Layout, per_product: int) -> int:
+    """Records every usable photo but the first `per_product` of each product as imported (accepted,
+    never a labeling task), so that a push sends those few: for tests whose subject is what happens
+    to tasks in Label Studio, not how many there are. Returns how many are left to label."""
+    with open_manifest(layout) as m:
+        kept: dict[str, int] = {}
+        for r in run(m, "SELECT sha256, product_id FROM usable_photos ORDER BY product_id, sha256").fetchall():
+            kept[r["product_id"]] = kept.get(r["product_id"], 0) + 1
+            if kept[r["product_id"]] > per_product:
+                run(m, q.ACCEPT_IMPORTED, (r["sha256"], utc_now(), "imported", utc_now()))
+    return sum(min(n, per_product) for n in kept.values())
+
+
+@pytest.fixture
+def crawled(layout: Layout, request: pytest.FixtureRequest) -> Layout:
+    """This test's layout holding the small shop's crawl."""
+    return _state_into(layout, "crawled_state", request)
+
+
+@pytest.fixture
+def deduped(layout: Layout, request: pytest.FixtureRequest) -> Layout:
+    """This test's layout holding the small shop's crawl, deduplicated."""
+    return _state_into(layout, "deduped_state", request)
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +135,44 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip(f"PostgreSQL cannot start here: {exc}")
     yield server
     server.stop()
+
+
+# The longest units of work (measured, minutes each on 2 cores), started first so that none is
+# left to run alone at the end: the workers are handed them in this order.
+LONGEST_FIRST = (
+    "test_pipeline",
+    "test_label_faults",
+    "bad_inputs",
+    "test_services",
+    "label_faults",
+    "event_latency",
+    "test_overlap",
+    "test_labeling_page",
+    "test_ml_backend",
+    "dask_scale",
+    "test_dask",
+    "test_search",
+)
+
+
+def _unit(item: pytest.Item) -> str:
+    """What a worker is handed whole: a module's tests together, each benchmark's smoke run alone
+    (a process of its own)."""
+    module = Path(item.nodeid.split("::", 1)[0]).stem
+    if module == "test_benchmarks":
+        return str(item.callspec.params.get("name", module)) if hasattr(item, "callspec") else module
+    return module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # On pytest-xdist's workers (`--dist loadgroup`, as `make test` runs): a module's tests share a
+    # worker, so the states its module-scoped fixtures build are built once.
+    for item in items:
+        if Path(item.nodeid.split("::", 1)[0]).stem != "test_benchmarks":
+            item.add_marker(pytest.mark.xdist_group(_unit(item)))
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_unit(item), len(rank)))  # stable: the rest keep their order
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

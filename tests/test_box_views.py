@@ -16,14 +16,10 @@ from core import queries as q
 from core.boxes import area, box_text, parse_box, view_key
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
-from core.settings import DedupeConfig, TrainConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
+from core.settings import TrainConfig
 from curation.labeling.rules import decide
 from reviewlens.demoshop.annotator import answer
 from reviewlens.demoshop.generate import PhotoTruth, load_truth
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
 from tests.db import run
 from training.bundle import Ensemble
 from training.data import BOX_VIEW_MAX_AREA, load_image, make_snapshot
@@ -56,11 +52,10 @@ def test_parse_box_refuses_what_is_not_a_box() -> None:
 
 
 @pytest.fixture
-def boxed(shop: DemoShop, shop_dir: Path, layout: Layout) -> tuple[Layout, dict[str, PhotoTruth]]:
+def boxed(shop_dir: Path, deduped: Layout) -> tuple[Layout, dict[str, PhotoTruth]]:
     """The shop crawled and deduplicated, each kept photo decided by the rules on a careful
     person's answer (the scripted annotator's), recorded as the label pull records it."""
-    crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+    layout = deduped
     truth = load_truth(shop_dir)
     by_sha = {}
     with open_manifest(layout) as m:

@@ -37,8 +37,11 @@ def test_every_subcommand_has_help(words: list[str], capsys: pytest.CaptureFixtu
 
 
 def test_installed_command_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "reviewlens.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "pipeline" in out.stdout and "predict" in out.stdout
+    # The console script pip installed beside this interpreter, as a person types it.
+    command = Path(sys.executable).parent / "reviewlens"
+    assert command.is_file(), f"{command} is not installed (make env)"
+    out = subprocess.run([str(command), "--help"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("usage: reviewlens ") and "pipeline" in out.stdout and "predict" in out.stdout
 
 
 def test_predict_without_a_model_or_with_a_bad_photo_says_why(

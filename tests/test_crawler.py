@@ -113,15 +113,19 @@ def test_store_refuses_what_is_not_a_whole_image(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [Path(good.path).name]
 
 
-class _Redirector(BaseHTTPRequestHandler):
+class _Recording(BaseHTTPRequestHandler):
+    """Answers 404 to robots.txt and redirects every other path to `target`; records each path asked."""
+
+    target = ""
+    asked: list[str]
+
     def do_GET(self) -> None:
-        if self.path == "/robots.txt":
+        self.asked.append(self.path)
+        if self.path == "/robots.txt" or not self.target:
             self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(302)
-        self.send_header("Location", "http://203.0.113.9/elsewhere.jpg")  # a host nobody allowed
+        else:
+            self.send_response(302)
+            self.send_header("Location", f"{self.target}/elsewhere.jpg")
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -129,17 +133,30 @@ class _Redirector(BaseHTTPRequestHandler):
         pass
 
 
-def test_redirect_to_a_foreign_host_is_refused_without_fetching_it() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+def _serve(target: str) -> ThreadingHTTPServer:
+    """A local server of `_Recording` handlers with a record of its own."""
+    handler = type("Handler", (_Recording,), {"target": target, "asked": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_redirect_to_a_foreign_host_is_refused_without_fetching_it() -> None:
+    # The foreign host is a real server on this machine that nobody allowed: it must hear nothing.
+    foreign = _serve("")
+    foreign_host = f"127.0.0.1:{foreign.server_address[1]}"
+    shop = _serve(f"http://{foreign_host}")
     try:
-        host = f"127.0.0.1:{server.server_address[1]}"
+        host = f"127.0.0.1:{shop.server_address[1]}"
         fetcher = Fetcher(frozenset({host}), "reviewlens-test", retries=0)
-        with pytest.raises(FetchError, match=r"host not allowed: 203\.0\.113\.9"):
+        with pytest.raises(FetchError, match=rf"host not allowed: {re.escape(foreign_host)}"):
             fetcher.get(f"http://{host}/photo.jpg")
+        assert shop.RequestHandlerClass.asked == ["/robots.txt", "/photo.jpg"]  # type: ignore[attr-defined]
+        assert foreign.RequestHandlerClass.asked == []  # type: ignore[attr-defined]
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in (shop, foreign):
+            server.shutdown()
+            server.server_close()
 
 
 def _requests(shop_log: Path) -> list[dict[str, object]]:

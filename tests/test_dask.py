@@ -20,7 +20,6 @@ from prefect_dask import DaskTaskRunner
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
-from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from flows.dask import TASKS, cluster_extractor
 from reviewlens.demoshop.server import DemoShop
@@ -64,10 +63,8 @@ def _tasks_run(client: Client) -> dict[str, int]:
     return dict(client.run_on_scheduler(count))
 
 
-def test_dedupe_on_a_dask_cluster_ends_as_on_this_machine(
-    cluster: Client, shop: DemoShop, layout: Layout, tmp_path: os.PathLike[str]
-) -> None:
-    crawl(crawl_config(shop), layout)
+def test_dedupe_on_a_dask_cluster_ends_as_on_this_machine(cluster: Client, crawled: Layout) -> None:
+    layout = crawled
     here = Layout(layout.data_dir.parent / f"{layout.data_dir.name}-here")
     shutil.copytree(layout.data_dir, here.data_dir)
 
@@ -81,12 +78,11 @@ def test_dedupe_on_a_dask_cluster_ends_as_on_this_machine(
 
 
 def test_a_crawl_whose_photos_download_on_a_dask_cluster_ends_as_here(
-    cluster: Client, shop: DemoShop, layout: Layout, tmp_path: Path
+    cluster: Client, shop: DemoShop, layout: Layout, crawled_state: Path
 ) -> None:
     config = json.dumps(crawl_config(shop).__dict__)
     _flow("crawl_flow", layout, cluster, f"crawl=from_mapping(CrawlConfig, __import__('json').loads({config!r}))")
-    here = Layout(tmp_path / "here")
-    crawl(crawl_config(shop), here)
+    here = Layout(crawled_state, database_url=None)  # the same shop crawled in one process
     downloaded = sum(n for name, n in _tasks_run(cluster).items() if "download_remotely" in name)
     assert crawled(layout) == crawled(here)
     assert downloaded == len(crawled(here)["sources"]) > 100  # each photo was a task on the cluster
@@ -95,10 +91,9 @@ def test_a_crawl_whose_photos_download_on_a_dask_cluster_ends_as_here(
 
 
 def test_training_whose_features_are_extracted_on_a_dask_cluster_trains_the_same_model(
-    cluster: Client, shop: DemoShop, layout: Layout
+    cluster: Client, deduped: Layout
 ) -> None:
-    crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+    layout = deduped
     with open_manifest(layout) as m:  # every kept photo accepted, as if annotators said so
         run(
             m,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +16,10 @@ import pytest
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig
-from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe, group_pairs
 from curation.dedupe.hashing import hamming_matrix
 from curation.dedupe.neardup import MultiIndex, near_pairs, pairs_brute, pairs_indexed
 from reviewlens.demoshop.generate import load_truth
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
 from tests.db import count, run
 from tests.procs import alive, descendants
 
@@ -84,8 +82,8 @@ def test_groups_are_transitive() -> None:
     assert group_pairs(5, [(0, 1), (1, 2), (3, 4)]) == [0, 0, 0, 3, 3]
 
 
-def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoShop, shop_dir, layout: Layout) -> None:
-    crawl(crawl_config(shop), layout)
+def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop_dir: Path, crawled: Layout) -> None:
+    layout = crawled
     # A photo that went bad in the store after the crawl, and one whose manifest path leaves the
     # store: both recorded invalid, the batch goes on.
     bad, crafted = "ab" * 32, "cd" * 32
@@ -119,8 +117,8 @@ def test_reposts_join_their_original_and_a_corrupt_photo_is_recorded(shop: DemoS
     assert again.checked == 0 and again.groups == summary.groups
 
 
-def test_a_killed_dedupe_leaves_no_worker_behind(shop: DemoShop, layout: Layout) -> None:
-    crawl(crawl_config(shop), layout)
+def test_a_killed_dedupe_leaves_no_worker_behind(crawled: Layout) -> None:
+    layout = crawled
     # A photo whose read never ends (a named pipe nobody writes): dedupe's workers are mid-work.
     sha = "ff" * 32
     (layout.store_dir / "ff").mkdir(exist_ok=True)
@@ -148,8 +146,8 @@ def test_a_killed_dedupe_leaves_no_worker_behind(shop: DemoShop, layout: Layout)
                 os.kill(w, signal.SIGKILL)
 
 
-def test_two_dedupes_at_once_end_as_one_does(shop: DemoShop, layout: Layout) -> None:
-    crawl(crawl_config(shop), layout)
+def test_two_dedupes_at_once_end_as_one_does(crawled: Layout) -> None:
+    layout = crawled
     args = [sys.executable, "-m", "reviewlens.cli", "dedupe", "--data-dir", str(layout.data_dir)]
     runs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for each in runs:

@@ -14,9 +14,6 @@ import requests
 
 from core.layout import Layout
 from core.manifest import open_manifest
-from crawler.crawl import crawl
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
 from tests.db import count
 from tests.procs import PREFECT, ml_backend, prefect_server
 
@@ -59,8 +56,8 @@ def test_every_stage_is_deployed_with_its_schedule(prefect_env: dict[str, str]) 
     assert deployments["reviewlens-label-pull"]["parameters"]["retrain_after"] > 0
 
 
-def test_a_process_worker_runs_a_deployed_stage(prefect_env: dict[str, str], shop: DemoShop, layout: Layout) -> None:
-    crawl(crawl_config(shop), layout)
+def test_a_process_worker_runs_a_deployed_stage(prefect_env: dict[str, str], crawled: Layout) -> None:
+    layout = crawled
     subprocess.run(
         [
             PREFECT,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,18 +26,14 @@ from core.boxes import parse_box
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.photos import photo_path
-from core.settings import DedupeConfig, LabelConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
+from core.settings import LabelConfig
 from curation.labeling.client import Completed, LabelStudioClient, connect
 from curation.labeling.pull import pull
 from curation.labeling.shapes import YOUR_BOX, box_coverage, box_of, boxes_in, image_ref
 from curation.labeling.sync import connect_backend, push
 from curation.labeling.sync import document_root as served_root
 from curation.preannotate.estimates import photo_verdict
-from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import Credentials, LabelStudioServer
-from tests.conftest import crawl_config
 from tests.db import run
 from tests.procs import ROOT, headless_chromium, ml_backend, needs_chromium
 
@@ -54,11 +51,9 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def pushed(label_studio: LabelStudioServer, shop_dir: Path, document_root: Path) -> Pushed:
-    layout = Layout(document_root / "labeling-page")
-    with DemoShop(shop_dir) as shop:
-        crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+def pushed(label_studio: LabelStudioServer, deduped_state: Path, document_root: Path) -> Pushed:
+    layout = Layout(document_root / "labeling-page", database_url=None)
+    shutil.copytree(deduped_state, layout.data_dir)
     references = {}
     with open_manifest(layout) as m:
         # One photo of each product accepted before labeling (as an import's are): the view

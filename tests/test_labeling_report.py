@@ -8,13 +8,8 @@ import pytest
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
-from core.settings import DedupeConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
 from curation.labeling.report import labeling_report, write_report
 from reviewlens.cli import main
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
 from tests.db import run, run_many
 
 # The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
@@ -36,10 +31,9 @@ DECIDED = [
 
 
 def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
-    shop: DemoShop, layout: Layout, capsys: pytest.CaptureFixture[str]
+    deduped: Layout, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+    layout = deduped
     with open_manifest(layout) as m:
         usable = [r[0] for r in run(m, "SELECT sha256 FROM usable_photos ORDER BY sha256")]
         photos = run(m, "SELECT COUNT(*) FROM photos").fetchone()[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -94,7 +95,9 @@ def test_an_unreachable_database_is_one_clear_error_without_the_password(tmp_pat
 
 
 @pytest.mark.both_engines
-def test_two_crawls_at_once_end_as_one_after_the_other(shop: DemoShop, layout: Layout, tmp_path: Path) -> None:
+def test_two_crawls_at_once_end_as_one_after_the_other(
+    shop: DemoShop, layout: Layout, crawled_state: Path, tmp_path: Path
+) -> None:
     config_file = tmp_path / "crawl.json"
     config_file.write_text(json.dumps(crawl_config(shop).__dict__))
     args = [sys.executable, "-m", "reviewlens.cli", "crawl", "--data-dir", str(layout.data_dir)]
@@ -103,8 +106,9 @@ def test_two_crawls_at_once_end_as_one_after_the_other(shop: DemoShop, layout: L
         _, err = each.communicate(timeout=300)
         assert each.returncode == 0, err[-2000:]
 
+    # One crawl after the other: the run's first crawl, copied, and a second one.
     one_after_the_other = Layout(tmp_path / "sequential", database_url=None)
-    crawl(crawl_config(shop), one_after_the_other)
+    shutil.copytree(crawled_state, one_after_the_other.data_dir)
     crawl(crawl_config(shop), one_after_the_other)
     both = crawled(layout)
     assert both == crawled(one_after_the_other)

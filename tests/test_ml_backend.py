@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,17 +17,13 @@ import requests
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
-from core.settings import DedupeConfig, LabelConfig, TrainConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
+from core.settings import LabelConfig, TrainConfig
 from curation.labeling import client as client_module
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX, box_region, your_box_region
 from curation.labeling.sync import connect_backend, predict_again, push
 from curation.preannotate.estimates import photo_verdict, queue_score
-from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.conftest import crawl_config
 from tests.db import run
 from tests.procs import ml_backend
 from training.bundle import Ensemble
@@ -55,12 +52,14 @@ def _backend_lines(log: Path, version: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def connected(
-    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path, tmp_path_factory: pytest.TempPathFactory
+    label_studio: LabelStudioServer,
+    deduped_state: Path,
+    document_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Connected]:
-    layout = Layout(document_root / "ml-backend")  # under the root Label Studio serves photos from
-    with DemoShop(shop_dir) as shop:
-        crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+    # Under the root Label Studio serves photos from.
+    layout = Layout(document_root / "ml-backend", database_url=None)
+    shutil.copytree(deduped_state, layout.data_dir)
     label = LabelConfig(project_title=f"backend {layout.data_dir.name}")
     client = connect()
     push(label, layout, client)

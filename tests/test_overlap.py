@@ -11,9 +11,7 @@ import pytest
 
 from core.layout import Layout
 from core.manifest import open_manifest
-from core.settings import DedupeConfig, LabelConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
+from core.settings import LabelConfig
 from curation.labeling import rule_answers
 from curation.labeling.client import connect
 from curation.labeling.pull import pull
@@ -23,9 +21,7 @@ from curation.labeling.shapes import objects_region
 from curation.labeling.sync import push
 from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import load_truth
-from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.conftest import crawl_config
 from tests.db import run
 
 
@@ -35,12 +31,9 @@ def _decisions(layout: Layout) -> dict[str, str | None]:
 
 
 def test_two_annotators_agree_or_a_reviewer_decides(
-    label_studio: LabelStudioServer, shop_dir: Path, document_root: Path, monkeypatch: pytest.MonkeyPatch
+    label_studio: LabelStudioServer, shop_dir: Path, deduped: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layout = Layout(document_root / "overlap")
-    with DemoShop(shop_dir) as shop:
-        crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+    layout = deduped
     title = f"overlap {layout.data_dir.name}"
     label = LabelConfig(project_title=title, review_project_title=f"{title} review", overlap=0.5)
     admin = connect()

@@ -1,13 +1,17 @@
 """The whole pipeline as Prefect flows, against the demo shop and a real Label Studio server.
 
 The demo's flow runs the stages with the scripted annotator answering; the production pipeline
-then runs again over the same data and changes nothing it should not.
+then runs again over the same data and changes nothing it should not. Both run once for the module;
+each test checks one thing of what they left.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,10 +23,10 @@ from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import LabelStudioError, connect
 from curation.labeling.sync import push
 from curation.preannotate.colocalise import LOCALISER_VERSION
-from flows.pipeline import pipeline_flow
+from flows.pipeline import PipelineResult, pipeline_flow
 from reviewlens.demo import ANNOTATOR_KEY, SCRIPTED_ANNOTATOR, SECOND_ANNOTATOR, SECOND_ANNOTATOR_KEY, demo_flow
 from reviewlens.demoshop.faults import bomb_png
-from reviewlens.demoshop.generate import load_truth
+from reviewlens.demoshop.generate import PhotoTruth, load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import crawl_config
@@ -36,17 +40,37 @@ pytestmark = pytest.mark.integration
 TRAIN = {"members": ["efficientnet_lite0", "efficientnet_lite1"], "epochs": 1, "image_size": 96, "batch_size": 16}
 
 
-def test_pipeline_end_to_end(
-    label_studio: LabelStudioServer, shop: DemoShop, shop_dir: Path, layout: Layout, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    label = LabelConfig(project_title=f"pipeline {layout.data_dir.name}")
-    # The scripted annotator answers as a user of its own, as the demo runs it.
-    monkeypatch.setenv(ANNOTATOR_KEY, label_studio.person(SCRIPTED_ANNOTATOR).token)
-    monkeypatch.setenv(SECOND_ANNOTATOR_KEY, label_studio.person(SECOND_ANNOTATOR).token)
-    train = from_mapping(TrainConfig, TRAIN)
-    result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
-    truth = load_truth(shop_dir)
+@dataclass(frozen=True)
+class Ran:
+    layout: Layout
+    shop_dir: Path
+    label: LabelConfig
+    result: PipelineResult  # the demo's flow
+    again: PipelineResult  # the production pipeline over the same shop and data
+    truth: dict[str, PhotoTruth]
+    products: set[str]  # the shop's product names
+    rows: list[Any]  # each labeled photo: its URL, decision, reason and group
+    groups: dict[str, str]  # photo id: duplicate group
 
+    def truth_of(self, photo_url: str) -> PhotoTruth:
+        return self.truth[photo_url.rsplit("/", 1)[1].removesuffix(".jpg")]
+
+
+@pytest.fixture(scope="module")
+def ran(
+    label_studio: LabelStudioServer, shop_dir: Path, shop_ports: tuple[int, int], document_root: Path
+) -> Iterator[Ran]:
+    layout = Layout(document_root / "pipeline", database_url=None)
+    label = LabelConfig(project_title=f"pipeline {layout.data_dir.name}")
+    train = from_mapping(TrainConfig, TRAIN)
+    port, image_port = shop_ports
+    with pytest.MonkeyPatch.context() as env, DemoShop(shop_dir, port=port, image_port=image_port) as shop:
+        # The scripted annotator answers as a user of its own, as the demo runs it.
+        env.setenv(ANNOTATOR_KEY, label_studio.person(SCRIPTED_ANNOTATOR).token)
+        env.setenv(SECOND_ANNOTATOR_KEY, label_studio.person(SECOND_ANNOTATOR).token)
+        result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
+        again = pipeline_flow(str(layout.data_dir), crawl_config(shop), label=label, train=train)
+        products = {p.name for p in shop.data.products}
     with open_manifest(layout) as m:
         rows = run(
             m,
@@ -57,128 +81,156 @@ def test_pipeline_end_to_end(
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
             for r in run(m, "SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
-    # Every kept photo was labeled, and each decision is what the rules give on the ground truth;
-    # photos posted under two products went out once a person had chosen their product.
-    crossed = [t for t in truth.values() if t.kind == "cross"]
-    assert crossed and len(rows) == result.dedupe.groups
-    assert result.push.pushed == len(rows) - result.pull.chosen
-    for r in rows:
-        t = truth[r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
+    yield Ran(layout, shop_dir, label, result, again, load_truth(shop_dir), products, rows, groups)
+
+
+def test_every_kept_photo_is_decided_as_the_rules_give_on_the_truth(ran: Ran) -> None:
+    # Photos posted under two products went out once a person had chosen their product.
+    crossed = [t for t in ran.truth.values() if t.kind == "cross"]
+    assert crossed and len(ran.rows) == ran.result.dedupe.groups
+    assert ran.result.push.pushed == len(ran.rows) - ran.result.pull.chosen
+    for r in ran.rows:
+        t = ran.truth_of(r["photo_url"])
         expected = "accept" if t.coverage >= 0.5 and t.n_objects == 1 else "reject"
         assert r["decision"] == expected, (t, r["reason"])
-    assert {r["decision"] for r in rows} == {"accept", "reject"}
-    # Who answered and how long it took, as Label Studio measured it; the flow reported it all.
-    with open_manifest(layout) as m:
+    assert {r["decision"] for r in ran.rows} == {"accept", "reject"}
+
+
+def test_who_answered_and_how_long_it_took_is_reported(ran: Ran) -> None:
+    # As Label Studio measured it; the flow reported it all.
+    with open_manifest(ran.layout) as m:
         answered = run(m, "SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
     assert {tuple(a) for a in answered} == {(SCRIPTED_ANNOTATOR, 1.0), (SECOND_ANNOTATOR, 1.0)}
-    labeling = (layout.data_dir / "reports" / "labeling.md").read_text()
-    assert f"| decided | {len(rows)} |" in labeling and "| in train (newest training) |" in labeling
+    labeling = (ran.layout.data_dir / "reports" / "labeling.md").read_text()
+    assert f"| decided | {len(ran.rows)} |" in labeling and "| in train (newest training) |" in labeling
     # A tenth of the tasks went to both scripted annotators, who answer alike.
-    overlap = json.loads((layout.data_dir / "reports" / "labeling.json").read_text())["overlap"]
+    overlap = json.loads((ran.layout.data_dir / "reports" / "labeling.json").read_text())["overlap"]
     assert overlap["answered_by_two"] > 0 and overlap["agreed"] == overlap["answered_by_two"]
-    # The pull keeps the box the person drew around the one product (as fractions of the frame).
-    with open_manifest(layout) as m:
+
+
+def test_the_pull_keeps_the_box_drawn_around_the_one_product(ran: Ran) -> None:
+    with open_manifest(ran.layout) as m:
         boxes = run(
             m, "SELECT s.photo_url, l.box FROM labels l JOIN sources s USING (sha256) WHERE l.n_objects = 1"
         ).fetchall()
     assert boxes and all(b["box"] for b in boxes)
-    for b in boxes:
-        t = truth[b["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg")]
+    for b in boxes:  # as fractions of the frame
+        t = ran.truth_of(b["photo_url"])
         drawn = [float(v) for v in b["box"].split(",")]
         expected = [t.bbox[0] / t.width, t.bbox[1] / t.height, t.bbox[2] / t.width, t.bbox[3] / t.height]
         assert drawn == pytest.approx(expected, abs=1e-3)
-    # Re-posts land in their original's duplicate group.
-    reposts = [t for t in truth.values() if t.duplicate_of]
-    assert all(groups[t.photo_id] == groups[t.duplicate_of] for t in reposts)
-    # Each photo posted under two products got the product it shows, and trains as that product.
-    with open_manifest(layout) as m:
+
+
+def test_reposts_land_in_their_originals_duplicate_group(ran: Ran) -> None:
+    reposts = [t for t in ran.truth.values() if t.duplicate_of]
+    assert reposts and all(ran.groups[t.photo_id] == ran.groups[t.duplicate_of] for t in reposts)
+
+
+def test_a_photo_posted_under_two_products_trains_as_the_product_a_person_chose(ran: Ran) -> None:
+    crossed = [t for t in ran.truth.values() if t.kind == "cross"]
+    with open_manifest(ran.layout) as m:
         chosen = {
             r["group_id"]: r["product_id"]
             for r in run(m, "SELECT c.group_id, pc.product_id FROM product_choices pc JOIN curation c USING (sha256)")
         }
         versions = [r[0] for r in run(m, "SELECT model_version FROM estimates JOIN product_choices USING (sha256)")]
-    assert len(chosen) == result.pull.chosen >= len(crossed)
+    assert len(chosen) == ran.result.pull.chosen >= len(crossed)
     # ... and was located among the photos of the product chosen for it.
     assert len(versions) == len(chosen) and all(LOCALISER_VERSION in v for v in versions)
     for t in crossed:
-        assert chosen[groups[t.photo_id]] == str(truth[t.duplicate_of].product_id)
-    snapshot = json.loads((Path(result.evaluate.run_dir) / "snapshot.json").read_text())
+        assert chosen[ran.groups[t.photo_id]] == str(ran.truth[t.duplicate_of].product_id)  # type: ignore[index]
+    snapshot = json.loads((Path(ran.result.evaluate.run_dir) / "snapshot.json").read_text())
     trained_as = {
         e["group_id"]: snapshot["classes"][e["label"]]["product_id"]
         for e in snapshot["examples"]
         if e["group_id"] in chosen
     }
     assert trained_as and all(chosen[g] == p for g, p in trained_as.items())
-    # Those boxes train too: views cut to them, in the training split only, also of photos
-    # refused only because their product is small in the frame.
+
+
+def test_boxes_train_as_views_in_the_training_split_only(ran: Ran) -> None:
+    # Also of photos refused only because their product is small in the frame.
+    snapshot = json.loads((Path(ran.result.evaluate.run_dir) / "snapshot.json").read_text())
     views = [e for e in snapshot["examples"] if e["box"]]
     small = {e["sha256"] for e in views} - {e["sha256"] for e in snapshot["examples"] if not e["box"]}
     assert views and {e["split"] for e in views} == {"train"} and small
 
-    # The report holds every member's figures and the ensemble's, as JSON and as a table.
-    run_dir = Path(result.evaluate.run_dir)
+
+def test_the_report_holds_every_member_and_the_ensemble_and_the_model_is_promoted(ran: Ran) -> None:
+    # As JSON and as a table.
+    run_dir = Path(ran.result.evaluate.run_dir)
     report = json.loads((run_dir / "report.json").read_text())
     assert set(report["results"]) == {"efficientnet_lite0", "efficientnet_lite1", "ensemble"}
     for figures in report["results"].values():
         assert 0 <= figures["top1"] <= figures["top3"] <= 100
     markdown = (run_dir / "report.md").read_text()
     assert "| Ensemble |" in markdown and "| study: Ensemble (soft voting) | 74.4 | 90.2 |" in markdown
-    assert result.evaluate.promoted and (layout.production_dir / "model.pt").exists()
+    assert ran.result.evaluate.promoted and (ran.layout.production_dir / "model.pt").exists()
 
-    # Every pushed photo has the machine's estimate, and the tasks it is unsure of come first
+
+def test_every_pushed_photo_has_an_estimate_and_unsure_tasks_come_first(ran: Ran) -> None:
     client = connect()
-    with open_manifest(layout) as m:
-        assert count(m, "estimates") == len(rows)
-    tasks = sorted(client.tasks(result.push.project_id), key=lambda t: t.id)
+    with open_manifest(ran.layout) as m:
+        assert count(m, "estimates") == len(ran.rows)
+    tasks = sorted(client.tasks(ran.result.push.project_id), key=lambda t: t.id)
     # (each push orders its own tasks; the run's second push held the photos whose product was chosen)
-    verdicts = [t.data["machine_verdict"] for t in tasks][: result.push.pushed]
+    verdicts = [t.data["machine_verdict"] for t in tasks][: ran.result.push.pushed]
     assert "unsure" in verdicts
     assert verdicts == sorted(verdicts, key=lambda v: v != "unsure")
 
-    # The contact sheet shows every duplicate group and the three verdict sections.
-    page = write_contact_sheet(layout).read_text()
+
+def test_the_contact_sheet_shows_every_duplicate_group_the_boxes_and_three_verdicts(ran: Ran) -> None:
+    page = write_contact_sheet(ran.layout).read_text()
     # ... with the machine's product box over each photo it found one in.
-    with open_manifest(layout) as m:
+    with open_manifest(ran.layout) as m:
         assert count(m, "estimates", "box IS NOT NULL") == count(m, "estimates", "coverage IS NOT NULL") > 0
     assert 'class="box"' in page
-    duplicated = sum(1 for g in set(groups.values()) if list(groups.values()).count(g) > 1)
+    groups = list(ran.groups.values())
+    duplicated = sum(1 for g in set(groups) if groups.count(g) > 1)
     assert f"Duplicate groups ({duplicated})" in page and duplicated > 0
     assert all(f"Machine verdict: {v}" in page for v in ("pass", "fail", "unsure"))
 
-    # The production pipeline over the same shop and data: it crawls nothing new, pushes and
-    # pulls nothing again (in Label Studio or the manifest), and retrains on the same photos.
-    again = pipeline_flow(str(layout.data_dir), crawl_config(shop), label=label, train=train)
+
+def test_the_pipeline_again_changes_nothing_and_retrains_from_the_kept_features(ran: Ran) -> None:
+    # It crawls nothing new, pushes and pulls nothing again (in Label Studio or the manifest), and
+    # retrains on the same photos.
+    again, rows = ran.again, ran.rows
     assert again.crawl.photos_stored == 0 and again.dedupe.checked == 0
     assert again.push.pushed == 0 and again.push.already == len(rows) and again.push.choices == 0
-    assert len(client.task_ids_by_key(again.push.project_id, "sha256")) == len(rows)
+    assert len(connect().task_ids_by_key(again.push.project_id, "sha256")) == len(rows)
     # (it reads again only the answers changed in the minute before the last pull's newest)
     assert again.pull.decided == 0 and again.pull.unchanged <= len(rows) and again.pull.chosen == 0
+    snapshot = json.loads((Path(ran.result.evaluate.run_dir) / "snapshot.json").read_text())
     retrained = json.loads((Path(again.evaluate.run_dir) / "snapshot.json").read_text())
-    assert retrained["snapshot_id"] == snapshot["snapshot_id"] and again.evaluate.run_dir != result.evaluate.run_dir
+    assert retrained["snapshot_id"] == snapshot["snapshot_id"]
+    assert again.evaluate.run_dir != ran.result.evaluate.run_dir
     # ... from the features the first run kept: no photo goes through a network again.
     history = torch.load(Path(again.evaluate.run_dir) / "model.pt", weights_only=True)["members"]
     assert [h["history"]["embedded"] for h in history.values()] == [0, 0]
 
-    # predict names three catalog products with their links, best first.
-    photo = shop_dir / "photos" / f"{next(iter(truth))}.jpg"
-    guesses = predict(Ensemble.load(layout.production_dir), photo)
+
+def test_predict_names_three_catalog_products_and_refuses_a_bomb(ran: Ran) -> None:
+    # Three catalog products with their links, best first.
+    photo = ran.shop_dir / "photos" / f"{next(iter(ran.truth))}.jpg"
+    guesses = predict(Ensemble.load(ran.layout.production_dir), photo)
     assert len(guesses) == 3 and guesses[0].score >= guesses[1].score >= guesses[2].score
-    names = {p.name for p in shop.data.products}
-    assert all(g.product.name in names and g.product.url.endswith("/selling") for g in guesses)
+    assert all(g.product.name in ran.products and g.product.url.endswith("/selling") for g in guesses)
     # ... and refuses a photo claiming 400 megapixels before decoding it.
-    bomb = layout.data_dir / "bomb.png"
+    bomb = ran.layout.data_dir / "bomb.png"
     bomb.write_bytes(bomb_png())
     with pytest.raises(UnreadablePhoto):
-        predict(Ensemble.load(layout.production_dir), bomb)
+        predict(Ensemble.load(ran.layout.production_dir), bomb)
 
-    # A photo lost from the store after dedupe: label push goes on without it, and records it
-    # as a failed photo for the next crawl to fetch again.
-    with open_manifest(layout) as m:
+
+def test_a_photo_lost_from_the_store_is_left_out_of_the_push_and_recorded_as_failed(ran: Ran) -> None:
+    # Lost after dedupe: label push goes on without it, and records it as a failed photo for the
+    # next crawl to fetch again. (Last in the module: it changes the shared run's store.)
+    with open_manifest(ran.layout) as m:
         lost = run(m, "SELECT sha256, path FROM usable_photos LIMIT 1").fetchone()
-    (layout.store_dir / lost["path"]).unlink()
-    pushed = push(label, layout, client)
+    (ran.layout.store_dir / lost["path"]).unlink()
+    pushed = push(ran.label, ran.layout, connect())
     assert pushed.pushed == 0
-    with open_manifest(layout) as m:
+    with open_manifest(ran.layout) as m:
         assert run(m, "SELECT reason FROM failures").fetchall()[0][0] == "missing from the store"
         assert count(m, "usable_photos", "sha256 = ?", lost["sha256"]) == 0
 

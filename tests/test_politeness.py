@@ -23,8 +23,8 @@ from tests.conftest import crawl_config
 from tests.db import count, run
 from tests.shoplog import max_in_window, read_log
 
-# The manifest's queries, the same on both engines: each test runs on SQLite and on PostgreSQL.
-pytestmark = pytest.mark.both_engines
+# The subject is the crawler's manners as the shop sees them, not the manifest: SQLite alone (the
+# crawl's writes run on both engines in test_crawler.py).
 
 
 def log_of(tmp_path: Path) -> list[dict[str, object]]:

@@ -26,14 +26,11 @@ from prefect_dask import DaskTaskRunner
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
-from core.settings import DedupeConfig, TrainConfig
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
+from core.settings import TrainConfig
 from flows.dask import cluster_embedder
 from reviewlens.cli import main
 from reviewlens.demoshop.faults import bomb_png
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config, free_port
+from tests.conftest import free_port
 from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
@@ -110,11 +107,9 @@ class Searchable:
 
 
 @pytest.fixture(scope="module")
-def searchable(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searchable]:
-    layout = Layout(tmp_path_factory.mktemp("search") / "data")
-    with DemoShop(shop_dir) as shop:
-        crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
+def searchable(deduped_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searchable]:
+    layout = Layout(tmp_path_factory.mktemp("search") / "data", database_url=None)
+    shutil.copytree(deduped_state, layout.data_dir)
     with open_manifest(layout) as m:
         rows = run(m, "SELECT sha256, path, product_id FROM usable_photos ORDER BY product_id, sha256")
         photos: dict[str, list[tuple[str, Path]]] = {}
@@ -261,7 +256,8 @@ def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
         assert (response.status_code, reason in response.json()["error"]) == (status, True), response.text
     Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
     dot = requests.post(find, data=(tmp_path / "dot.png").read_bytes(), timeout=60)
-    assert dot.ok and len(dot.json()["objects"]) == 1  # a 1-pixel photo: an answer, surely not sure
+    # A 1-pixel photo: an answer, and one the page says it is not sure of.
+    assert dot.ok and [o["sure"] for o in dot.json()["objects"]] == [False]
     blank = Image.new("RGB", (300, 200), (200, 200, 200))
     blank.save(tmp_path / "blank.jpg")
     nothing = requests.post(find, data=(tmp_path / "blank.jpg").read_bytes(), timeout=60).json()

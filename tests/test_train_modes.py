@@ -13,13 +13,9 @@ from PIL import Image
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
-from core.settings import DedupeConfig, TrainConfig
+from core.settings import TrainConfig
 from crawler.collection import BadCollection, import_collection
-from crawler.crawl import crawl
-from curation.dedupe.grouping import dedupe
 from reviewlens.cli import main
-from reviewlens.demoshop.server import DemoShop
-from tests.conftest import crawl_config
 from tests.db import count, run, run_many
 from training.bundle import Ensemble
 from training.data import make_snapshot
@@ -44,22 +40,15 @@ def _accept(layout: Layout, share: float = 1.0) -> int:
     return len(chosen)
 
 
-@pytest.fixture
-def crawled(shop: DemoShop, layout: Layout) -> Layout:
-    crawl(crawl_config(shop), layout)
-    dedupe(DedupeConfig(), layout)
-    return layout
-
-
 def _history(run_dir: Path) -> dict[str, dict[str, object]]:
     bundle = torch.load(run_dir / "model.pt", weights_only=True)
     return {name: m["history"] for name, m in bundle["members"].items()}
 
 
 def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
-    crawled: Layout, capsys: pytest.CaptureFixture[str]
+    deduped: Layout, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layout = crawled
+    layout = deduped
     first_accepted = _accept(layout, 0.8)
     first = train(TrainConfig(mode="quick", **SMALL), layout)  # type: ignore[arg-type]
     snapshot = json.loads((first / "snapshot.json").read_text())
@@ -87,7 +76,12 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     for e in snapshot["examples"][:3]:
         (folder / Path(e["path"]).name).write_bytes((layout.store_dir / e["path"]).read_bytes())
     (folder / "broken.jpg").write_bytes(b"<html>not a photo</html>")
+    loads: list[Path] = []
+    load = Ensemble.load
+    monkeypatch.setattr(Ensemble, "load", lambda path: loads.append(path) or load(path))
     assert main(["predict", str(folder), "--model", str(second), "--data-dir", str(layout.data_dir)]) == 0
+    monkeypatch.undo()
+    assert loads == [second]  # the models are loaded once for the whole folder
     out = capsys.readouterr().out
     assert f"model {second.name} (quick mode)" in out and "not sure below" in out
     assert "broken.jpg:\n  cannot read it:" in out and out.count(" object 1 at (") == 3
@@ -104,23 +98,23 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     assert all(a.sure == (a.guesses[0].score >= threshold) for a in answers if a.guesses)
 
 
-def test_full_mode_fine_tunes_and_keeps_its_time_budget(crawled: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    _accept(crawled)
-    run = train(TrainConfig(mode="full", epochs=2, patience=2, **SMALL), crawled)  # type: ignore[arg-type]
+def test_full_mode_fine_tunes_and_keeps_its_time_budget(deduped: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    _accept(deduped)
+    run = train(TrainConfig(mode="full", epochs=2, patience=2, **SMALL), deduped)  # type: ignore[arg-type]
     epochs = _history(run)["efficientnet_lite0"]["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]  # the probe as it came, then two epochs
     assert all(e["photos_per_s"] > 0 for e in epochs[1:])
     # The GPU's path, on this CPU: no loader workers, uint8 batches augmented by the loop itself.
     monkeypatch.setattr("training.train.default_workers", lambda: 0)
-    on_device = train(TrainConfig(mode="full", epochs=1, **SMALL), crawled)  # type: ignore[arg-type]
+    on_device = train(TrainConfig(mode="full", epochs=1, **SMALL), deduped)  # type: ignore[arg-type]
     assert [e["epoch"] for e in _history(on_device)["efficientnet_lite0"]["epochs"]] == [0, 1]
     # A budget too short for any epoch: the probe is what it delivers, and no time is overrun.
     rushed = train(
         TrainConfig(mode="full", epochs=50, budget_minutes=0.001, **SMALL),  # type: ignore[arg-type]
-        crawled,
+        deduped,
     )
     assert [e["epoch"] for e in _history(rushed)["efficientnet_lite0"]["epochs"]] == [0]
-    assert evaluate(rushed, crawled).results["ensemble"]["top1"] > 40
+    assert evaluate(rushed, deduped).results["ensemble"]["top1"] > 40
 
 
 def _photos_of(folder: Path, seed: int, n: int) -> None:

@@ -10,12 +10,15 @@ from core.settings import CrawlConfig, from_mapping
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import Credentials, LabelStudioServer
+from tests.benchmarks._smoke import sized
 from tests.procs import free_port
 from tests.shoplog import max_in_window, read_log
 
 __all__ = ["crawl_config", "local_label_studio", "make_shop", "max_in_window", "read_log", "workdir"]
 
 BENCH_SHOP = GeneratorConfig(seed=1, n_categories=2, products_per_category=5, photos_per_product=36)
+# At smoke size: the same kinds of photo, a tenth as many.
+SMOKE_SHOP = GeneratorConfig(seed=1, n_categories=2, products_per_category=3, photos_per_product=10)
 
 
 def workdir(name: str) -> Path:
@@ -23,7 +26,7 @@ def workdir(name: str) -> Path:
 
 
 def make_shop(root: Path) -> Path:
-    return generate(BENCH_SHOP, root / "shop")
+    return generate(sized(BENCH_SHOP, SMOKE_SHOP), root / "shop")
 
 
 def crawl_config(shop: DemoShop, **overrides: object) -> CrawlConfig:

@@ -32,6 +32,7 @@ from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks._shop import crawl_config, make_shop, workdir
+from tests.benchmarks._smoke import parser
 from tests.conftest import free_port
 from tests.procs import HealthImpostor, alive, descendants, listening_addresses
 
@@ -350,6 +351,7 @@ QUICK = ["--members", "efficientnet_lite0", "--epochs", "1", "--image-size", "64
 
 def main() -> None:
     global BASE, MODEL, PHOTO, LS, SHOP_SETTINGS
+    parser(__doc__).parse_args()
     shop_dir = make_shop(ROOT)
     PHOTO = next(iter(sorted((shop_dir / "photos").glob("*.jpg"))))
     LS = LabelStudioServer(ROOT / "label-studio", ROOT, port=free_port())

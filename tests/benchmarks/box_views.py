@@ -21,7 +21,6 @@ photos, composed the same way:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
@@ -37,6 +36,8 @@ from core.settings import TrainConfig
 from tests.benchmarks._grocery import GROCERY
 from tests.benchmarks._photos import finder_over, show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import SMALL_TRAIN, sized
+from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, Snapshot, load_image
@@ -89,9 +90,9 @@ def top_k(probs: torch.Tensor, labels: list[int], finder: Finder, snapshot: Snap
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", nargs="+", default=list(TrainConfig().members))
-    parser.add_argument("--scenes", type=int, default=100, help="test scenes searched for objects (slow)")
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--members", nargs="+", default=list(sized(TrainConfig().members, SMALL_TRAIN["members"])))
+    parser.add_argument("--scenes", type=int, default=sized(100, 2), help="test scenes searched for objects (slow)")
     parser.add_argument("--features", type=Path, help="an earlier grocery benchmark's folder, to reuse its features")
     args = parser.parse_args()
     show_progress()

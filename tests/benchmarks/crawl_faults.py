@@ -21,6 +21,7 @@ from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.generate import load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, make_shop, read_log, workdir
+from tests.benchmarks._smoke import parser
 from tests.db import count
 
 
@@ -37,6 +38,7 @@ def intact(path: object, sha: str) -> bool:
 
 
 def main() -> None:
+    parser(__doc__).parse_args()
     root = workdir("crawl-faults")
     shop_dir = make_shop(root)
     plan = FaultPlan.parse("default", 0.10, seed=42, stall_s=3.0, slow_s=0.5, oversize_bytes=3_000_000)

@@ -23,6 +23,7 @@ from crawler.store import PhotoStore
 from reviewlens.demoshop.faults import FaultPlan
 from reviewlens.demoshop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, make_shop, max_in_window, read_log, workdir
+from tests.benchmarks._smoke import parser
 from tests.db import count
 
 API_RATE = 5.0
@@ -31,6 +32,7 @@ WORKERS = 16
 
 
 def main() -> None:
+    parser(__doc__).parse_args()
     root = workdir("crawl-rate")
     shop_dir = make_shop(root)
     with DemoShop(shop_dir, request_log=root / "requests.jsonl", faults=FaultPlan({}, latency_s=0.05)) as shop:
@@ -64,9 +66,10 @@ def main() -> None:
                 PhotoStore(fresh.store_dir),
                 manifest,
                 summary,
+                pool,
             )
             started = time.monotonic()
-            run.run_jobs(jobs, pool)
+            run.run_jobs(jobs)
             ours = len(urls) / (time.monotonic() - started)
             assert count(manifest, "photos") == len(urls)
 

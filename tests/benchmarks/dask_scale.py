@@ -12,7 +12,6 @@ worker's start (importing the code, loading the model), the second is a warm clu
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import time
@@ -32,6 +31,8 @@ from curation.dedupe.hashing import check_photos
 from flows.dask import cluster_embedder, cluster_hasher
 from tests.benchmarks._grocery import grocery_layout, grocery_photos
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import train_settings
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.indexing import embed_here
@@ -48,7 +49,7 @@ def _timed(work: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = smoke_parser(__doc__)
     parser.add_argument("--feature-photos", type=int, default=1000)
     args = parser.parse_args()
     layout = grocery_layout(workdir("dask"))
@@ -56,7 +57,7 @@ def main() -> None:
     min_side = DedupeConfig().min_side
 
     snapshot = grocery_snapshot()
-    config = TrainConfig(mode="quick", members=("efficientnet_lite0",), image_size=96)
+    config = TrainConfig(**train_settings(mode="quick", members=("efficientnet_lite0",), image_size=96))
     model = train_snapshot(snapshot, config, layout)
     ensemble = Ensemble.load(model)
     tests = [e for e in snapshot.examples if e.split == "test"][: args.feature_photos]

@@ -15,7 +15,6 @@ first one also starts the worker's first flow run and is reported apart.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import time
@@ -35,6 +34,8 @@ from reviewlens.demoshop.annotator import answer, photo_id
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from tests.procs import PREFECT, ROOT, ml_backend, prefect_server
 
 SCHEDULED_PULL_S = 600  # prefect.yaml's label-pull interval: the fallback when no event arrives
@@ -91,8 +92,8 @@ def timed_answers(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--answers", type=int, default=8, help="answers timed after the first")
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--answers", type=int, default=sized(8, 1), help="answers timed after the first")
     args = parser.parse_args()
     root = workdir("event-latency")
     shop_dir = generate(GeneratorConfig(seed=5, n_categories=1, products_per_category=3, photos_per_product=12),

@@ -10,7 +10,6 @@ member and averaged. Times are wall clock on this machine.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import time
@@ -23,6 +22,8 @@ from core.settings import TrainConfig
 from tests.benchmarks._grocery import GROCERY, grocery_layout, grocery_photos
 from tests.benchmarks._photos import show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import SMALL_TRAIN, sized
+from tests.benchmarks._smoke import parser as smoke_parser
 from training.bundle import Ensemble
 from training.data import Example, ProductClass, Snapshot
 from training.evaluate import evaluate, markdown_table
@@ -90,9 +91,9 @@ def probe_baseline(snapshot: Snapshot, layout: Layout, run_dir: os.PathLike[str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["auto", "quick", "full"], default="auto")
-    parser.add_argument("--members", nargs="+", default=list(TrainConfig().members))
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--mode", choices=["auto", "quick", "full"], default=sized("auto", "quick"))
+    parser.add_argument("--members", nargs="+", default=list(sized(TrainConfig().members, SMALL_TRAIN["members"])))
     parser.add_argument("--budget-minutes", type=float, default=0.0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the logistic-regression probe")
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")

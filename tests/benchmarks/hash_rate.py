@@ -18,9 +18,11 @@ from PIL import Image
 
 from curation.dedupe.hashing import check_photos
 from tests.benchmarks._grocery import grocery_photos
+from tests.benchmarks._smoke import parser
 
 
 def main() -> None:
+    parser(__doc__).parse_args()
     photos = grocery_photos()
     started = time.monotonic()
     plain = [int(str(imagehash.phash(Image.open(p))), 16) for p in photos]

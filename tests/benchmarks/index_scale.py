@@ -11,12 +11,13 @@ of the same products. Both searches answer the same 1,000 queries in one batch.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import faiss
 import numpy as np
 
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from training.embedding import DIM
 from training.product_index import Entry, ProductIndex
 
@@ -39,8 +40,8 @@ def timed(search: faiss.Index | ProductIndex, queries: np.ndarray, k: int) -> tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=sized([10_000, 100_000, 1_000_000], [2_000]))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, width {DIM}")

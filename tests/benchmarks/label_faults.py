@@ -12,7 +12,6 @@ is answered between the two, by the demo's scripted annotator through the API.
 
 from __future__ import annotations
 
-import argparse
 import math
 import socket
 import time
@@ -33,6 +32,8 @@ from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from tests.killer_proxy import killer_proxy, nth
 
 FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
@@ -58,14 +59,15 @@ def killed_during(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos-per-product", type=int, default=200)
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--photos-per-product", type=int, default=sized(200, 6))
     args = parser.parse_args()
     root = workdir("label-faults")
-    shop_dir = generate(
-        GeneratorConfig(seed=3, n_categories=2, products_per_category=5, photos_per_product=args.photos_per_product),
-        root / "shop",
+    per_category = sized(5, 2)
+    shop = GeneratorConfig(
+        seed=3, n_categories=2, products_per_category=per_category, photos_per_product=args.photos_per_product
     )
+    shop_dir = generate(shop, root / "shop")
     layout = Layout(root / "data")
     server, creds = local_label_studio(root)
     try:

@@ -16,7 +16,6 @@ not needed: a task only names its photo.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import socket
 import time
@@ -33,6 +32,8 @@ from curation.labeling.exchange import push_tasks
 from curation.labeling.rule_answers import MARK_OVERLAP, pull_rules
 from curation.labeling.shapes import box_region, objects_region, rules_task, rules_view
 from tests.benchmarks._shop import local_label_studio, workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
 PRODUCT = {"product_id": "1", "name": "a lamp", "url": "https://example.invalid/productions/1/selling"}
 
@@ -69,9 +70,9 @@ def pushed(client: LabelStudioClient, layout: Layout, title: str, shas: list[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=10_000)
-    parser.add_argument("--single", type=int, default=300, help="tasks pushed one per request")
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--photos", type=int, default=sized(10_000, 150))
+    parser.add_argument("--single", type=int, default=sized(300, 10), help="tasks pushed one per request")
     args = parser.parse_args()
     root = workdir("label-push")
     layout = Layout(root / "data")
@@ -105,8 +106,8 @@ def main() -> None:
         # changed since (and in the minute before) the newest change the last pull read. The
         # first one still finds the bulk import's changes in that minute; the next ones do not.
         task_ids = list(client.task_ids_by_key(project, "sha256").values())
-        for n, task_id in enumerate(task_ids[:2]):
-            time.sleep(1.5 * MARK_OVERLAP.total_seconds())
+        for n, task_id in enumerate(task_ids[: sized(2, 1)]):
+            time.sleep(sized(1.5 * MARK_OVERLAP.total_seconds(), 0.0))
             client.annotate(task_id, [box_region((0.1, 0.1, 0.9, 0.9)), objects_region(1)])
             started = time.monotonic()
             again = pull_rules(LabelConfig(), layout, client, project)

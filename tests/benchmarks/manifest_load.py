@@ -12,7 +12,6 @@ SQLite's WAL does.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from core import queries as q
 from core.layout import Layout
 from core.manifest import open_manifest
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from tests.postgres import PostgresServer
 
 WRITERS = 4
@@ -73,8 +74,8 @@ def _load(layout: Layout, n_rows: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--rows", type=int, default=sized(1_000_000, 2_000))
     rows = parser.parse_args().rows
     results = {}
     with tempfile.TemporaryDirectory() as folder, PostgresServer(fsync=True) as postgres:

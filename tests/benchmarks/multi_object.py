@@ -14,7 +14,6 @@ which a real photo's objects do not; the figure is the search's ceiling on separ
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from core.settings import TrainConfig
 from tests.benchmarks._grocery import grocery_layout
 from tests.benchmarks._photos import finder_over, show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import SMALL_TRAIN, sized
+from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, load_image
@@ -51,9 +52,9 @@ def mosaic(photos: list[Path]) -> tuple[Image.Image, list[tuple[float, float, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mosaics", type=int, default=500)
-    parser.add_argument("--members", nargs="+", default=list(TrainConfig().members))
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--mosaics", type=int, default=sized(500, 2))
+    parser.add_argument("--members", nargs="+", default=list(sized(TrainConfig().members, SMALL_TRAIN["members"])))
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
     parser.add_argument(
         "--object-top", type=int, default=3, help="likeliest products whose probability makes a region an object"

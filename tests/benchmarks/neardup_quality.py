@@ -22,8 +22,10 @@ from PIL import Image, ImageEnhance, ImageOps
 from core.settings import DedupeConfig
 from curation.dedupe.hashing import check_photos, hamming_matrix
 from tests.benchmarks._grocery import GROCERY, grocery_photos
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
-N = 500
+N = sized(500, 8)  # the stand-in's test photos, at smoke size
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -47,6 +49,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 
 def main() -> None:
+    smoke_parser(__doc__).parse_args()
     originals = [p for p in grocery_photos() if "/test/" in str(p.relative_to(GROCERY.parent))][:N]
     work = Path(tempfile.mkdtemp(prefix="reviewlens-neardup-"))
     files: dict[str, list[Path]] = {"original": []}

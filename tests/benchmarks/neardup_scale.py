@@ -12,7 +12,6 @@ core is printed beside it.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numba
@@ -20,9 +19,11 @@ import numpy as np
 
 from core.settings import DedupeConfig
 from curation.dedupe.neardup import TABLES, MultiIndex, pairs_brute, pairs_indexed
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
-N = 1_000_000
-PLANTED = 50_000
+N = sized(1_000_000, 30_000)
+PLANTED = sized(50_000, 1_500)
 
 
 def make_hashes(rng: np.random.Generator) -> np.ndarray:
@@ -55,14 +56,14 @@ def index_qps(index: MultiIndex, queries: np.ndarray | None, d: int, threads: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = smoke_parser(__doc__)
     parser.add_argument("--tables", type=int, default=TABLES)
     args = parser.parse_args()
     cores = numba.config.NUMBA_NUM_THREADS
     rng = np.random.default_rng(0)
     hashes = make_hashes(rng)
     print(f"hashes: {N} ({PLANTED} planted 0..12 bits from another); tables {args.tables}; cores {cores}")
-    subset = hashes[:20_000]
+    subset = hashes[: sized(20_000, 2_000)]
     for d in (6, 8, 10):
         same = pairs_indexed(subset, subset, d) == pairs_brute(subset, subset, d)
         same &= MultiIndex(subset, args.tables).query(subset[::3], d) == pairs_brute(subset[::3], subset, d)
@@ -72,7 +73,7 @@ def main() -> None:
     index = MultiIndex(hashes, args.tables)
     index.search(hashes[:10], 0)  # loads the compiled join before anything is timed
     print(f"index_build_s: {time.monotonic() - started:.1f}")
-    queries = hashes[rng.integers(0, N, size=20_000)]
+    queries = hashes[rng.integers(0, N, size=sized(20_000, 2_000))]
     default = DedupeConfig().max_distance
     headline = 0.0
     for d in (6, 8, default):

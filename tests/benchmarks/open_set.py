@@ -17,7 +17,6 @@ photos), which must be no worse.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from core.settings import TrainConfig
 from tests.benchmarks._grocery import grocery_layout
 from tests.benchmarks._photos import show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, Snapshot
@@ -40,7 +41,7 @@ from training.product_index import Entry, ProductIndex
 from training.search import Finder
 from training.train import train_snapshot
 
-SEEN = 60
+SEEN = sized(60, 2)  # of the grocery set's 81 products (of the stand-in's 4 at smoke size)
 
 
 def recall(index: ProductIndex, queries: np.ndarray, truth: list[str], k: int) -> float:
@@ -134,8 +135,8 @@ def one_split(snapshot: Snapshot, layout: Layout, seed: int) -> dict[str, float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", type=int, default=3, help="random 60/21 product splits, averaged")
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--splits", type=int, default=sized(3, 1), help="random 60/21 product splits, averaged")
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
     args = parser.parse_args()
     show_progress()

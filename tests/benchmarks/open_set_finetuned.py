@@ -19,12 +19,12 @@ Fine-tuning needs a GPU. The photos travel to such a machine packed: every photo
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
 import logging
 import random
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,16 +36,18 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests.benchmarks._smoke import SMOKE, sized
+from tests.benchmarks._smoke import parser as smoke_parser
 from training.embedding import fit_embedding
 from training.features import embed_batch
 from training.finetune import Schedule, autocast, finetune, view_logits
 from training.head import Rows, fit_head
 from training.members import Member, get_member
 
-SEEN = 60
+SEEN = sized(60, 2)  # of the grocery set's 81 products (of the stand-in's 4 at smoke size)
 SIDE = 256
 WEBP_QUALITY = 55  # the 5,421 photos then fit a 64 MiB transfer with two members' weights
-MEMBERS = ("efficientnet_lite0", "efficientnet_lite2")
+MEMBERS = sized(("efficientnet_lite0", "efficientnet_lite2"), ("efficientnet_lite0",))
 # TrainConfig's defaults (core/settings.py): full mode as the command runs it.
 EPOCHS, PATIENCE, WARMUP, BATCH, LR, BACKBONE_LR_SCALE = 30, 5, 1, 32, 1e-3, 0.1
 WEIGHT_DECAY, LABEL_SMOOTHING, HEAD_EPOCHS, RESIZE_RATIO = 1e-4, 0.1, 40, 1.14
@@ -251,8 +253,8 @@ def run(folder: Path, n_splits: int, minutes: float, epochs: int, first_seed: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = smoke_parser(__doc__)
+    sub = parser.add_subparsers(dest="command", required=not SMOKE)
     packer = sub.add_parser("pack")
     packer.add_argument("folder", type=Path)
     packer.add_argument("--every", type=int, default=1, help="every n-th photo only (a quick try of the script)")
@@ -266,7 +268,11 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     for name in ("training.progress", "open_set_finetuned"):
         logging.getLogger(name).setLevel(logging.INFO)
-    if args.command == "pack":
+    if args.command is None:  # at smoke size: both steps, one split of one epoch, on the stand-in
+        folder = Path(tempfile.mkdtemp(prefix="reviewlens-open-set-finetuned-"))
+        pack(folder)
+        run(folder, 1, 5.0, 1)
+    elif args.command == "pack":
         pack(args.folder, args.every)
     else:
         run(args.folder, args.splits, args.minutes, args.epochs, args.first_seed)

@@ -17,6 +17,7 @@ from core.settings import TrainConfig
 from reviewlens.demoshop.generate import GeneratorConfig
 from tests.benchmarks._photos import finder_over, shop_snapshot
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser, sized, train_settings
 from training.bundle import Ensemble
 from training.data import load_image
 from training.predict import predict_many
@@ -24,9 +25,10 @@ from training.train import device, train_snapshot
 
 
 def main() -> None:
-    shop = GeneratorConfig(seed=9, n_categories=2, products_per_category=3, photos_per_product=20)
+    parser(__doc__).parse_args()
+    shop = GeneratorConfig(seed=9, n_categories=2, products_per_category=3, photos_per_product=sized(20, 10))
     snapshot, layout = shop_snapshot(workdir("predict"), shop)
-    run_dir = train_snapshot(snapshot, TrainConfig(mode="quick"), layout)
+    run_dir = train_snapshot(snapshot, TrainConfig(**train_settings(mode="quick")), layout)
     started = time.monotonic()
     ensemble = Ensemble.load(run_dir)
     load_s = time.monotonic() - started

@@ -8,7 +8,6 @@ and embeds only the new photos (goal: <= 0.2).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -18,13 +17,15 @@ from core.settings import TrainConfig
 from reviewlens.demoshop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot, show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized, train_settings
 from training.data import Snapshot
 from training.train import train_snapshot
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--photos-per-product", type=int, default=60)
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--photos-per-product", type=int, default=sized(60, 10))
     args = parser.parse_args()
     show_progress()
     shop = GeneratorConfig(seed=5, n_categories=2, products_per_category=5, photos_per_product=args.photos_per_product)
@@ -34,7 +35,7 @@ def main() -> None:
     first_snapshot = dataclasses.replace(
         snapshot, snapshot_id="first", examples=[e for e in snapshot.examples if e.sha256 not in later]
     )
-    config = TrainConfig(mode="quick")
+    config = TrainConfig(**train_settings(mode="quick"))
     started = time.monotonic()
     first = train_snapshot(first_snapshot, config, layout)
     first_s = time.monotonic() - started

@@ -10,7 +10,6 @@ The last two lines are the second's.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from models.coco_detector import Detector
 from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
 RULES: tuple[tuple[str, Callable[[RuleEstimate], str], Callable[[PhotoTruth], bool]], ...] = (
     ("coverage", lambda e: e.coverage_verdict, lambda t: t.coverage >= 0.5),
@@ -41,9 +42,10 @@ def report(name: str, rows: list[tuple[PhotoTruth, RuleEstimate]]) -> tuple[floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = smoke_parser(__doc__)
     parser.add_argument("--seed", type=int, default=0, help="the demo generator's seed")
-    shop = generate(GeneratorConfig(seed=parser.parse_args().seed), workdir("rules") / "shop")
+    shop_size = sized({}, {"n_categories": 1, "products_per_category": 3, "photos_per_product": 8})
+    shop = generate(GeneratorConfig(seed=parser.parse_args().seed, **shop_size), workdir("rules") / "shop")
     truth = load_truth(shop)
     path = {t.photo_id: shop / "photos" / f"{t.photo_id}.jpg" for t in truth.values()}
     started = time.monotonic()

@@ -25,7 +25,6 @@ half reports, beside the thresholds in use. The last lines are the held-out figu
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -47,11 +46,13 @@ from reviewlens.demoshop.annotator import product_of
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from tests.benchmarks._grocery import GROCERY, grocery_photos
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
 SCENE = (1024, 768)
 MIN_COVERAGE = 0.5
 GOAL_AGREEMENT = 0.95
-INNER_LOTS = 5  # lots of the tuning half into two, to measure how much a choice flatters its own half
+INNER_LOTS = sized(5, 1)  # lots of the tuning half into two, to measure how much a choice flatters its own half
 GRID = {
     "second_object_split": (0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.25),
     "split_fails": (0.25, 0.3, 0.4, math.inf),  # inf: a split alone never fails the rule
@@ -158,7 +159,8 @@ def grocery_cases(root: Path, n_alone: int, n_beside: int, seed: int) -> list[Ca
 
 
 def demo_cases(root: Path, seed: int) -> list[Case]:
-    shop = generate(GeneratorConfig(seed=seed, n_categories=2, products_per_category=4, photos_per_product=30), root)
+    config = GeneratorConfig(seed=seed, n_categories=2, products_per_category=4, photos_per_product=sized(30, 5))
+    shop = generate(config, root)
     truth = load_truth(shop)
     return [
         Case(shop / "photos" / f"{t.photo_id}.jpg", f"demo-{product_of(truth, t.photo_id)}", "demo", t.coverage,
@@ -180,9 +182,11 @@ def figures(cases: list[Case], verdicts: list[str]) -> Figures:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alone", type=int, default=10, help="composed photos of each product alone")
-    parser.add_argument("--beside", type=int, default=3, help="composed photos of each product beside another")
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--alone", type=int, default=sized(10, 2), help="composed photos of each product alone")
+    parser.add_argument(
+        "--beside", type=int, default=sized(3, 1), help="composed photos of each product beside another"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dump", type=Path, help="a JSON file of each held-out photo's truth and estimate")
     args = parser.parse_args()

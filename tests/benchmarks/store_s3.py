@@ -14,7 +14,6 @@ folder, in one run, on the grocery photos:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import signal
@@ -29,6 +28,8 @@ from core.layout import Layout
 from core.store import SharedStore, localise
 from crawler.store import PhotoStore
 from tests.benchmarks._grocery import grocery_photos
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from tests.procs import ROOT
 from tests.s3 import S3Server
 
@@ -50,8 +51,8 @@ def _rate(n: int, started: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--photos", type=int, default=2000)
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--photos", type=int, default=sized(2000, 40))
     photos = [p.read_bytes() for p in grocery_photos()[: parser.parse_args().photos]]
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(key, "reviewlens-bench")

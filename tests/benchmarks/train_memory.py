@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 
 
 def _tree_rss_kib(pid: int) -> int:
@@ -76,8 +78,8 @@ def child(n: int, mode: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", nargs=2, type=int, default=[20_000, 100_000])
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--sizes", nargs=2, type=int, default=sized([20_000, 100_000], [200, 400]))
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -11,7 +11,6 @@ the model's speed the loading lets through (goal: >= 0.9 on a CPU, >= 0.7 on a G
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -20,6 +19,8 @@ from core.settings import TrainConfig
 from reviewlens.demoshop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot, show_progress
 from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
 from training.augment import augment
 from training.finetune import autocast, train_mode
 from training.members import get_member
@@ -58,12 +59,12 @@ def resident_rate(member_name: str, size: int, batch: int, steps: int, classes: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = smoke_parser(__doc__)
     parser.add_argument("--member", default="efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=sized(128, 64))
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--photos-per-product", type=int, default=80)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--photos-per-product", type=int, default=sized(80, 8))
+    parser.add_argument("--epochs", type=int, default=sized(5, 1))
     args = parser.parse_args()
     show_progress()
     root = workdir("throughput")
