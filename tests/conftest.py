@@ -85,16 +85,16 @@ def deduped_state(crawled_state: Path, tmp_path_factory: pytest.TempPathFactory)
     return layout.data_dir
 
 
-def _state_into(layout: Layout, state: str, request: pytest.FixtureRequest) -> Layout:
-    """`layout` holding the run's `state`: a copy in SQLite; in PostgreSQL, whose manifest is no
-    file to copy, the same steps run again."""
-    if layout.database_url:
-        shop: DemoShop = request.getfixturevalue("shop")
-        crawl(crawl_config(shop), layout)
-        if state == "deduped_state":
-            dedupe(DedupeConfig(), layout)
-    else:
-        shutil.copytree(request.getfixturevalue(state), layout.data_dir)
+def _state_into(layout: Layout, request: pytest.FixtureRequest, deduplicated: bool) -> Layout:
+    """`layout` holding the run's crawl (`deduplicated` too): a copy in SQLite; in PostgreSQL,
+    whose manifest is no file to copy, the same steps run again."""
+    if not layout.database_url:
+        shutil.copytree(request.getfixturevalue("deduped_state" if deduplicated else "crawled_state"), layout.data_dir)
+        return layout
+    shop: DemoShop = request.getfixturevalue("shop")
+    crawl(crawl_config(shop), layout)
+    if deduplicated:
+        dedupe(DedupeConfig(), layout)
     return layout
 
 
@@ -114,13 +114,13 @@ def leave_to_label(layout: Layout, per_product: int) -> int:
 @pytest.fixture
 def crawled(layout: Layout, request: pytest.FixtureRequest) -> Layout:
     """This test's layout holding the small shop's crawl."""
-    return _state_into(layout, "crawled_state", request)
+    return _state_into(layout, request, deduplicated=False)
 
 
 @pytest.fixture
 def deduped(layout: Layout, request: pytest.FixtureRequest) -> Layout:
     """This test's layout holding the small shop's crawl, deduplicated."""
-    return _state_into(layout, "deduped_state", request)
+    return _state_into(layout, request, deduplicated=True)
 
 
 @pytest.fixture(scope="session")

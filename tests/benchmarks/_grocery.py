@@ -35,7 +35,7 @@ def stand_in(root: Path) -> Path:
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for label, product in enumerate(load_catalog(shop)):
         name, folder = f"Product-{product.product_id}", f"Demo/{product.category.title()}"
-        iconic = f"iconic-images-and-descriptions/{folder}/Product-{product.product_id}/{name}_Iconic.jpg"
+        iconic = f"iconic-images-and-descriptions/{folder}/{name}/{name}_Iconic.jpg"
         (dataset / iconic).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shop / "catalog" / f"{product.product_id}.jpg", dataset / iconic)
         classes.append(f"{name},{label},{product.category},{product.category_id},/{iconic},")

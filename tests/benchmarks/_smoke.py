@@ -20,7 +20,7 @@ SMALL_TRAIN: dict[str, Any] = {"members": ("efficientnet_lite0",), "image_size":
 
 def parser(description: str | None) -> argparse.ArgumentParser:
     """A benchmark's argument parser, with `--smoke` already on it."""
-    made = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0] if description else None)
+    made = argparse.ArgumentParser(description=description.strip().splitlines()[0] if description else None)
     made.add_argument("--smoke", action="store_true", help=HELP)
     return made
 
