@@ -19,9 +19,13 @@ $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LS_VENV)/bin/python -m pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	$(LS_VENV)/bin/python -m reviewlens.labelstudio_server
 	touch $@
 
-env: $(VENV)/.installed $(LS_VENV)/.installed
+# The two environments are made side by side: each install waits on its disk and unpacking as much
+# as on a core.
+env:
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(LS_VENV)/.installed
 
 demo: env
 	$(VENV)/bin/reviewlens demo --data-dir $(DATA)

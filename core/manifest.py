@@ -86,6 +86,16 @@ CREATE TABLE IF NOT EXISTS estimates (
     model_version TEXT NOT NULL,
     box TEXT                      -- the product's box: 'left,top,right,bottom' as fractions of the frame
 );
+-- Where the co-localiser found a product in its photos, fitted over all of them at once: kept so
+-- that a push that failed midway, or one before the product has new photos, does not fit them again.
+CREATE TABLE IF NOT EXISTS product_locations (
+    shop TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    photos_digest TEXT NOT NULL,  -- SHA-256 of the sorted hashes of the photos it was fitted over
+    localiser TEXT NOT NULL,      -- what located them (curation/preannotate/colocalise.py)
+    locations TEXT NOT NULL,      -- JSON: each photo's hash to [left, top, right, bottom, n_objects, split]
+    PRIMARY KEY (shop, product_id)
+);
 CREATE TABLE IF NOT EXISTS labels (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     project_id INTEGER NOT NULL,

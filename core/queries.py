@@ -131,6 +131,13 @@ PRODUCT_REFERENCE_PHOTO = Query(
     LIMIT 1
     """
 )
+PRODUCT_LOCATIONS = Query(
+    "SELECT photos_digest, localiser, locations FROM product_locations WHERE shop = ? AND product_id = ?"
+)
+SAVE_PRODUCT_LOCATIONS = Query(
+    "INSERT INTO product_locations VALUES (?,?,?,?,?) ON CONFLICT (shop, product_id) DO UPDATE SET "
+    "photos_digest = excluded.photos_digest, localiser = excluded.localiser, locations = excluded.locations"
+)
 SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
     "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)",

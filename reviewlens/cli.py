@@ -201,9 +201,10 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    config = config_from_flags(args, TrainConfig)  # a bad flag is refused before torch loads (seconds)
     from training.train import train
 
-    print(train(config_from_flags(args, TrainConfig), Layout(args.data_dir)))
+    print(train(config, Layout(args.data_dir)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

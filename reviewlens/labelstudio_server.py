@@ -10,13 +10,17 @@ loopback only: `--host` names the address in its URLs, `--internal-host` the one
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +147,17 @@ class LabelStudioServer:
         """Whether the server this home folder started runs and answers."""
         return self.pid() is not None and self.answers()
 
+    def _seed_database(self) -> None:
+        """A new home's SQLite database starts as a copy of a blank one this Label Studio install
+        migrated once: its ~300 migrations cost half a minute of CPU on every first start, and
+        they give every home the same tables and rows. The admin, the organisation and the secret
+        key are still made by this home's own first start."""
+        database = self.home / "label_studio.sqlite3"
+        if self.database_url or database.exists() or (blank := blank_database(self.binary)) is None:
+            return
+        shutil.copyfile(blank, database)
+        database.chmod(0o600)
+
     def start(self, timeout_s: float = 300.0) -> Credentials:
         """Starts the server in the background unless ours already answers; waits until it does."""
         creds = self.credentials()
@@ -156,6 +171,7 @@ class LabelStudioServer:
         if not self.binary.exists():
             raise ServerError(f"Label Studio is not installed at {self.binary}: run `make env`")
         self._make_home()
+        self._seed_database()
         env = {
             **os.environ,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
@@ -207,6 +223,41 @@ class LabelStudioServer:
         self._pid_file.unlink(missing_ok=True)
 
 
+def blank_database(binary: Path) -> Path | None:
+    """A migrated, empty SQLite database of the Label Studio that `binary` starts, made on first
+    use and kept in its environment under its version; None where that environment cannot be
+    written or the migration fails (each home then migrates its own, only slower)."""
+    env_dir = binary.resolve().parent.parent
+    versions = sorted(env_dir.glob("lib/python*/site-packages/label_studio-*.dist-info"))
+    if not versions:
+        return None
+    version = versions[-1].name.removeprefix("label_studio-").removesuffix(".dist-info")
+    keep = env_dir / "share" / "reviewlens"
+    blank = keep / f"blank-label-studio-{version}.sqlite3"
+    try:
+        keep.mkdir(parents=True, exist_ok=True)
+        # One process migrates; the others (parallel test workers, a demo beside `up`) wait for it.
+        with open(keep / "blank.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not blank.exists():
+                _migrate_blank(binary, blank)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return blank
+
+
+def _migrate_blank(binary: Path, blank: Path) -> None:
+    """`label-studio version` applies every migration before it answers, and makes no user."""
+    with tempfile.TemporaryDirectory(dir=blank.parent) as scratch:
+        env = {**os.environ, "DJANGO_DB": "sqlite", "LABEL_STUDIO_BASE_DATA_DIR": scratch}
+        env["LATEST_VERSION_CHECK"] = "false"
+        for name in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN"):
+            env.pop(name, None)
+        subprocess.run([str(binary), "version", "--data-dir", scratch], env=env, check=True, timeout=600,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        os.replace(Path(scratch) / "label_studio.sqlite3", blank)
+
+
 def running(pid_file: Path) -> int | None:
     """The process group a pid file names, while it runs (the group of a server started in a
     session of its own)."""
@@ -224,11 +275,20 @@ def stop_group(pid: int, grace_s: float = 10.0) -> None:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
+            _reap(pid)
             os.killpg(pid, 0)
             time.sleep(0.2)
         os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
     except ProcessLookupError:
         pass
+
+
+def _reap(pid: int) -> None:
+    """A server this process started stays in its group as a zombie until it is waited for: without
+    this, every stop of one would wait out the whole grace period."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -240,3 +300,10 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+if __name__ == "__main__":
+    # `make env` migrates the blank database while the other environment installs; this module
+    # needs only the standard library and requests, so Label Studio's own Python runs it.
+    made = blank_database(DEFAULT_BIN)
+    print(f"Label Studio's blank database: {made}" if made else "no blank database: each home migrates its own")

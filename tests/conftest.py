@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from filelock import FileLock
 
 # Prefect runs on its ephemeral local API, in a home of the test run's own that goes with it
 # (`make test` also points HOME and the caches at a new folder).
@@ -27,10 +30,12 @@ from core.manifest import open_manifest, utc_now
 from core.settings import CrawlConfig, DedupeConfig, from_mapping
 from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
+from curation.labeling.locations import locate_products
+from curation.preannotate.colocalise import CoLocaliser
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.db import run
+from tests.db import run, run_many
 from tests.postgres import NoPostgres, PostgresServer
 from tests.procs import free_port
 
@@ -95,6 +100,41 @@ def _state_into(layout: Layout, request: pytest.FixtureRequest, deduplicated: bo
     crawl(crawl_config(shop), layout)
     if deduplicated:
         dedupe(DedupeConfig(), layout)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def product_locations(deduped_state: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> list[Any]:
+    """The co-localiser's answer for every product of the small shop, as the push keeps it
+    (product_locations), fitted once for the whole run: every worker crawls the same photos, so the
+    first fits them and the others read its file. Tests whose subject is not the fitting push with it
+    (`located`); tests/test_colocalise.py and the demo's run fit for real."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    kept = shared / "product-locations.json"
+    with FileLock(f"{kept}.lock"):
+        if not kept.exists():
+            layout = Layout(tmp_path_factory.mktemp("located") / "data", database_url=None, store_url=None)
+            shutil.copytree(deduped_state, layout.data_dir)
+            with open_manifest(layout) as m:
+                products = [(r["shop"], r["product_id"]) for r in run(m, "SELECT shop, product_id FROM usable_photos")]
+                locate_products(m, layout, CoLocaliser(), products, set())
+                rows = [list(r) for r in run(m, "SELECT * FROM product_locations").fetchall()]
+            partial = kept.with_suffix(".partial")
+            partial.write_text(json.dumps(rows))
+            partial.replace(kept)
+    rows: list[Any] = json.loads(kept.read_text())
+    return rows
+
+
+@pytest.fixture
+def located(deduped: Layout, product_locations: list[Any]) -> Layout:
+    """This test's layout holding the small shop's crawl, deduplicated, each product located."""
+    return with_locations(deduped, product_locations)
+
+
+def with_locations(layout: Layout, rows: list[Any]) -> Layout:
+    with open_manifest(layout) as m:
+        run_many(m, "INSERT INTO product_locations VALUES (?,?,?,?,?)", rows)
     return layout
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from core.layout import Layout
+from core.manifest import open_manifest
+from curation.labeling.locations import co_located
 from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.shapes import SEVERAL
 from curation.preannotate.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
 from curation.preannotate.estimates import Thresholds, estimate
 from models.coco_detector import Detection
 from reviewlens.demoshop.generate import load_truth
+from tests.db import run
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -114,3 +119,29 @@ def test_a_location_becomes_the_pre_annotated_box() -> None:
     boxes = [r["value"] for r in pre["result"] if r["type"] == "rectanglelabels"]
     assert len(boxes) == 1 and (round(boxes[0]["x"]), round(boxes[0]["width"])) == (10, 50)
     assert pre["result"][-1]["value"]["choices"] == [SEVERAL] and "ddt" in pre["model_version"]
+
+
+class CountingLocaliser(CoLocaliser):
+    """The real co-localiser, counting its fits."""
+
+    fits = 0
+
+    def locate(self, paths: Sequence[Path]) -> list[Location] | None:
+        self.fits += 1
+        return super().locate(paths)
+
+
+@pytest.mark.both_engines
+def test_a_products_location_is_kept_until_its_photos_change(deduped: Layout) -> None:
+    localiser = CountingLocaliser()
+    with open_manifest(deduped) as m:
+        shop, product = run(m, "SELECT shop, product_id FROM usable_photos ORDER BY product_id LIMIT 1").fetchone()
+        first = co_located(m, deduped, localiser, shop, product, set())
+        assert len(first) >= MIN_PHOTOS and localiser.fits == 1
+        # Asked again (a push after one that failed midway): the kept answer, not a second fit.
+        assert co_located(m, deduped, localiser, shop, product, set()) == first and localiser.fits == 1
+        # A photo fewer (its file damaged): the product is fitted again, over the others.
+        gone = sorted(first)[0]
+        fewer = co_located(m, deduped, localiser, shop, product, {gone})
+        assert localiser.fits == 2 and set(fewer) == set(first) - {gone}
+        assert co_located(m, deduped, localiser, shop, product, {gone}) == fewer and localiser.fits == 2

@@ -38,9 +38,9 @@ def revived(label_studio: LabelStudioServer) -> Iterator[LabelStudioServer]:
 # Both engines: the only run of the push's and the pull's writes on PostgreSQL.
 @pytest.mark.both_engines
 def test_killed_mid_push_and_mid_pull_the_next_run_is_exact(
-    revived: LabelStudioServer, shop_dir: Path, deduped: Layout, monkeypatch: pytest.MonkeyPatch
+    revived: LabelStudioServer, shop_dir: Path, located: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    layout = deduped
+    layout = located
     assert leave_to_label(layout, 6) > 30  # four import requests of ten: the third is cut
     # One annotator answers: no task is asked of two (tests/test_overlap.py).
     label = LabelConfig(project_title=f"faults {layout.data_dir.name}", overlap=0.0)

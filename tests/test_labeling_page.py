@@ -34,6 +34,7 @@ from curation.labeling.sync import connect_backend, push
 from curation.labeling.sync import document_root as served_root
 from curation.preannotate.estimates import photo_verdict
 from reviewlens.labelstudio_server import Credentials, LabelStudioServer
+from tests.conftest import with_locations
 from tests.db import run
 from tests.procs import ROOT, headless_chromium, ml_backend, needs_chromium
 
@@ -51,9 +52,12 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def pushed(label_studio: LabelStudioServer, deduped_state: Path, document_root: Path) -> Pushed:
+def pushed(
+    label_studio: LabelStudioServer, deduped_state: Path, product_locations: list[Any], document_root: Path
+) -> Pushed:
     layout = Layout(document_root / "labeling-page", database_url=None)
     shutil.copytree(deduped_state, layout.data_dir)
+    with_locations(layout, product_locations)
     references = {}
     with open_manifest(layout) as m:
         # One photo of each product accepted before labeling (as an import's are): the view

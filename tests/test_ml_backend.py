@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -24,6 +25,7 @@ from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX, box_region, your
 from curation.labeling.sync import connect_backend, predict_again, push
 from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.labelstudio_server import LabelStudioServer
+from tests.conftest import with_locations
 from tests.db import run
 from tests.procs import ml_backend
 from training.bundle import Ensemble
@@ -54,12 +56,14 @@ def _backend_lines(log: Path, version: str) -> list[int]:
 def connected(
     label_studio: LabelStudioServer,
     deduped_state: Path,
+    product_locations: list[Any],
     document_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Connected]:
     # Under the root Label Studio serves photos from.
     layout = Layout(document_root / "ml-backend", database_url=None)
     shutil.copytree(deduped_state, layout.data_dir)
+    with_locations(layout, product_locations)
     label = LabelConfig(project_title=f"backend {layout.data_dir.name}")
     client = connect()
     push(label, layout, client)

@@ -7,27 +7,24 @@ curation/labeling/rule_answers.py.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from core import queries as q
 from core.boxes import box_text
 from core.layout import Layout
-from core.manifest import Manifest, Row, open_manifest
+from core.manifest import Manifest, open_manifest
 from core.photos import find_damaged, photo_path
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import push_tasks
+from curation.labeling.locations import locate_products
 from curation.labeling.machine_note import doubt, estimate_lines
 from curation.labeling.report import verdict_records
 from curation.labeling.shapes import image_ref, note_region, prediction, rules_task
 from curation.preannotate.colocalise import CoLocaliser, Location
 from curation.preannotate.estimates import RuleEstimate, estimate, queue_score
-from curation.preannotate.plain_background import prefer_plain
 from models.coco_detector import MODEL_VERSION, Detection, Detector
-
-log = logging.getLogger(__name__)
 
 
 def machine_version(located: Location | None) -> str:
@@ -77,25 +74,6 @@ def _save_estimate(manifest: Manifest, sha256: str, e: RuleEstimate, located: Lo
     )
 
 
-def _locate(
-    manifest: Manifest, layout: Layout, localiser: CoLocaliser, rows: list[Row], unusable: set[str]
-) -> dict[str, Location]:
-    """Locations of the photos in `rows`: each product co-localised over all its usable photos, and
-    a photo on a plain backdrop measured from its pixels."""
-    located: dict[str, Location] = {}
-    for shop, product_id in sorted({(r["shop"], r["product_id"]) for r in rows}):
-        photos = [p for p in manifest.rows(q.PRODUCT_PHOTOS, shop, product_id) if p["sha256"] not in unusable]
-        paths = [photo_path(layout, p["sha256"], p["path"]) for p in photos]
-        found = localiser.locate(paths)
-        if found is None:
-            log.info("%s %s: %d photos are too few to co-localise; the detector alone guesses where the "
-                     "backdrop is not plain", shop, product_id, len(photos))  # fmt: skip
-        located.update(
-            (p["sha256"], where) for p, where in zip(photos, prefer_plain(paths, found), strict=True) if where
-        )
-    return located
-
-
 def push_rules(
     config: LabelConfig,
     layout: Layout,
@@ -113,7 +91,8 @@ def push_rules(
         rows = {r["sha256"]: r for r in manifest.rows(q.UNLABELED_PHOTOS) if r["sha256"] not in unusable}
 
         def build(missing: list[str]) -> list[dict[str, Any]]:
-            located = _locate(manifest, layout, localiser, [rows[sha] for sha in missing], set(unusable))
+            products = [(rows[sha]["shop"], rows[sha]["product_id"]) for sha in missing]
+            located = locate_products(manifest, layout, localiser, products, set(unusable))
             records = verdict_records(manifest)
             references: dict[tuple[str, str], str] = {}
             ordered = []
