@@ -11,3 +11,10 @@ class ReviewlensError(Exception):
 
 class ConfigError(ReviewlensError, ValueError):
     """A setting that is unknown or out of range; the message lists the valid ones."""
+
+
+def quoted(value: object, limit: int = 200) -> str:
+    """`value` as an error message quotes it: at most `limit` characters, and how many more there were.
+    Whatever a file or a request sent is echoed no longer than that."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} characters more)"

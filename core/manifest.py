@@ -124,6 +124,17 @@ CREATE TABLE IF NOT EXISTS answers (
     result TEXT NOT NULL,         -- the answer as Label Studio keeps it (JSON): shown to the reviewer
     PRIMARY KEY (sha256, annotator)
 );
+-- An answer the rules cannot read (a box with a coordinate that is no number, a choice the view
+-- does not offer): its task waits undecided, and the row goes once the answer is corrected.
+CREATE TABLE IF NOT EXISTS bad_answers (
+    sha256 TEXT NOT NULL REFERENCES photos(sha256),
+    annotator TEXT NOT NULL,
+    annotation_id INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (sha256, annotator)
+);
 CREATE TABLE IF NOT EXISTS pull_marks (  -- how far a complete pull of a project has read
     project_id INTEGER PRIMARY KEY,
     updated_at TEXT NOT NULL      -- the newest task change it read, in Label Studio's own clock

@@ -138,6 +138,12 @@ SAVE_PRODUCT_LOCATIONS = Query(
     "INSERT INTO product_locations VALUES (?,?,?,?,?) ON CONFLICT (shop, product_id) DO UPDATE SET "
     "photos_digest = excluded.photos_digest, localiser = excluded.localiser, locations = excluded.locations"
 )
+SAVE_BAD_ANSWER = Query(
+    "INSERT INTO bad_answers VALUES (?,?,?,?,?,?) ON CONFLICT (sha256, annotator) DO UPDATE SET "
+    "annotation_id = excluded.annotation_id, updated_at = excluded.updated_at, reason = excluded.reason, "
+    "seen_at = excluded.seen_at"
+)
+FORGET_BAD_ANSWERS = Query("DELETE FROM bad_answers WHERE sha256 = ?")
 SAVE_ESTIMATE = Query(
     "INSERT OR REPLACE INTO estimates (sha256, coverage, n_objects, confidence, coverage_verdict, "
     "objects_verdict, model_version, box) VALUES (?,?,?,?,?,?,?,?)",

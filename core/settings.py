@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
-from core.errors import ConfigError
+from core.errors import ConfigError, quoted
 
 # Flow parameters are validated by pydantic: a key a config does not know is an error there too.
 _STRICT_KEYS = ConfigDict(extra="forbid")
@@ -195,9 +195,12 @@ def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        given = quoted(", ".join(map(str, unknown)))
+        raise ConfigError(f"unknown {cls.__name__} keys: {given}; valid keys: {', '.join(sorted(known))}")
     try:
         return TypeAdapter(cls).validate_python(dict(values))
     except ValidationError as exc:
-        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"]))) for e in exc.errors())
+        problems = "; ".join(
+            quoted(": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"])))) for e in exc.errors()[:5]
+        )
         raise ConfigError(f"bad {cls.__name__} values: {problems}") from exc

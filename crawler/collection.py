@@ -10,6 +10,7 @@ a photo imported twice, or also crawled, trains once.
 from __future__ import annotations
 
 import csv
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from crawler.store import PhotoStore
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 IMPORT_CATEGORY = 0  # imported products belong to no crawled category
 BATCH = 500  # photos recorded per transaction
+# A phone's largest photo is a few tens of megabytes; the crawler's default cap (max_image_bytes) too.
+MAX_PHOTO_BYTES = 50_000_000
+# A CSV row names one photo in about a hundred bytes: a million photos, with room to spare.
+MAX_CSV_BYTES = 200_000_000
 
 
 class BadCollection(ReviewlensError):
@@ -66,8 +71,27 @@ def read_folders(root: Path) -> list[Entry]:
     return entries
 
 
+def read_photo_file(path: Path, max_bytes: int = MAX_PHOTO_BYTES) -> bytes:
+    """A photo file's bytes, checked before they are read: a regular file (a FIFO or /dev/zero
+    would be read for ever) of at most `max_bytes`; raises OSError naming which."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(f"not a regular file: {path}")
+    if info.st_size > max_bytes:
+        raise OSError(f"{info.st_size:,} bytes, over the {max_bytes:,} a photo may have: {path}")
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)  # a file that grew since its size was read
+    if len(data) > max_bytes:
+        raise OSError(f"over the {max_bytes:,} bytes a photo may have: {path}")
+    return data
+
+
 def read_csv(file: Path) -> list[Entry]:
     """Rows of path, product (and optionally name, url); a relative path is read from the CSV's folder."""
+    if file.stat().st_size > MAX_CSV_BYTES:
+        raise BadCollection(
+            f"{file} holds {file.stat().st_size:,} bytes: a collection's CSV has at most {MAX_CSV_BYTES:,}"
+        )
     with file.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
@@ -112,7 +136,7 @@ def import_collection(
             for e in entries[start : start + BATCH]:
                 summary.photos += 1
                 try:
-                    photo = store.put(e.path.read_bytes())
+                    photo = store.put(read_photo_file(e.path))
                 except (OSError, InvalidImage) as exc:
                     summary.refused[str(e.path)] = getattr(exc, "reason", None) or str(exc)
                     continue

@@ -40,6 +40,11 @@ from crawler.store import PhotoStore, StoredPhoto
 
 log = logging.getLogger(__name__)
 RANKING_SOURCES = ("json", "html")
+# A shop's ranking or reviews page is tens of kilobytes: a page larger than this is refused before
+# it is parsed (parsing takes many times its size in memory).
+PAGE_MAX_BYTES = 5_000_000
+# Pages of one ranking read at most: one that never ends, or repeats, stops here.
+MAX_RANKING_PAGES = 50
 T = TypeVar("T")
 
 
@@ -99,7 +104,7 @@ class _Crawl:
     def fetch_page(self, url: str, parse: Callable[[bytes], T]) -> T:
         """Fetches and parses one page; an odd answer (a moved field, a foreign redirect) is asked
         for again under the fetcher's retry policy, and one that persists is raised."""
-        return self.fetcher.fetch(url, parse)
+        return self.fetcher.fetch(url, parse, PAGE_MAX_BYTES)
 
     def top_products(self, category_id: int) -> list[RankedProduct]:
         if self.config.ranking_source == "html":
@@ -108,16 +113,17 @@ class _Crawl:
                 lambda body: parse_ranking_html(body.decode("utf-8", errors="replace")),
             )
             return [RankedProduct(pid, "", 0) for pid in ids[: self.config.top_n]]
-        ranked: list[RankedProduct] = []
+        ranked: dict[str, RankedProduct] = {}  # a product listed twice is crawled once, at its best rank
         page = 1
-        while len(ranked) < self.config.top_n:
+        while len(ranked) < self.config.top_n and page <= MAX_RANKING_PAGES:
             url = self.adapter.ranking_json_url(category_id, page)
             found = self.fetch_page(url, lambda b: parse_ranking_json(load_json(b, "ranking")))
             if not found:
                 break
-            ranked += found
+            for product in found:
+                ranked.setdefault(product.product_id, product)
             page += 1
-        return ranked[: self.config.top_n]
+        return list(ranked.values())[: self.config.top_n]
 
     def known(self, review: Review) -> bool:
         return self.manifest.row(q.SOURCE_KNOWN, self.adapter.name, review.review_id, review.photo_url) is not None

@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from core.errors import quoted
 from crawler.errors import CrawlError, FetchError, HttpError, RefusedURL
 from crawler.polite import MAX_RETRY_AFTER_S, RateLimiter, Robots, retry_after_seconds
 from crawler.retry import RetryPolicy
@@ -135,6 +136,8 @@ class Fetcher:
                 raise FetchError("timeout", url, retryable=True) from exc
             except requests.ConnectionError as exc:
                 raise FetchError(_connection_failure(exc), url, retryable=True) from exc
+            except requests.RequestException as exc:  # a broken answer: a header urllib3 refuses, say
+                raise FetchError(f"a broken answer: {quoted(exc, 120)}", url, retryable=True) from exc
             with r:
                 if r.is_redirect:
                     url = urljoin(url, r.headers["Location"])
@@ -153,22 +156,37 @@ def _connection_failure(exc: requests.ConnectionError) -> str:
     return "could not connect" if refused else "connection error"
 
 
-def _read_capped(r: requests.Response, url: str, max_bytes: int) -> bytes:
+def _declared_length(r: requests.Response, url: str) -> int | None:
+    """The body's length as the answer declares it, None when it does not; a Content-Length that
+    is no length (`abc`, or two that differ) is a broken answer, as HTTP/1.1 says (RFC 9112, 6.3)."""
     declared = r.headers.get("Content-Length")
-    if declared is not None and int(declared) > max_bytes:
-        raise FetchError(f"too large: {declared} bytes", url, retryable=True)
+    if declared is None:
+        return None
+    values = {v.strip() for v in declared.split(",")}  # one header sent twice reads "n, n"
+    if len(values) != 1 or not (value := values.pop()).isascii() or not value.isdigit():
+        raise FetchError(f"a Content-Length that is no length: {quoted(declared, 40)}", url, retryable=True)
+    return int(value)
+
+
+def _read_capped(r: requests.Response, url: str, max_bytes: int) -> bytes:
+    declared = _declared_length(r, url)
+    # Too large is not retried: the same answer would be fetched again, as large.
+    if declared is not None and declared > max_bytes:
+        raise FetchError(f"too large: {declared} bytes", url)
     chunks, size = [], 0
     try:
         for chunk in r.iter_content(64 * 1024):
             size += len(chunk)
             if size > max_bytes:
-                raise FetchError(f"too large: over {max_bytes} bytes", url, retryable=True)
+                raise FetchError(f"too large: over {max_bytes} bytes", url)
             chunks.append(chunk)
     except requests.Timeout as exc:
         raise FetchError("timeout", url, retryable=True) from exc
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
         raise FetchError("connection error", url, retryable=True) from exc
+    except requests.RequestException as exc:  # a body that does not decode as its encoding says
+        raise FetchError(f"a broken answer: {quoted(exc, 120)}", url, retryable=True) from exc
     body = b"".join(chunks)
-    if declared is not None and len(body) != int(declared):
+    if declared is not None and len(body) != declared:
         raise FetchError(f"truncated: {len(body)} of {declared} bytes", url, retryable=True)
     return body

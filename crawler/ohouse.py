@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
 
-from core.errors import ConfigError
+from core.errors import ConfigError, quoted
 from crawler.errors import LayoutChanged
 
 PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
@@ -44,26 +44,58 @@ def _field(obj: Any, path: str) -> Any:
     return obj
 
 
+def _text(obj: dict[str, Any], path: str) -> str:
+    """An optional text field ('' when absent); a number is read as its digits, anything else
+    (an object, a list) is a changed layout naming the field."""
+    value: Any = obj
+    for part in path.split("."):
+        if value is None or value == "":
+            return ""
+        if not isinstance(value, dict):
+            raise LayoutChanged(f"field '{path}' is not an object at '{part}'")
+        value = value.get(part)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise LayoutChanged(f"field '{path}' is not text: {quoted(json.dumps(value), 60)}")
+    return str(value)
+
+
+def _count(obj: dict[str, Any], name: str) -> int:
+    """An optional count (0 when absent): a whole number from 0, or a changed layout naming it."""
+    value = obj.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LayoutChanged(f"field '{name}' is not a count: {quoted(json.dumps(value), 60)}")
+    return value
+
+
+def _items(payload: Any, name: str) -> list[dict[str, Any]]:
+    items = _field(payload, name)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise LayoutChanged(f"field '{name}' is not a list of objects")
+    return items
+
+
 def load_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LayoutChanged(f"{what} is not JSON: {body[:60]!r}") from exc
+    except RecursionError as exc:  # nested deeper than any answer of the shop: thousands of levels
+        raise LayoutChanged(f"{what} is JSON nested too deep to read") from exc
 
 
 def parse_ranking_json(payload: Any) -> list[RankedProduct]:
     """Returns the ranked products of one ranks.json page, best first."""
-    products = _field(payload, "products")
-    if not isinstance(products, list):
-        raise LayoutChanged("field 'products' is not a list")
-    return [
-        RankedProduct(
-            product_id=str(_field(p, "id")),
-            name=str(p.get("name") or ""),
-            review_count=int(p.get("review_count") or 0),
-        )
-        for p in products
-    ]
+    ranked = []
+    for p in _items(payload, "products"):
+        product_id = _text(p, "id") or str(_field(p, "id"))
+        if not product_id:
+            raise LayoutChanged("field 'id' is empty")
+        ranked.append(RankedProduct(product_id, _text(p, "name"), _count(p, "review_count")))
+    return ranked
 
 
 def parse_ranking_html(text: str) -> list[str]:
@@ -96,18 +128,15 @@ def parse_catalog_photo(text: str, page_url: str) -> str:
 
 def parse_reviews(payload: Any) -> list[Review]:
     """Returns the reviews of one production_reviews.json page; empty at the end of paging."""
-    reviews = _field(payload, "reviews")
-    if not isinstance(reviews, list):
-        raise LayoutChanged("field 'reviews' is not a list")
-    return [
-        Review(
-            review_id=str(_field(r, "id")),
-            created_at=str(r.get("created_at") or ""),
-            photo_url=str(_field(r, "card.image_url") or ""),
-            product_name=str(r.get("production_information", {}).get("name") or ""),
-        )
-        for r in reviews
-    ]
+    parsed = []
+    for r in _items(payload, "reviews"):
+        _field(r, "card.image_url")  # the key is required, its value may be null: a missing one is named
+        review_id = _text(r, "id") or str(_field(r, "id"))
+        if not review_id:
+            raise LayoutChanged("field 'id' is empty")
+        photo_url, name = _text(r, "card.image_url"), _text(r, "production_information.name")
+        parsed.append(Review(review_id, _text(r, "created_at"), photo_url, name))
+    return parsed
 
 
 @dataclass(frozen=True)

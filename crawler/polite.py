@@ -64,8 +64,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isdigit():  # str.isdigit also takes "²" and other digits int() refuses
+        return float(value) if value.isascii() else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

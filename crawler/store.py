@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.images import OverBudget, PixelBudget
 from core.photos import store_name
 from core.store import SharedStore, write_atomically
 from crawler.errors import InvalidImage
@@ -34,13 +35,14 @@ def inspect_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (w, h) = img.format or "", img.size
-                if w * h > max_pixels:
-                    raise InvalidImage(f"too many pixels: {w}x{h}")
+                PixelBudget(max_pixels).check_header(w, h, "the image")
                 if fmt not in FORMATS:
                     raise InvalidImage(f"unsupported format: {fmt or 'unknown'}")
                 img.load()  # decodes every byte: a truncated file fails here
         except InvalidImage:
             raise
+        except OverBudget as exc:
+            raise InvalidImage(str(exc)) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InvalidImage("decompression bomb") from exc
         except (OSError, SyntaxError, ValueError) as exc:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import ConfigError, ReviewlensError
+from core.errors import ConfigError, ReviewlensError, quoted
 from core.layout import DEFAULT_DATA_DIR, Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
 from reviewlens.labelstudio_server import LabelStudioServer
@@ -25,13 +25,42 @@ T = TypeVar("T")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+# A settings file is a few kilobytes; these bound what a hostile or mistaken one costs to read.
+CONFIG_MAX_BYTES = 1_000_000
+CONFIG_MAX_DEPTH = 20
+
+
 def _read_json(path: str) -> Any:
+    file = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        # A FIFO or a device (/dev/zero) would be read for ever: only a regular file is a config.
+        if file.exists() and not file.is_file():
+            raise ConfigError(f"the config file {quoted(path)} is not a regular file")
+        if (size := file.stat().st_size) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"the config file {quoted(path)} holds {size:,} bytes: at most {CONFIG_MAX_BYTES:,}")
+        with file.open("rb") as f:
+            text = f.read(CONFIG_MAX_BYTES + 1)  # a file that grew since its size was read
+        if len(text) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"the config file {quoted(path)} holds more than {CONFIG_MAX_BYTES:,} bytes")
+        values = json.loads(text)
     except OSError as exc:
-        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"the config file {path} is not JSON: {exc}") from exc
+        raise ConfigError(f"cannot read the config file {quoted(path)}: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the config file {quoted(path)} is not JSON: {quoted(str(exc))}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"the config file {quoted(path)} is nested deeper than {CONFIG_MAX_DEPTH} levels") from exc
+    if _depth(values) > CONFIG_MAX_DEPTH:
+        raise ConfigError(f"the config file {quoted(path)} is nested deeper than {CONFIG_MAX_DEPTH} levels")
+    return values
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (Python's parser allows about 1,000)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
@@ -181,6 +210,16 @@ def cmd_label_studio(args: argparse.Namespace) -> None:
         )
     elif args.action == "stop":
         server.stop()
+    elif args.action == "add-user":
+        if not args.email or not server.is_up():
+            raise ReviewlensError("add-user needs an e-mail address and a running Label Studio (label-studio start)")
+        known = args.email in server.people()
+        person = server.person(args.email)
+        if known:
+            print(f"{person.username} is a user already: their login is in {server.home}/people.json")
+        else:
+            print(f"Label Studio at {server.url}: login {person.username}, password {person.password}")
+            print(f"(their API token, and this login, are kept in {server.home}/people.json, readable by you alone)")
     else:
         print("up" if server.is_up() else "down")
 
@@ -196,8 +235,10 @@ def cmd_up(args: argparse.Namespace) -> None:
 def cmd_down(args: argparse.Namespace) -> None:
     from reviewlens.services import Services
 
-    stopped = Services.of(args.data_dir, args.label_studio_port, args.prefect_port).down()
+    stopped, stale = Services.of(args.data_dir, args.label_studio_port, args.prefect_port).down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of reviewlens up was running")
+    for leftover in stale:
+        print(f"stale pid file of {leftover}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -403,8 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9090)
     p.set_defaults(func=cmd_ml_backend)
 
-    p = sub.add_parser("label-studio", help="start, stop or check the local Label Studio server")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = sub.add_parser(
+        "label-studio", help="start, stop or check the local Label Studio server, or add an annotator to it"
+    )
+    p.add_argument("action", choices=["start", "stop", "status", "add-user"])
+    p.add_argument("email", nargs="?", help="add-user: the new annotator's e-mail address, their login")
     _add_data_dir(p)
     p.add_argument("--home", type=Path, help="Label Studio's own data (default: DATA_DIR/label-studio)")
     p.add_argument("--document-root", type=Path, help="folder it may serve photos from (default: DATA_DIR)")

@@ -10,14 +10,12 @@ loopback only: `--host` names the address in its URLs, `--internal-host` the one
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from core.errors import ReviewlensError
+from reviewlens.processes import note, running, stop_group
 
 # Label Studio's default reserved networks (core/utils/io.py: validate_ip), less 127.0.0.0/8 and
 # ::1/128: its ML backend and webhooks may reach reviewlens on this machine, and nothing else
@@ -89,7 +88,7 @@ class LabelStudioServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def _pid_file(self) -> Path:
+    def pid_file(self) -> Path:
         return self.home / "label-studio.pid"
 
     def _make_home(self) -> None:
@@ -110,27 +109,41 @@ class LabelStudioServer:
 
     def person(self, email: str) -> Credentials:
         """A login and token of one more user of the server's organisation (an annotator), made
-        on first use by signing up as a person does and kept beside the admin's (mode 600).
-        Answers given with the token are that user's, not the admin's."""
-        path = self.home / "people.json"
-        people = json.loads(path.read_text()) if path.exists() else {}
+        on first use and kept beside the admin's (mode 600). Answers given with the token are
+        that user's, not the admin's.
+
+        Nobody signs up without an invitation (the server starts with sign-up by link only): the
+        admin asks for the organisation's invitation link, the user signs up through it as a
+        person does, and the admin then makes the link new, so a link seen once opens nothing."""
+        people = self.people()
         if email in people:
-            return Credentials(**people[email])
+            return people[email]
+        admin = {"Authorization": f"Token {self.credentials().token}"}
+        invited = requests.get(f"{self.url}/api/invite", headers=admin, timeout=30)
+        if not invited.ok:
+            raise ServerError(f"Label Studio at {self.url} gave no invitation link (answered {invited.status_code})")
+        signup = f"{self.url}{invited.json()['invite_url']}"
         password = secrets.token_urlsafe(12)
         with requests.Session() as browser:
-            page = browser.get(f"{self.url}/user/signup/", timeout=30)
+            page = browser.get(signup, timeout=30)
             csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
             form = {"email": email, "password": password, "csrfmiddlewaretoken": csrf.group(1) if csrf else ""}
-            signed = browser.post(f"{self.url}/user/signup/", data=form, timeout=30, allow_redirects=False,
-                                  headers={"Referer": f"{self.url}/user/signup/"})  # fmt: skip
+            signed = browser.post(signup, data=form, timeout=30, allow_redirects=False, headers={"Referer": signup})
             token = browser.get(f"{self.url}/api/current-user/token", timeout=30)
+        requests.post(f"{self.url}/api/invite/reset-token", headers=admin, timeout=30).raise_for_status()
         if signed.status_code != 302 or not token.ok:
             raise ServerError(f"Label Studio at {self.url} did not sign up {email} (answered {signed.status_code})")
-        people[email] = Credentials(email, password, str(token.json()["token"])).__dict__
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        people[email] = Credentials(email, password, str(token.json()["token"]))
+        fd = os.open(self.home / "people.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(people, f)
-        return Credentials(**people[email])
+            json.dump({who: creds.__dict__ for who, creds in people.items()}, f)
+        return people[email]
+
+    def people(self) -> dict[str, Credentials]:
+        """The users `person` made, by e-mail address."""
+        path = self.home / "people.json"
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        return {email: Credentials(**creds) for email, creds in kept.items()}
 
     def answers(self) -> bool:
         """Whether anything answers Label Studio's health check at the address."""
@@ -141,7 +154,7 @@ class LabelStudioServer:
 
     def pid(self) -> int | None:
         """The process this home folder started, while it runs."""
-        return running(self._pid_file)
+        return running(self.pid_file)
 
     def is_up(self) -> bool:
         """Whether the server this home folder started runs and answers."""
@@ -183,6 +196,12 @@ class LabelStudioServer:
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.home.resolve()),
             **_database_env(self.database_url),
             "LATEST_VERSION_CHECK": "false",
+            # Nobody joins the organisation without an invitation link (`person`), and nothing is
+            # reported to Label Studio's makers: no analytics, no error reports.
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
             # reviewlens' ML backend answers on this machine: Label Studio's guard against requests
             # to reserved networks keeps every network it bans but the loopback.
             "USE_DEFAULT_BANNED_SUBNETS": "false",
@@ -205,7 +224,7 @@ class LabelStudioServer:
         # A session of its own: the server outlives the command that started it (make demo).
         # umask 077: its database and uploads are the owner's alone.
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)
-        self._pid_file.write_text(str(proc.pid))
+        note(self.pid_file, proc.pid)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -218,9 +237,9 @@ class LabelStudioServer:
 
     def stop(self) -> None:
         """Stops the server this home folder started, if it runs."""
-        if (pid := running(self._pid_file)) is not None:
+        if (pid := running(self.pid_file)) is not None:
             stop_group(pid)
-        self._pid_file.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
 
 
 def blank_database(binary: Path) -> Path | None:
@@ -256,39 +275,6 @@ def _migrate_blank(binary: Path, blank: Path) -> None:
         subprocess.run([str(binary), "version", "--data-dir", scratch], env=env, check=True, timeout=600,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         os.replace(Path(scratch) / "label_studio.sqlite3", blank)
-
-
-def running(pid_file: Path) -> int | None:
-    """The process group a pid file names, while it runs (the group of a server started in a
-    session of its own)."""
-    try:
-        pid = int(pid_file.read_text())
-        os.killpg(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid
-
-
-def stop_group(pid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM to the process group, SIGKILL after the grace period."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            _reap(pid)
-            os.killpg(pid, 0)
-            time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)
-        _reap(pid)
-    except ProcessLookupError:
-        pass
-
-
-def _reap(pid: int) -> None:
-    """A server this process started stays in its group as a zombie until it is waited for: without
-    this, every stop of one would wait out the whole grace period."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -44,6 +44,7 @@ from curation.labeling.report import VerdictAgreement, verdict_records
 from curation.labeling.rules import box_words
 from curation.labeling.shapes import box_region, note_region, objects_region, your_box_region
 from curation.preannotate.estimates import photo_verdict, queue_score
+from reviewlens.bodies import Refused, read_json
 from training.bundle import Ensemble
 from training.predict import predict_many
 
@@ -52,6 +53,10 @@ NO_MODEL = "no-model-yet"  # the version of answers given before any model is pr
 # Label Studio's webhook actions that change a decision, and the Prefect event they become.
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 ANNOTATION_SAVED = "label-studio.annotation.saved"
+# What one call may ask: Label Studio sends a task or a page of them, a push asks again a hundred
+# at a time (curation/labeling/sync.py); each task's data is a few hundred bytes.
+MAX_TASKS = 200
+MAX_BODY = 2_000_000
 
 
 class Production:
@@ -196,26 +201,27 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
 
     async def predict(request: Request) -> Response:
         try:
-            body = await request.json()
-            tasks = body["tasks"]
-            assert isinstance(tasks, list)
-            context = (body.get("params") or {}).get("context")
-        except (ValueError, KeyError, TypeError, AssertionError, AttributeError):
-            return JSONResponse({"error": "expected a JSON body with a list of tasks"}, status_code=400)
-        if isinstance(context, dict) and isinstance(context.get("result"), list):
-            return JSONResponse(measure_drawn(context["result"], min_coverage, production.loaded_version()))
+            tasks, context = predict_request(await read_json(request, MAX_BODY))
+        except Refused as refused:
+            return refused.response()
+        if context is not None:
+            return JSONResponse(measure_drawn(context, min_coverage, production.loaded_version()))
         return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
 
     async def webhook(request: Request) -> Response:
         # Label Studio posts every event of the project here once a backend is connected.
         try:
-            event = await request.json()
-            action, project = str(event.get("action") or ""), (event.get("project") or {}).get("id")
-        except (ValueError, AttributeError):
+            event = await read_json(request, MAX_BODY)
+        except Refused as refused:
+            return refused.response()
+        project = event.get("project") if isinstance(event, dict) else None
+        project_id = project.get("id") if isinstance(project, dict) else None
+        if not isinstance(event, dict) or not isinstance(project_id, int) or isinstance(project_id, bool):
             return JSONResponse({"error": "expected Label Studio's webhook JSON"}, status_code=400)
-        if action in ANNOTATION_ACTIONS and project is not None:
-            told = await run_in_threadpool(announce, action, int(project), event)
-            log.info("event %s of project %s: %s", action, project, told)
+        action = str(event.get("action") or "")
+        if action in ANNOTATION_ACTIONS:
+            told = await run_in_threadpool(announce, action, project_id, event)
+            log.info("event %s of project %s: %s", action, project_id, told)
         return JSONResponse({"status": "ok"})
 
     return Starlette(
@@ -226,6 +232,21 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
             Route("/webhook", webhook, methods=["POST"]),
         ]
     )
+
+
+def predict_request(body: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The tasks of a /predict call, and the boxes being drawn when it is an interactive one;
+    raises Refused (400) for anything else Label Studio would not send."""
+    if not isinstance(body, dict) or not isinstance(tasks := body.get("tasks"), list):
+        raise Refused(400, "expected a JSON body with a list of tasks")
+    if len(tasks) > MAX_TASKS:
+        raise Refused(413, f"{len(tasks):,} tasks in one call; at most {MAX_TASKS} are answered at once")
+    if not all(isinstance(t, dict) and isinstance(t.get("data") or {}, dict) for t in tasks):
+        raise Refused(400, "each task must be an object whose data is an object")
+    params = body.get("params") or {}
+    context = params.get("context") if isinstance(params, dict) else None
+    drawn = context.get("result") if isinstance(context, dict) else None
+    return tasks, drawn if isinstance(drawn, list) else None
 
 
 def announce(action: str, project: int, event: dict[str, Any]) -> str:

@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from core.images import UPLOAD
 from core.layout import Layout
+from reviewlens.bodies import Refused, read_body
 from training.data import UnreadablePhoto, decode_image
 from training.predict import PhotoObjects, as_json
 from training.search import Finder
@@ -34,8 +36,9 @@ def build_app(layout: Layout, finder: Finder) -> Starlette:
     lock = threading.Lock()
 
     def answer(data: bytes) -> dict[str, Any]:
-        image = decode_image(io.BytesIO(data), "the photo")
+        # Decoded under the lock too: however many uploads arrive at once, one image is held decoded.
         with lock:
+            image = decode_image(io.BytesIO(data), "the photo", UPLOAD)
             objects = finder.find(image)
         return {**as_json(PhotoObjects(Path("upload"), objects)), "photo": None}
 
@@ -49,18 +52,14 @@ def build_app(layout: Layout, finder: Finder) -> Starlette:
         )
 
     async def find(request: Request) -> Response:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_UPLOAD:
-            return _refuse(413, f"the photo is {declared:,} bytes; at most {MAX_UPLOAD:,} are read")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_UPLOAD:
-                return _refuse(413, f"the photo is over {MAX_UPLOAD:,} bytes")
+        try:
+            data = await read_body(request, MAX_UPLOAD, "the photo")
+        except Refused as refused:
+            return refused.response()
         if not data:
             return _refuse(400, "no photo was sent")
         try:
-            result = await run_in_threadpool(answer, bytes(data))
+            result = await run_in_threadpool(answer, data)
         except UnreadablePhoto as exc:
             return _refuse(400, str(exc))
         return JSONResponse(result)

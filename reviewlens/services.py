@@ -11,6 +11,7 @@ its own pid file and home (reviewlens/labelstudio_server.py).
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ import requests
 
 from core.errors import ReviewlensError
 from core.layout import Layout
-from reviewlens.labelstudio_server import LabelStudioServer, running, stop_group
+from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.processes import note, noted, running, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]  # where prefect.yaml is, and the flows it names
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -54,15 +56,37 @@ class Services:
     def prefect_api(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
+    @property
+    def auth_file(self) -> Path:
+        return self.folder / "prefect-auth"
+
+    def auth_string(self) -> str:
+        """The login ('user:password') the Prefect server requires of every API call, made once
+        and kept in DATA_DIR/services/prefect-auth, readable by its owner alone."""
+        if not self.auth_file.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"reviewlens:{secrets.token_urlsafe(24)}")
+        return self.auth_file.read_text().strip()
+
+    def _auth(self) -> tuple[str, str]:
+        user, _, password = self.auth_string().partition(":")
+        return user, password
+
     def env(self) -> dict[str, str]:
         """What the Prefect server, the worker and the flows it runs read. Prefect's database
-        stays in DATA_DIR/prefect unless PREFECT_API_DATABASE_CONNECTION_URL names another."""
+        stays in DATA_DIR/prefect unless PREFECT_API_DATABASE_CONNECTION_URL names another.
+        The server takes no call without the login, and no cross-origin call from a page but its own."""
         creds = self.label_studio.credentials()
         return {
             **os.environ,
             "PATH": with_interpreter_first(os.environ.get("PATH", "")),
             "PREFECT_HOME": str((self.folder.parent / "prefect").resolve()),
             "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_SERVER_API_AUTH_STRING": self.auth_string(),
+            "PREFECT_API_AUTH_STRING": self.auth_string(),
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{self.prefect_port}",
             "LABEL_STUDIO_URL": self.label_studio.url,
             "LABEL_STUDIO_API_KEY": creds.token,
         }
@@ -79,7 +103,7 @@ class Services:
             proc = subprocess.Popen(
                 command, env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        (self.folder / f"{name}.pid").write_text(str(proc.pid))
+        note(self.folder / f"{name}.pid", proc.pid)
         return proc.pid
 
     def _prefect_answers(self) -> bool:
@@ -104,32 +128,54 @@ class Services:
             if self.pid("prefect-server") is None or time.monotonic() > deadline:
                 raise ServiceError(f"the Prefect server did not answer: see {self.folder / 'prefect-server.log'}")
             time.sleep(0.5)
-        pool = requests.get(f"{self.prefect_api}/work_pools/{POOL}", timeout=10)
+        pool = requests.get(f"{self.prefect_api}/work_pools/{POOL}", auth=self._auth(), timeout=10)
         if pool.status_code == 404:
             self._prefect("work-pool", "create", POOL, "--type", "process")
         # Every deployment of prefect.yaml, made again each time: an edited file takes effect.
         self._prefect("--no-prompt", "deploy", "--all")
+        self._deploy_for_this_data_dir()
         self._start("worker", [PREFECT, "worker", "start", "--pool", POOL])
         return [
             f"Label Studio: {self.label_studio.url} (login {creds.username}; password and token in "
             f"{self.label_studio.home / 'credentials.json'})",
-            f"Prefect: http://127.0.0.1:{self.prefect_port}/ (work pool {POOL}, one worker; logs in {self.folder})",
+            f"Prefect: http://127.0.0.1:{self.prefect_port}/ (work pool {POOL}, one worker; logs in {self.folder}; "
+            f"its login is in {self.auth_file})",
+            "The prefect command reaches it with: "
+            f"export PREFECT_API_URL={self.prefect_api} PREFECT_API_AUTH_STRING=$(cat {self.auth_file.resolve()})",
         ]
+
+    def _deploy_for_this_data_dir(self) -> None:
+        """prefect.yaml names the data folder `data`, relative to where the worker runs: each
+        deployment is pointed at the folder `up` was given, as an absolute path."""
+        data_dir = str(self.folder.parent.resolve())
+        listed = requests.post(f"{self.prefect_api}/deployments/filter", json={}, auth=self._auth(), timeout=30)
+        for deployment in listed.json():
+            parameters = deployment.get("parameters") or {}
+            if "data_dir" in parameters and parameters["data_dir"] != data_dir:
+                requests.patch(
+                    f"{self.prefect_api}/deployments/{deployment['id']}",
+                    json={"parameters": {**parameters, "data_dir": data_dir}},
+                    auth=self._auth(),
+                    timeout=30,
+                ).raise_for_status()
 
     def _prefect(self, *args: str) -> None:
         done = subprocess.run([PREFECT, *args], env=self.env(), cwd=ROOT, capture_output=True, text=True)
         if done.returncode:
             raise ServiceError(f"prefect {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
 
-    def down(self) -> list[str]:
-        """Stops what `up` started, the worker first; returns what it stopped."""
-        stopped = []
-        for name in ("worker", "prefect-server"):
-            if (pid := self.pid(name)) is not None:
-                stop_group(pid, grace_s=20.0)
+    def down(self) -> tuple[list[str], list[str]]:
+        """Stops what `up` started, the worker first. Returns what it stopped, and the pid files
+        it found naming a process `up` did not start (a crash's leftovers): removed, the process
+        left alone."""
+        stopped, stale = [], []
+        pid_files = {name: self.folder / f"{name}.pid" for name in ("worker", "prefect-server")}
+        pid_files["label-studio"] = self.label_studio.pid_file
+        for name, pid_file in pid_files.items():
+            if (pid := running(pid_file)) is not None:
+                stop_group(pid, grace_s=20.0 if name != "label-studio" else 10.0)
                 stopped.append(name)
-            (self.folder / f"{name}.pid").unlink(missing_ok=True)
-        if self.label_studio.pid() is not None:
-            self.label_studio.stop()
-            stopped.append("label-studio")
-        return stopped
+            elif (other := noted(pid_file)) is not None:
+                stale.append(f"{name} (process {other} is not the one up started: left alone)")
+            pid_file.unlink(missing_ok=True)
+        return stopped, stale

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,31 @@ def test_train_refuses_numbers_out_of_range_before_any_work(
     assert main(["train", *flags, "--data-dir", str(tmp_path)]) == 1
     assert named in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        (lambda f: f.write_text(f'{{"categories": {_nested(200_000)}}}'), "nested deeper than 20 levels"),
+        (lambda f: f.write_text(f'{{"categories": {_nested(25)}}}'), "nested deeper than 20 levels"),
+        (lambda f: f.write_text(" " * 1_500_000 + "{}"), "holds 1,500,002 bytes: at most 1,000,000"),
+        (lambda f: os.mkfifo(f), "is not a regular file"),  # read for ever, were it read
+        (lambda f: f.write_text(json.dumps({"k" * 500_000: 1})), "(499,800 characters more)"),
+        (lambda f: f.write_text(json.dumps({"shop_url": "u" * 500_000})), "characters more)"),
+        (lambda f: f.write_bytes(b'{"top_n": "\xff\xfe"}'), "is not JSON"),
+    ],
+    ids=["200,000 deep", "25 deep", "1.5 MB", "a FIFO", "a 500 kB key", "a 500 kB value", "not UTF-8"],
+)
+def test_a_hostile_config_is_refused_before_it_is_read_whole_and_quoted_short(
+    made: Callable[[Path], object], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "crawl.json"
+    made(config)
+    assert main(["crawl", "--config", str(config), "--data-dir", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert said in err and len(err) < 1_200 and "Traceback" not in err
+    assert not (tmp_path / "data").exists()

@@ -21,7 +21,14 @@ from core.settings import CrawlConfig, DedupeConfig, from_mapping
 from crawler.crawl import crawl
 from crawler.errors import FetchError, InvalidImage, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
-from crawler.ohouse import get_adapter, parse_catalog_photo, parse_ranking_html, parse_ranking_json, parse_reviews
+from crawler.ohouse import (
+    get_adapter,
+    load_json,
+    parse_catalog_photo,
+    parse_ranking_html,
+    parse_ranking_json,
+    parse_reviews,
+)
 from crawler.store import PhotoStore
 from curation.dedupe.grouping import dedupe
 from reviewlens.cli import main
@@ -76,8 +83,18 @@ def test_parsers_read_the_documented_shapes() -> None:
         (parse_ranking_json, {"products": [{"name": "no id"}]}, "id"),
         (parse_reviews, {"count": 1}, "reviews"),
         (parse_reviews, {"reviews": [{"id": 1, "photo": "x"}]}, "card.image_url"),
+        # Hostile fields, each a changed layout naming the field: the crawl goes on to the next page.
+        (parse_ranking_json, {"products": [{"id": 5, "review_count": "abc"}]}, "review_count"),
+        (parse_ranking_json, json.loads('{"products": [{"id": 5, "review_count": 1e999}]}'), "review_count"),
+        (parse_ranking_json, {"products": "all of them"}, "products"),
+        (parse_ranking_json, {"products": ["5"]}, "products"),
+        (parse_ranking_json, {"products": [{"id": {"nested": 5}}]}, "id"),
+        (parse_reviews, {"reviews": [{"id": 1, "card": "x"}]}, "card.image_url"),
+        (parse_reviews, {"reviews": [{"id": 1, "card": {"image_url": ""}, "production_information": "x"}]},
+         "production_information.name"),
+        (lambda body: load_json(body, "ranking"), b"[" * 200_000 + b"]" * 200_000, "nested too deep"),
     ],
-)
+)  # fmt: skip
 def test_changed_layout_names_what_moved(parse: object, payload: object, named: str) -> None:
     with pytest.raises(LayoutChanged, match=named.replace(".", r"\.")):
         parse(payload)  # type: ignore[operator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from reviewlens.cli import main
 from reviewlens.labelstudio_server import LabelStudioServer, ServerError, blank_database
 from tests.conftest import free_port
 from tests.procs import HealthImpostor, descendants, listening_addresses
@@ -66,3 +68,38 @@ def test_a_new_home_starts_from_the_blank_database_and_shares_nothing_with_anoth
         second.stop()
     # Stopped and reaped: no zombie is left in the process table.
     assert pid is not None and not Path(f"/proc/{pid}").exists()
+
+
+def _sign_up(url: str, path: str, email: str) -> int:
+    """A sign-up through Label Studio's form, as a stranger's browser posts it; the status."""
+    with requests.Session() as browser:
+        page = browser.get(f"{url}{path}", timeout=30)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        form = {"email": email, "password": "a-Long-password-1", "csrfmiddlewaretoken": csrf.group(1) if csrf else ""}
+        signed = browser.post(f"{url}{path}", data=form, headers={"Referer": f"{url}{path}"}, allow_redirects=False)
+    return signed.status_code
+
+
+def test_nobody_signs_up_uninvited_and_an_invitation_opens_once(
+    label_studio: LabelStudioServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = label_studio.url
+    assert _sign_up(url, "/user/signup/", "stranger@example.com") == 403
+    admin = {"Authorization": f"Token {label_studio.credentials().token}"}
+    link = requests.get(f"{url}/api/invite", headers=admin, timeout=30).json()["invite_url"]
+
+    # The admin adds an annotator: their login printed once, their own user in the organisation.
+    where = ["--home", str(label_studio.home), "--port", str(label_studio.port)]
+    assert main(["label-studio", "add-user", "invited@reviewlens.test", *where]) == 0
+    said = capsys.readouterr().out
+    invited = label_studio.people()["invited@reviewlens.test"]
+    assert f"login invited@reviewlens.test, password {invited.password}" in said
+    me = requests.get(f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {invited.token}"}, timeout=30)
+    assert me.json()["email"] == "invited@reviewlens.test"
+    assert main(["label-studio", "add-user", "invited@reviewlens.test", *where]) == 0
+    assert invited.password not in capsys.readouterr().out  # printed once only
+
+    # The link the invitation used opens nothing now.
+    assert _sign_up(url, link, "late@example.com") == 403
+    assert "late@example.com" not in {u["email"] for u in requests.get(f"{url}/api/users", headers=admin).json()}
+    assert "stranger@example.com" not in {u["email"] for u in requests.get(f"{url}/api/users", headers=admin).json()}

@@ -4,6 +4,7 @@ a promotion bumps the version, and the open tasks are asked about again in batch
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -147,8 +148,26 @@ def test_a_promotion_asks_again_about_every_open_task_in_batches(
 
 def test_the_backend_answers_a_bad_request_with_a_reason(connected: Connected) -> None:
     c = connected
-    bad = requests.post(f"{c.backend}/predict", data=b"not json", timeout=10)
-    assert bad.status_code == 400 and "list of tasks" in bad.json()["error"]
+    nested: object = {"sha256": "0" * 64}
+    for _ in range(40):
+        nested = {"inner": nested}
+    hostile = {
+        b"not json": (400, "not JSON"),
+        b"\xff\xfe{}": (400, "not JSON"),
+        b"[" * 200_000: (400, "not JSON"),
+        json.dumps({"tasks": [{"data": nested}]}).encode(): (400, "nested deeper than 32"),
+        b'{"tasks": "all"}': (400, "list of tasks"),
+        b'{"tasks": [1, 2]}': (400, "each task must be an object"),
+        b'{"tasks": [{"data": "x"}]}': (400, "each task must be an object"),
+        json.dumps({"tasks": [{"data": {}}] * 201}).encode(): (413, "at most 200"),
+        b" " * 2_000_001: (413, "at most 2,000,000"),
+    }
+    for body, (status, said) in hostile.items():
+        bad = requests.post(f"{c.backend}/predict", data=body, timeout=30)
+        assert (bad.status_code, said in bad.json()["error"]) == (status, True), bad.text
+    for event in (b"[]", b'{"action": "ANNOTATION_CREATED", "project": {"id": "abc"}}', b'{"project": 5}'):
+        assert requests.post(f"{c.backend}/webhook", data=event, timeout=10).status_code == 400
+    assert requests.post(f"{c.backend}/predict", json={"tasks": [], "params": "x"}, timeout=10).json()["results"] == []
     stranger = requests.post(
         f"{c.backend}/predict", json={"tasks": [{"id": 1, "data": {"sha256": "0" * 64}}]}, timeout=30
     )

@@ -127,3 +127,50 @@ def test_two_annotators_agree_or_a_reviewer_decides(
     one = pull(label, layout, admin)
     assert (one.decided, one.unchanged) == (1, 0) and _decisions(layout)[sha[other]] == "reject"
     assert pull(label, layout, admin, full=True).unchanged == len(tasks)  # every answered task, read again
+
+
+def test_an_answer_the_rules_cannot_read_leaves_its_task_waiting_and_every_other_decided(
+    shop_dir: Path, located: Layout
+) -> None:
+    layout = located
+    leave_to_label(layout, 1)
+    label = LabelConfig(project_title=f"bad answers {layout.data_dir.name}", overlap=0.0)
+    admin = connect()
+    project = push(label, layout, admin).project_id
+    truth = load_truth(shop_dir)
+    tasks = list(admin.unannotated(project))
+    right = {task_id: answer(truth[photo_id(data)]) for task_id, data in tasks}
+    # Saved through Label Studio's API as anyone with a token can: a coordinate that is no number,
+    # a choice missing, a label the view does not offer.
+    box = next(r for r in right[tasks[0][0]] if r["type"] == "rectanglelabels")
+    hostile = [
+        [{**box, "value": {**box["value"], "x": "abc"}}],
+        [{"type": "choices", "from_name": "objects", "to_name": "image", "value": {"choices": []}}],
+        [objects_region(1) | {"value": {"choices": ["a dozen products"]}}],
+    ]
+    bad = {task_id: admin.annotate(task_id, result) for (task_id, _), result in zip(tasks, hostile, strict=False)}
+    for task_id, _ in tasks[len(hostile) :]:
+        admin.annotate(task_id, right[task_id])
+
+    pulled = pull(label, layout, admin)
+    assert pulled.malformed == len(hostile) and pulled.decided == len(tasks) - len(hostile)
+    sha = {task_id: str(data["sha256"]) for task_id, data in tasks}
+    with open_manifest(layout) as m:
+        failures = {r[0]: (r[1], r[2]) for r in run(m, "SELECT sha256, annotation_id, reason FROM bad_answers")}
+    assert {s: a for s, (a, _) in failures.items()} == {sha[t]: a for t, a in bad.items()}
+    reasons = [failures[sha[t]][1] for t in bad]
+    assert "must be finite numbers" in reasons[0] and "names no choice" in reasons[1]
+    assert "a choice the view does not offer" in reasons[2]
+    decided = _decisions(layout)
+    assert all(decided[sha[t]] is None for t in bad)
+    assert all(decided[sha[t]] is not None for t, _ in tasks[len(hostile) :])
+
+    # Corrected in place: the next pull decides it, and its failure row goes.
+    corrected = next(iter(bad))
+    first = connect()
+    first.sdk.annotations.update(id=bad[corrected], result=right[corrected])
+    again = pull(label, layout, admin, full=True)
+    assert again.malformed == len(hostile) - 1 and _decisions(layout)[sha[corrected]] is not None
+    with open_manifest(layout) as m:
+        left = {r[0] for r in run(m, "SELECT sha256 FROM bad_answers")}
+    assert left == {sha[t] for t in bad} - {sha[corrected]}

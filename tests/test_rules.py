@@ -15,7 +15,7 @@ from curation.labeling.client import LabelStudioClient, LabelStudioError
 from curation.labeling.machine_note import doubt, estimate_lines
 from curation.labeling.report import VerdictAgreement
 from curation.labeling.rule_tasks import machine_prediction
-from curation.labeling.rules import box_words, decide
+from curation.labeling.rules import MalformedAnswer, box_words, decide
 from curation.labeling.shapes import (
     MACHINE_NOTE,
     NONE_OF_THESE,
@@ -25,7 +25,9 @@ from curation.labeling.shapes import (
     REJECT_REASONS,
     SEVERAL,
     YOUR_BOX,
+    box_region,
     chosen_product,
+    objects_region,
     rules_view,
 )
 from curation.labeling.sync import push
@@ -203,3 +205,25 @@ def test_the_detector_reads_every_format_the_store_keeps(tmp_path: Path) -> None
         photo = tmp_path / f"photo.{fmt.lower()}"
         Image.new("RGB", (200, 150), (200, 30, 30)).save(photo, fmt)
         assert Detector(min_score=0.3).detect_file(photo) == []  # a plain red frame holds no object
+
+
+HOSTILE_ANSWERS = {
+    "a coordinate that is no number": [{**box_region((0.1, 0.1, 0.9, 0.9), 1.0), "value": {
+        "x": "abc", "y": 10, "width": 80, "height": 80, "rectanglelabels": [PRODUCT_BOX]}}],
+    "an infinite width": [{**box_region((0.1, 0.1, 0.9, 0.9), 1.0), "value": {
+        "x": 10, "y": 10, "width": float("inf"), "height": 80, "rectanglelabels": [PRODUCT_BOX]}}],
+    "a choice missing": [{"type": "choices", "from_name": OBJECTS, "to_name": "image", "value": {"choices": []}}],
+    "an unknown label": [objects_region(1) | {"value": {"choices": ["a dozen products"]}}],
+    "a region that is no object": ["several products"],
+    "no list at all": {"x": 1},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("result", HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS.keys())
+def test_an_answer_the_rules_cannot_read_is_refused_by_name_and_measured_in_words(result: object) -> None:
+    with pytest.raises(MalformedAnswer) as refused:
+        decide(result, False, 0.5)  # type: ignore[arg-type]
+    assert len(str(refused.value)) < 200
+    # While it is drawn, the backend answers in words instead of failing.
+    (said,) = box_words(result, 0.5)  # type: ignore[arg-type]
+    assert said.startswith("The boxes cannot be measured")

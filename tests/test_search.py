@@ -250,6 +250,9 @@ def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
         b"<html>not a photo</html>": (400, "not a readable image"),
         bomb_png(): (400, "too many pixels"),
         b"\xff" * 26_000_000: (413, "at most"),
+        # Small files claiming images that cost gigabytes to decode and cut into views.
+        _png(tmp_path, (30_000, 1)): (400, "more than 20 times as long"),
+        _png(tmp_path, (6_400, 6_250)): (400, "held whole, at most 16,000,000"),
     }
     for body, (status, reason) in cases.items():
         response = requests.post(find, data=body, timeout=60)
@@ -269,6 +272,13 @@ def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
     shown = requests.get(f"{server}/products/{searchable.left_out}/photo", timeout=10)
     assert shown.ok and shown.headers["content-type"].startswith("image/")
     assert requests.get(f"{server}/products/..%2F..%2Fmanifest.sqlite/photo", timeout=10).status_code == 404
+
+
+def _png(folder: Path, size: tuple[int, int]) -> bytes:
+    """A PNG of one colour: a few kilobytes however many pixels it claims."""
+    path = folder / f"{size[0]}x{size[1]}.png"
+    Image.new("1", size).save(path, optimize=True)
+    return path.read_bytes()
 
 
 @needs_chromium

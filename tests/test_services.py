@@ -44,7 +44,7 @@ def _started(data: Path) -> dict[str, int]:
     files = {"label-studio": data / "label-studio" / "label-studio.pid"} | {
         name: data / "services" / f"{name}.pid" for name in ("prefect-server", "worker")
     }
-    return {name: int(path.read_text()) for name, path in files.items() if path.exists()}
+    return {name: int(path.read_text().split()[0]) for name, path in files.items() if path.exists()}
 
 
 def _settings(request: pytest.FixtureRequest, databases: str) -> dict[str, str]:
@@ -78,13 +78,26 @@ def test_up_starts_each_service_once_and_down_stops_exactly_those(
         started = _started(data)
         assert sorted(started) == ["label-studio", "prefect-server", "worker"]
         assert requests.get(f"http://127.0.0.1:{ports[1]}/health", timeout=5).ok
-        deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        # Prefect's API takes no call without the login up made, and no cross-origin call.
+        login_file = data / "services" / "prefect-auth"
+        assert login_file.stat().st_mode & 0o077 == 0
+        assert f"export PREFECT_API_URL={api} PREFECT_API_AUTH_STRING=$(cat {login_file.resolve()})" in said
+        auth = tuple(login_file.read_text().strip().split(":", 1))
+        for stranger in (None, ("reviewlens", "guess")):
+            assert requests.post(f"{api}/deployments/filter", json={}, auth=stranger, timeout=10).status_code == 401
+        preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        asked = requests.options(f"{api}/deployments/filter", headers=preflight, timeout=10)
+        assert asked.headers.get("access-control-allow-origin") != "http://evil.example"
+        assert asked.headers.get("access-control-allow-origin") != "*"
+        deployments = requests.post(f"{api}/deployments/filter", json={}, auth=auth, timeout=10).json()
         expected = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
         assert {d["name"] for d in deployments} == expected
         assert all(d["work_pool_name"] == POOL for d in deployments)
+        # Every scheduled or event-started run reads the data folder `up` was given, not ./data.
+        assert {d["parameters"].get("data_dir") for d in deployments} - {None} == {str(data.resolve())}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            workers = requests.post(f"{api}/work_pools/{POOL}/workers/filter", json={}, timeout=10).json()
+            workers = requests.post(f"{api}/work_pools/{POOL}/workers/filter", json={}, auth=auth, timeout=10).json()
             if any(w["status"] == "ONLINE" for w in workers):
                 break
             time.sleep(1)
@@ -112,3 +125,24 @@ def test_up_starts_each_service_once_and_down_stops_exactly_those(
         bystander.kill()
         if _started(data):
             _reviewlens("down", "--data-dir", str(data), *ports, env=env)
+
+
+def test_down_leaves_alone_a_process_a_stale_pid_file_names(tmp_path: Path) -> None:
+    # A crash left pid files behind, and their process ids now name another program.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        data = tmp_path / "data"
+        (data / "services").mkdir(parents=True)
+        (data / "label-studio").mkdir()
+        (data / "services" / "worker.pid").write_text(f"{bystander.pid} 1\n")  # another start time
+        (data / "services" / "prefect-server.pid").write_text(f"{bystander.pid}")  # no start time at all
+        (data / "label-studio" / "label-studio.pid").write_text(f"{bystander.pid} 1\n")
+        said = _reviewlens("down", "--data-dir", str(data), "--label-studio-port", str(free_port()))
+        assert said.splitlines()[0] == "nothing of reviewlens up was running"
+        assert said.count(f"process {bystander.pid} is not the one up started: left alone") == 3
+        time.sleep(0.5)
+        assert bystander.poll() is None and _alive(bystander.pid)
+        assert _started(data) == {}  # the stale pid files are gone
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,22 @@ def test_an_existing_collection_imports_through_dedupe_and_trains(
         import_collection(tmp_path / "bad.csv", layout)
     with pytest.raises(BadCollection, match="no photos found"):
         import_collection(tmp_path / "ours" / "red-lamp", layout)
+
+
+def test_an_import_reads_only_regular_files_of_a_photos_size(tmp_path: Path, layout: Layout) -> None:
+    _photos_of(tmp_path / "ours" / "red-lamp", 1, 2)
+    os.mkfifo(tmp_path / "fifo.jpg")  # read for ever, were it read
+    big = tmp_path / "big.jpg"
+    with big.open("wb") as f:  # sparse: no disk spent, but its size is what counts
+        f.truncate(60_000_000)
+    listing = tmp_path / "hostile.csv"
+    with listing.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "product"])
+        w.writerows([["fifo.jpg", "red-lamp"], ["/dev/zero", "red-lamp"], ["big.jpg", "red-lamp"]])
+        w.writerow(["ours/red-lamp/0.jpg", "red-lamp"])
+    summary = import_collection(listing, layout)
+    assert (summary.photos, summary.stored) == (4, 1)
+    reasons = {Path(path).name: why for path, why in summary.refused.items()}
+    assert "not a regular file" in reasons["fifo.jpg"] and "not a regular file" in reasons["zero"]
+    assert "60,000,000 bytes, over the 50,000,000" in reasons["big.jpg"]

@@ -13,13 +13,11 @@ from PIL import Image, ImageOps
 from core import queries as q
 from core.boxes import area, parse_box, view_key
 from core.errors import ReviewlensError
+from core.images import STORED, OverBudget, PixelBudget
 from core.layout import Layout
 from core.manifest import Manifest, Row, open_manifest
 from core.photos import find_damaged
 
-# The crawler's default cap (CrawlConfig.max_image_pixels): a photo larger than any it stores is
-# refused before decoding, as a decompression bomb would take gigabytes.
-MAX_PIXELS = 40_000_000
 # A person's box makes a view of its photo to train on when it leaves out a real part of the
 # frame (a box of nearly all of it is the photo again) and keeps enough pixels to show the product.
 BOX_VIEW_MAX_AREA = 0.8
@@ -168,15 +166,18 @@ def load_image(path: Path) -> Image.Image:
     return decode_image(path, str(path))
 
 
-def decode_image(source: Path | IO[bytes], name: str) -> Image.Image:
-    """A photo's file or bytes decoded as load_image does; `name` says which photo in an error."""
+def decode_image(source: Path | IO[bytes], name: str, budget: PixelBudget = STORED) -> Image.Image:
+    """A photo's file or bytes decoded as load_image does, within `budget` (core/images.py);
+    `name` says which photo in an error."""
     try:
         with Image.open(source) as img:
             # Checked on the header, before any pixel is decoded: a small file may claim a huge image.
-            if img.width * img.height > MAX_PIXELS:
-                raise UnreadablePhoto(f"{name} has too many pixels to decode safely: {img.width}x{img.height}")
+            budget.check_header(img.width, img.height, name)
             img.draft("RGB", (512, 512))  # JPEG decodes at reduced size: the models see 160-260 px
+            budget.check_decoded(img.width, img.height, name)
             return ImageOps.exif_transpose(img).convert("RGB")
+    except OverBudget as exc:
+        raise UnreadablePhoto(str(exc)) from exc
     except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it at all
         raise UnreadablePhoto(f"{name} has too many pixels to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -28,6 +28,7 @@ class PullSummary:
     waiting: int = 0  # tasks asked of two people, answered by one so far
     disputed: int = 0  # photos its two annotators decided differently, sent to review
     reviewed: int = 0  # reviewers' decisions among the new decisions
+    malformed: int = 0  # answers the rules cannot read: their tasks wait, each a row of bad_answers
 
     def __str__(self) -> str:
         return (
@@ -35,6 +36,7 @@ class PullSummary:
             f"{self.reviewed} by review), {self.unchanged} unchanged, project {self.project_id}; "
             f"{self.waiting} waiting for a second annotator, {self.disputed} disagreements sent to review; "
             f"{self.chosen} products chosen"
+            + (f"; {self.malformed} answers that cannot be read (table bad_answers)" if self.malformed else "")
         )
 
 
@@ -48,7 +50,7 @@ def pull(config: LabelConfig, layout: Layout, client: LabelStudioClient, full: b
     summary = PullSummary(project_id)
     # The rules' answers first: the pull an answer saved started is waited for on those.
     pulled = pull_rules(config, layout, client, project_id, full)
-    summary.unchanged, summary.waiting = pulled.unchanged, pulled.waiting
+    summary.unchanged, summary.waiting, summary.malformed = pulled.unchanged, pulled.waiting, pulled.malformed
     summary.chosen = pull_choices(config, layout, client)
     summary.disputed = push_reviews(config, layout, client)
     reviewed = pull_reviews(config, layout, client)

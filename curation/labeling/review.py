@@ -18,7 +18,7 @@ from core.manifest import open_manifest, utc_now
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import new_answers, push_tasks
-from curation.labeling.rules import Decision, decide
+from curation.labeling.rules import Decision, MalformedAnswer, decide
 from curation.labeling.shapes import MACHINE_NOTE, note_region, rules_view
 
 REVIEW_HEADER = "Its annotators decided this photo differently: your decision counts. Photo"
@@ -67,8 +67,12 @@ def pull_reviews(config: LabelConfig, layout: Layout, client: LabelStudioClient)
         if project_id is None:
             return decisions
         for done in new_answers(client, manifest, project_id, q.REVIEW_ANNOTATION).new:
-            d = decide(done.result, done.cancelled, config.min_coverage)
             sha, now = done.data["sha256"], utc_now()
+            try:
+                d = decide(done.result, done.cancelled, config.min_coverage)
+            except MalformedAnswer as exc:  # the photo stays in review until the answer is corrected
+                manifest.write(q.SAVE_BAD_ANSWER, sha, done.annotator, done.annotation_id, now, str(exc), now)
+                continue
             with manifest.transaction() as db:
                 db.run(q.SAVE_REVIEW, done.annotation_id, now, sha)
                 db.run(

@@ -20,7 +20,7 @@ from core.manifest import Manifest, open_manifest, utc_now
 from core.settings import LabelConfig
 from curation.labeling.client import Answer, LabelStudioClient
 from curation.labeling.exchange import KEY
-from curation.labeling.rules import Decision, decide
+from curation.labeling.rules import Decision, MalformedAnswer, decide
 
 log = logging.getLogger(__name__)
 # An incremental read goes back this far before the newest change the last pull read: an answer
@@ -33,6 +33,7 @@ class RulesPulled:
     decisions: list[Decision] = field(default_factory=list)  # decisions that now count
     unchanged: int = 0  # answered tasks with nothing new
     waiting: int = 0  # tasks two people are asked for, answered by one so far
+    malformed: int = 0  # answers the rules cannot read, kept as bad_answers rows
 
 
 def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
@@ -42,6 +43,19 @@ def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
         label = manifest.row(q.LABEL_ANNOTATION, sha256)
         return label is not None and label["annotation_id"] == answer.annotation_id
     return bool(row["annotation_id"] == answer.annotation_id and row["updated_at"] == answer.updated_at)
+
+
+def _note_malformed(manifest: Manifest, sha256: str, answers: list[Answer], min_coverage: float) -> int:
+    """Keeps a failure row for each of a task's answers the rules cannot read; returns how many."""
+    bad = 0
+    for a in answers:
+        try:
+            decide(a.result, a.cancelled, min_coverage)
+        except MalformedAnswer as exc:
+            log.warning("answer %s to photo %s cannot be read: %s", a.annotation_id, sha256[:12], exc)
+            manifest.write(q.SAVE_BAD_ANSWER, sha256, a.annotator, a.annotation_id, a.updated_at, str(exc), utc_now())
+            bad += 1
+    return bad
 
 
 def changed_after(mark: str | None) -> str | None:
@@ -74,7 +88,14 @@ def pull_rules(
             if not fresh:
                 pulled.unchanged += 1
                 continue
-            decided = {a.annotator: decide(a.result, a.cancelled, config.min_coverage) for a in task.answers}
+            try:
+                decided = {a.annotator: decide(a.result, a.cancelled, config.min_coverage) for a in task.answers}
+            except MalformedAnswer:
+                # One unreadable answer leaves its task undecided, never the pull: every other task
+                # is decided, and the answer is a failure row until someone corrects it.
+                pulled.malformed += _note_malformed(manifest, sha, task.answers, config.min_coverage)
+                continue
+            manifest.write(q.FORGET_BAD_ANSWERS, sha)
             for a in fresh:
                 d = decided[a.annotator]
                 manifest.write(q.SAVE_ANSWER, sha, a.annotator, a.annotation_id, a.updated_at, d.decision, d.reason,

@@ -7,7 +7,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.boxes import Box
-from curation.labeling.shapes import OBJECTS, REJECT_REASON, SEVERAL, box_coverage, box_of, boxes_in, choices_in
+from core.errors import ReviewlensError
+from curation.labeling.shapes import (
+    OBJECTS,
+    REJECT_REASON,
+    SEVERAL,
+    box_coverage,
+    box_of,
+    boxes_in,
+    choices_in,
+    malformed,
+)
+
+
+class MalformedAnswer(ReviewlensError):
+    """An answer the rules cannot read; the message says what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -25,9 +39,12 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
     Rules: exactly one product in the photo (one box, and not marked "several products"),
     and that product's box covers at least `min_coverage` of the photo. A reason to reject the
     person chose (the wrong product, hidden, not a photo of it) rejects it whatever the box.
+    An answer the rules cannot read raises MalformedAnswer.
     """
     if cancelled:
         return Decision("reject", "skipped by the annotator", None, 0)
+    if (problem := malformed(result)) is not None:
+        raise MalformedAnswer(problem)
     boxes = boxes_in(result)
     several = SEVERAL in choices_in(result, OBJECTS)
     n_objects = max(len(boxes), 2 if several else min(1, len(boxes)))
@@ -50,6 +67,8 @@ def decide(result: list[dict[str, Any]], cancelled: bool, min_coverage: float) -
 def box_words(result: list[dict[str, Any]], min_coverage: float) -> list[str]:
     """What the rules (`decide`) make of the boxes on the photo while a person draws them, in words:
     the share of the photo a single box covers against the line, or why the count already decides."""
+    if (problem := malformed(result)) is not None:
+        return [f"The boxes cannot be measured: {problem}."]
     if not boxes_in(result):
         return ["No box on the photo: draw one around the product (B, then drag)."]
     decision = decide(result, cancelled=False, min_coverage=min_coverage)

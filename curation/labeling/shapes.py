@@ -7,10 +7,12 @@ A region's box is in percent of the image; reviewlens keeps boxes as fractions o
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from core.boxes import Box, area
+from core.errors import quoted
 
 # The names the views give their controls, and the values of their choices.
 PRODUCT_BOX = "product"
@@ -219,6 +221,32 @@ def choice_task(image: str, sha256: str, photo_url: str, products: dict[str, str
         "candidates": [{"value": v} for v in [*products, NONE_OF_THESE]],
         "product_ids": products,
     }
+
+
+def malformed(result: object) -> str | None:
+    """Why an answer's result is not one the rules can read (what a person's browser sends, or
+    anyone with a token: a box with a non-numeric coordinate, a choice missing or not in the view),
+    or None when it is."""
+    if not isinstance(result, list):
+        return "the result is not a list of regions"
+    allowed = {OBJECTS: {ONE, SEVERAL}, REJECT_REASON: set(REJECT_REASONS)}
+    for n, region in enumerate(result):
+        value = region.get("value") if isinstance(region, dict) else None
+        if not isinstance(value, dict):
+            return f"region {n} has no value"
+        if region.get("type") == "rectanglelabels":
+            numbers = [value.get(k) for k in ("x", "y", "width", "height")]
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+                return f"box {n}: x, y, width and height must be finite numbers, not {quoted(numbers, 80)}"
+            if value["width"] < 0 or value["height"] < 0:
+                return f"box {n} has a negative width or height"
+        elif region.get("type") == "choices":
+            chosen = value.get("choices")
+            if not isinstance(chosen, list) or not chosen or not all(isinstance(c, str) for c in chosen):
+                return f"choice {n} ({quoted(region.get('from_name'), 40)}) names no choice"
+            if (known := allowed.get(str(region.get("from_name")))) is not None and not set(chosen) <= known:
+                return f"choice {n} names a choice the view does not offer: {quoted(chosen, 80)}"
+    return None
 
 
 def boxes_in(result: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import requests
 import torch
 from PIL import Image
 
@@ -264,6 +266,13 @@ def _() -> tuple[bool, str]:
     return refused(cli("predict", str(big), "--data-dir", str(MODEL.data_dir)), "too many pixels")
 
 
+@case("10g predict on a 30000 x 1 PNG of 109 bytes")
+def _() -> tuple[bool, str]:
+    thin = ROOT / "thin.png"
+    Image.new("1", (30_000, 1)).save(thin, optimize=True)
+    return refused(cli("predict", str(thin), "--data-dir", str(MODEL.data_dir)), "more than 20 times as long")
+
+
 @case("10e Label Studio dead during label push")
 def _() -> tuple[bool, str]:
     env = {**os.environ, "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}", "LABEL_STUDIO_API_KEY": "0" * 40}
@@ -327,6 +336,63 @@ def _() -> tuple[bool, str]:
     finally:
         impostor.shutdown()
         impostor.server_close()
+
+
+# --- 12. Settings files: read within a budget, quoted short -----------------------------------
+
+
+def config_refused(name: str, write: Callable[[Path], object], named: str) -> Case:
+    def check() -> tuple[bool, str]:
+        file = ROOT / f"config-{name}"
+        write(file)
+        run = cli("crawl", "--data-dir", str(ROOT / "config-data"), "--config", str(file), timeout=60)
+        ok, detail = refused(run, named)
+        return ok and len(run.stderr) < 1_200, f"{detail[:120]} ({len(run.stderr):,} characters said)"
+
+    return check
+
+
+case("12a a --config nested 200,000 deep")(
+    config_refused("deep.json", lambda f: f.write_text("[" * 200_000 + "]" * 200_000), "nested deeper than")
+)
+case("12b a --config of 3 MB")(config_refused("big.json", lambda f: f.write_text(" " * 3_000_000 + "{}"), "at most"))
+case("12c a FIFO as --config")(config_refused("fifo", os.mkfifo, "not a regular file"))
+case("12d /dev/zero as --config")(
+    lambda: refused(cli("crawl", "--config", "/dev/zero", "--data-dir", str(ROOT / "zero"), timeout=60), "not a")
+)
+case("12e a 500 kB key in --config")(
+    config_refused("key.json", lambda f: f.write_text(json.dumps({"k" * 500_000: 1})), "characters more")
+)
+
+# --- 13. Doors: Label Studio's sign-up, the pid files `down` reads -----------------------------
+
+
+@case("13a a stranger signs up to Label Studio")
+def _() -> tuple[bool, str]:
+    with requests.Session() as browser:
+        page = browser.get(f"{LS.url}/user/signup/", timeout=30)
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        form = {"email": "stranger@example.com", "password": "a-Long-password-1"}
+        form["csrfmiddlewaretoken"] = csrf.group(1) if csrf else ""
+        signed = browser.post(f"{LS.url}/user/signup/", data=form, allow_redirects=False, timeout=30,
+                              headers={"Referer": f"{LS.url}/user/signup/"})  # fmt: skip
+    return signed.status_code == 403, f"sign-up answered {signed.status_code}"
+
+
+@case("13b a stale pid file names an unrelated process")
+def _() -> tuple[bool, str]:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        data = ROOT / "stale"
+        (data / "services").mkdir(parents=True)
+        (data / "services" / "prefect-server.pid").write_text(f"{bystander.pid} 1\n")
+        run = cli("down", "--data-dir", str(data), "--label-studio-port", str(free_port()), timeout=120)
+        time.sleep(0.5)
+        alive_after = bystander.poll() is None
+        return run.returncode == 0 and alive_after and "left alone" in run.stdout, run.stdout.strip()[-120:]
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Request bodies read within a budget, for the services that listen (`serve`, `ml-backend`).
+
+The declared length is checked before a byte is read, and the bytes are counted as they arrive:
+a body that claims less than it sends, or claims nothing, is cut at the budget all the same.
+JSON is parsed only once its size is known, and refused when nested past what any honest
+client sends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from core.errors import quoted
+
+MAX_JSON_DEPTH = 32
+
+
+class Refused(Exception):
+    """A request refused before its work: the status and the reason it is answered with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.reason}, status_code=self.status)
+
+
+async def read_body(request: Request, limit: int, what: str = "the body") -> bytes:
+    """The request's body, at most `limit` bytes; raises Refused (413) past it."""
+    declared = request.headers.get("content-length") or "0"
+    if not declared.isascii() or not declared.isdigit():
+        raise Refused(400, f"a Content-Length that is no length: {quoted(declared, 40)}")
+    if int(declared) > limit:
+        raise Refused(413, f"{what} is {int(declared):,} bytes; at most {limit:,} are read")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise Refused(413, f"{what} is over {limit:,} bytes")
+    return bytes(data)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, within `limit` bytes and MAX_JSON_DEPTH levels; raises Refused (400, 413)."""
+    data = await read_body(request, limit, "the JSON body")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Refused(400, f"the body is not JSON: {quoted(exc, 120)}") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise Refused(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
