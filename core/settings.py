@@ -204,3 +204,13 @@ def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
             quoted(": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"])))) for e in exc.errors()[:5]
         )
         raise ConfigError(f"bad {cls.__name__} values: {problems}") from exc
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value: a settings file or a request is
+    refused past a few dozen levels (Python's own parser allows about a thousand)."""
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0

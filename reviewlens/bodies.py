@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core.errors import quoted
+from core.settings import json_depth
 
 MAX_JSON_DEPTH = 32
 
@@ -52,14 +53,6 @@ async def read_json(request: Request, limit: int) -> Any:
         value = json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise Refused(400, f"the body is not JSON: {quoted(exc, 120)}") from exc
-    if _depth(value) > MAX_JSON_DEPTH:
+    if json_depth(value) > MAX_JSON_DEPTH:
         raise Refused(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from core.errors import ConfigError, ReviewlensError, quoted
 from core.layout import DEFAULT_DATA_DIR, Layout
-from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
+from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping, json_depth
 from reviewlens.labelstudio_server import LabelStudioServer
 
 T = TypeVar("T")
@@ -49,18 +49,9 @@ def _read_json(path: str) -> Any:
         raise ConfigError(f"the config file {quoted(path)} is not JSON: {quoted(str(exc))}") from exc
     except RecursionError as exc:
         raise ConfigError(f"the config file {quoted(path)} is nested deeper than {CONFIG_MAX_DEPTH} levels") from exc
-    if _depth(values) > CONFIG_MAX_DEPTH:
+    if json_depth(values) > CONFIG_MAX_DEPTH:
         raise ConfigError(f"the config file {quoted(path)} is nested deeper than {CONFIG_MAX_DEPTH} levels")
     return values
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (Python's parser allows about 1,000)."""
-    if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
