@@ -8,6 +8,7 @@ client sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,6 +19,9 @@ from core.errors import quoted
 from core.settings import json_depth
 
 MAX_JSON_DEPTH = 32
+# A photo of 25 MB arrives in seconds on a slow phone line; a body still arriving after this is
+# a client holding the connection open.
+BODY_DEADLINE_S = 60.0
 
 
 class Refused(Exception):
@@ -32,12 +36,20 @@ class Refused(Exception):
 
 
 async def read_body(request: Request, limit: int, what: str = "the body") -> bytes:
-    """The request's body, at most `limit` bytes; raises Refused (413) past it."""
+    """The request's body, at most `limit` bytes within BODY_DEADLINE_S; raises Refused (413 past
+    the size, 408 past the time: a client sending a byte at a time holds a connection no longer)."""
     declared = request.headers.get("content-length") or "0"
     if not declared.isascii() or not declared.isdigit():
         raise Refused(400, f"a Content-Length that is no length: {quoted(declared, 40)}")
     if int(declared) > limit:
         raise Refused(413, f"{what} is {int(declared):,} bytes; at most {limit:,} are read")
+    try:
+        return await asyncio.wait_for(_read(request, limit, what), BODY_DEADLINE_S)
+    except TimeoutError as exc:
+        raise Refused(408, f"{what} did not arrive whole within {BODY_DEADLINE_S:g} s") from exc
+
+
+async def _read(request: Request, limit: int, what: str) -> bytes:
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
