@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -28,6 +29,7 @@ from reviewlens.processes import note, noted, running, stop_group
 ROOT = Path(__file__).resolve().parents[1]  # where prefect.yaml is, and the flows it names
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "reviewlens"
+API_TRIES = 8  # about 30 s of backing off
 
 
 def with_interpreter_first(path: str) -> str:
@@ -128,7 +130,7 @@ class Services:
             if self.pid("prefect-server") is None or time.monotonic() > deadline:
                 raise ServiceError(f"the Prefect server did not answer: see {self.folder / 'prefect-server.log'}")
             time.sleep(0.5)
-        pool = requests.get(f"{self.prefect_api}/work_pools/{POOL}", auth=self._auth(), timeout=10)
+        pool = self._api("GET", f"/work_pools/{POOL}")
         if pool.status_code == 404:
             self._prefect("work-pool", "create", POOL, "--type", "process")
         # Every deployment of prefect.yaml, made again each time: an edited file takes effect.
@@ -148,16 +150,24 @@ class Services:
         """prefect.yaml names the data folder `data`, relative to where the worker runs: each
         deployment is pointed at the folder `up` was given, as an absolute path."""
         data_dir = str(self.folder.parent.resolve())
-        listed = requests.post(f"{self.prefect_api}/deployments/filter", json={}, auth=self._auth(), timeout=30)
+        listed = self._api("POST", "/deployments/filter", json={})
+        listed.raise_for_status()
         for deployment in listed.json():
             parameters = deployment.get("parameters") or {}
             if "data_dir" in parameters and parameters["data_dir"] != data_dir:
-                requests.patch(
-                    f"{self.prefect_api}/deployments/{deployment['id']}",
-                    json={"parameters": {**parameters, "data_dir": data_dir}},
-                    auth=self._auth(),
-                    timeout=30,
-                ).raise_for_status()
+                pointed = {"parameters": {**parameters, "data_dir": data_dir}}
+                self._api("PATCH", f"/deployments/{deployment['id']}", json=pointed).raise_for_status()
+
+    def _api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call to the Prefect server, with its login. A 503 or 429 is asked again, as Prefect's
+        own client does: a server on SQLite answers 503 while its database is locked by the runs a
+        deploy just scheduled."""
+        for attempt in range(API_TRIES):
+            answer = requests.request(method, f"{self.prefect_api}{path}", auth=self._auth(), timeout=30, **kwargs)
+            if answer.status_code not in (429, 503) or attempt == API_TRIES - 1:
+                return answer
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def _prefect(self, *args: str) -> None:
         done = subprocess.run([PREFECT, *args], env=self.env(), cwd=ROOT, capture_output=True, text=True)
