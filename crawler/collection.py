@@ -10,12 +10,12 @@ a photo imported twice, or also crawled, trains once.
 from __future__ import annotations
 
 import csv
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import queries as q
 from core.errors import ReviewlensError
+from core.files import OverFileBudget, read_bounded
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.store import shared_store
@@ -71,27 +71,10 @@ def read_folders(root: Path) -> list[Entry]:
     return entries
 
 
-def read_photo_file(path: Path, max_bytes: int = MAX_PHOTO_BYTES) -> bytes:
-    """A photo file's bytes, checked before they are read: a regular file (a FIFO or /dev/zero
-    would be read for ever) of at most `max_bytes`; raises OSError naming which."""
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(f"not a regular file: {path}")
-    if info.st_size > max_bytes:
-        raise OSError(f"{info.st_size:,} bytes, over the {max_bytes:,} a photo may have: {path}")
-    with path.open("rb") as f:
-        data = f.read(max_bytes + 1)  # a file that grew since its size was read
-    if len(data) > max_bytes:
-        raise OSError(f"over the {max_bytes:,} bytes a photo may have: {path}")
-    return data
-
-
 def read_csv(file: Path) -> list[Entry]:
     """Rows of path, product (and optionally name, url); a relative path is read from the CSV's folder."""
-    if file.stat().st_size > MAX_CSV_BYTES:
-        raise BadCollection(
-            f"{file} holds {file.stat().st_size:,} bytes: a collection's CSV has at most {MAX_CSV_BYTES:,}"
-        )
+    if (size := file.stat().st_size) > MAX_CSV_BYTES:
+        raise BadCollection(f"{file} holds {size:,} bytes: a collection's CSV has at most {MAX_CSV_BYTES:,}")
     with file.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
@@ -136,7 +119,10 @@ def import_collection(
             for e in entries[start : start + BATCH]:
                 summary.photos += 1
                 try:
-                    photo = store.put(read_photo_file(e.path))
+                    photo = store.put(read_bounded(e.path, MAX_PHOTO_BYTES))
+                except OverFileBudget as exc:
+                    summary.refused[str(e.path)] = f"the file {exc}"
+                    continue
                 except (OSError, InvalidImage) as exc:
                     summary.refused[str(e.path)] = getattr(exc, "reason", None) or str(exc)
                     continue

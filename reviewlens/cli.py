@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import ConfigError, ReviewlensError, quoted
+from core.files import OverFileBudget, read_bounded
 from core.layout import DEFAULT_DATA_DIR, Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping, json_depth
 from reviewlens.labelstudio_server import LabelStudioServer
@@ -31,18 +32,10 @@ CONFIG_MAX_DEPTH = 20
 
 
 def _read_json(path: str) -> Any:
-    file = Path(path)
     try:
-        # A FIFO or a device (/dev/zero) would be read for ever: only a regular file is a config.
-        if file.exists() and not file.is_file():
-            raise ConfigError(f"the config file {quoted(path)} is not a regular file")
-        if (size := file.stat().st_size) > CONFIG_MAX_BYTES:
-            raise ConfigError(f"the config file {quoted(path)} holds {size:,} bytes: at most {CONFIG_MAX_BYTES:,}")
-        with file.open("rb") as f:
-            text = f.read(CONFIG_MAX_BYTES + 1)  # a file that grew since its size was read
-        if len(text) > CONFIG_MAX_BYTES:
-            raise ConfigError(f"the config file {quoted(path)} holds more than {CONFIG_MAX_BYTES:,} bytes")
-        values = json.loads(text)
+        values = json.loads(read_bounded(Path(path), CONFIG_MAX_BYTES))
+    except OverFileBudget as exc:
+        raise ConfigError(f"the config file {quoted(path)} {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {quoted(path)}: {exc.strerror}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -177,4 +177,4 @@ def test_an_import_reads_only_regular_files_of_a_photos_size(tmp_path: Path, lay
     assert (summary.photos, summary.stored) == (4, 1)
     reasons = {Path(path).name: why for path, why in summary.refused.items()}
     assert "not a regular file" in reasons["fifo.jpg"] and "not a regular file" in reasons["zero"]
-    assert "60,000,000 bytes, over the 50,000,000" in reasons["big.jpg"]
+    assert "holds 60,000,000 bytes: at most 50,000,000" in reasons["big.jpg"]

@@ -45,19 +45,6 @@ def _seen(manifest: Manifest, sha256: str, answer: Answer) -> bool:
     return bool(row["annotation_id"] == answer.annotation_id and row["updated_at"] == answer.updated_at)
 
 
-def _note_malformed(manifest: Manifest, sha256: str, answers: list[Answer], min_coverage: float) -> int:
-    """Keeps a failure row for each of a task's answers the rules cannot read; returns how many."""
-    bad = 0
-    for a in answers:
-        try:
-            decide(a.result, a.cancelled, min_coverage)
-        except MalformedAnswer as exc:
-            log.warning("answer %s to photo %s cannot be read: %s", a.annotation_id, sha256[:12], exc)
-            manifest.write(q.SAVE_BAD_ANSWER, sha256, a.annotator, a.annotation_id, a.updated_at, str(exc), utc_now())
-            bad += 1
-    return bad
-
-
 def changed_after(mark: str | None) -> str | None:
     """Where an incremental read starts: MARK_OVERLAP before the last complete pull's newest change."""
     if mark is None:
@@ -88,12 +75,19 @@ def pull_rules(
             if not fresh:
                 pulled.unchanged += 1
                 continue
-            try:
-                decided = {a.annotator: decide(a.result, a.cancelled, config.min_coverage) for a in task.answers}
-            except MalformedAnswer:
+            decided, unreadable = {}, []
+            for a in task.answers:
+                try:
+                    decided[a.annotator] = decide(a.result, a.cancelled, config.min_coverage)
+                except MalformedAnswer as exc:
+                    unreadable.append((a, str(exc)))
+            if unreadable:
                 # One unreadable answer leaves its task undecided, never the pull: every other task
                 # is decided, and the answer is a failure row until someone corrects it.
-                pulled.malformed += _note_malformed(manifest, sha, task.answers, config.min_coverage)
+                for a, why in unreadable:
+                    log.warning("answer %s to photo %s cannot be read: %s", a.annotation_id, sha[:12], why)
+                    manifest.write(q.SAVE_BAD_ANSWER, sha, a.annotator, a.annotation_id, a.updated_at, why, utc_now())
+                pulled.malformed += len(unreadable)
                 continue
             manifest.write(q.FORGET_BAD_ANSWERS, sha)
             for a in fresh:
