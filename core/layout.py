@@ -67,5 +67,15 @@ class Layout:
         return self.data_dir / "index"
 
     @property
+    def services_dir(self) -> Path:
+        """Pid files, logs and the logins of the services `up` and `ml-backend` run (mode 600)."""
+        return self.data_dir / "services"
+
+    @property
+    def ml_backend_login(self) -> Path:
+        """The login Label Studio sends the ML backend (`user:secret`)."""
+        return self.services_dir / "ml-backend-login"
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"

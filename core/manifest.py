@@ -65,6 +65,16 @@ CREATE TABLE IF NOT EXISTS failures (
     last_try TEXT NOT NULL,
     PRIMARY KEY (shop, review_id, photo_url)
 );
+-- An item of a shop's page the crawler could not read (a field missing or of another kind): the
+-- page's other items were crawled. A page's rows are replaced each time the page is read.
+CREATE TABLE IF NOT EXISTS bad_items (
+    shop TEXT NOT NULL,
+    page_url TEXT NOT NULL,
+    place INTEGER NOT NULL,       -- the item's place in the page's list, from 0
+    reason TEXT NOT NULL,         -- the field, and what it held instead
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (shop, page_url, place)
+);
 CREATE TABLE IF NOT EXISTS curation (
     sha256 TEXT PRIMARY KEY REFERENCES photos(sha256),
     status TEXT NOT NULL,         -- 'ok' or 'invalid'

@@ -65,6 +65,8 @@ UPSERT_FAILURE = Query(
     "INSERT INTO failures VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (shop, review_id, photo_url) DO UPDATE SET "
     "reason = excluded.reason, attempts = failures.attempts + 1, last_try = excluded.last_try",
 )
+FORGET_BAD_ITEMS = Query("DELETE FROM bad_items WHERE shop = ? AND page_url = ?")
+INSERT_BAD_ITEM = Query("INSERT INTO bad_items VALUES (?,?,?,?,?)")
 DELETE_FAILURE = Query("DELETE FROM failures WHERE shop = ? AND review_id = ? AND photo_url = ?")
 FAILED_PHOTOS = Query(
     "SELECT review_id, photo_url, product_id, category_id, review_created_at FROM failures WHERE shop = ?"

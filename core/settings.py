@@ -70,6 +70,8 @@ class CrawlConfig:
     user_agent: Text = "reviewlens/0.1 (+https://github.com/reviewlens/reviewlens)"
     connect_timeout_s: Positive = 5.0
     read_timeout_s: Positive = 20.0
+    # One answer whole, however it arrives: a page sent a byte at a time never passes read_timeout_s.
+    total_timeout_s: Positive = 120.0
     # Times a failed request, or an answer that may pass when asked again, is tried again,
     # with exponential backoff from backoff_s (crawler/retry.py).
     retries: Annotated[int, Field(ge=0, le=10)] = 4

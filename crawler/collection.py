@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import queries as q
-from core.errors import ReviewlensError
+from core.errors import ReviewlensError, quoted
 from core.files import OverFileBudget, read_bounded
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
@@ -79,13 +80,23 @@ def read_csv(file: Path) -> list[Entry]:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
         raise BadCollection(f"{file} needs a header with the columns path and product (name and url optional)")
+    for line, r in enumerate(rows, start=2):
+        if not _web_link(url := (r.get("url") or "").strip()):
+            # Shown to shoppers as a link: a javascript: or data: address would run in their browser.
+            raise BadCollection(f"{file}, line {line}: url {quoted(url, 60)} is not an http(s) address")
     return [
         Entry(
-            file.parent / r["path"], r["product"].strip(), (r.get("name") or r["product"]).strip(), r.get("url") or ""
+            file.parent / r["path"], r["product"].strip(), (r.get("name") or r["product"]).strip(),
+            (r.get("url") or "").strip(),
         )
         for r in rows
         if r["path"] and r["product"]
-    ]
+    ]  # fmt: skip
+
+
+def _web_link(url: str) -> bool:
+    parts = urlsplit(url)
+    return not url or (parts.scheme in ("http", "https") and bool(parts.netloc))
 
 
 def read_collection(source: Path) -> list[Entry]:

@@ -27,6 +27,7 @@ from crawler.errors import CrawlError, LayoutChanged, NothingCrawled
 from crawler.fetch import Fetcher
 from crawler.ohouse import (
     OhouseAdapter,
+    Parsed,
     RankedProduct,
     Review,
     get_adapter,
@@ -62,13 +63,17 @@ class CrawlSummary:
     layout_errors: list[str] = field(default_factory=list)
     # Pages that could not be fetched: read again next run; a crawl that read none fails.
     page_errors: list[str] = field(default_factory=list)
+    # Items of a page that did not read, each a bad_items row: the page's other items were crawled.
+    bad_items: int = 0
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
         catalog = f", {self.catalog_photos} catalog photos" if self.catalog_photos else ""
         return (
             f"{self.products} products, {self.review_pages} review pages, {self.photos_stored} photos stored"
-            f"{catalog} ({self.bytes / 1e6:.1f} MB), {self.photos_failed} failed ({reasons}) in {self.wall_s:.1f}s"
+            f"{catalog} ({self.bytes / 1e6:.1f} MB), {self.photos_failed} failed ({reasons})"
+            + (f", {self.bad_items} page items unreadable (table bad_items)" if self.bad_items else "")
+            + f" in {self.wall_s:.1f}s"
         )
 
 
@@ -106,6 +111,18 @@ class _Crawl:
         for again under the fetcher's retry policy, and one that persists is raised."""
         return self.fetcher.fetch(url, parse, PAGE_MAX_BYTES)
 
+    def fetch_items(self, url: str, parse: Callable[[bytes], Parsed[T]]) -> list[T]:
+        """The items of one page that read; those that do not are kept as bad_items rows of the page."""
+        parsed = self.fetch_page(url, parse)
+        with self.manifest.transaction() as db:
+            db.run(q.FORGET_BAD_ITEMS, self.adapter.name, url)
+            for place, reason in parsed.bad:
+                db.run(q.INSERT_BAD_ITEM, self.adapter.name, url, place, reason[:500], utc_now())
+        for place, reason in parsed.bad:
+            log.warning("%s: item %d does not read (%s); the page's other items are crawled", url, place, reason)
+        self.summary.bad_items += len(parsed.bad)
+        return parsed.items
+
     def top_products(self, category_id: int) -> list[RankedProduct]:
         if self.config.ranking_source == "html":
             ids = self.fetch_page(
@@ -117,7 +134,7 @@ class _Crawl:
         page = 1
         while len(ranked) < self.config.top_n and page <= MAX_RANKING_PAGES:
             url = self.adapter.ranking_json_url(category_id, page)
-            found = self.fetch_page(url, lambda b: parse_ranking_json(load_json(b, "ranking")))
+            found = self.fetch_items(url, lambda b: parse_ranking_json(load_json(b, "ranking")))
             if not found:
                 break
             for product in found:
@@ -138,7 +155,7 @@ class _Crawl:
         for page in range(1, 1_000_000):
             self.collect(block=False)
             url = self.adapter.reviews_url(product_id, page)
-            reviews = self.fetch_page(url, lambda b: parse_reviews(load_json(b, "reviews")))
+            reviews = self.fetch_items(url, lambda b: parse_reviews(load_json(b, "reviews")))
             self.summary.review_pages += 1
             if not reviews:
                 return

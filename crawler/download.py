@@ -33,6 +33,7 @@ def make_fetcher(config: CrawlConfig) -> Fetcher:
         rates=rates,
         connect_timeout_s=config.connect_timeout_s,
         read_timeout_s=config.read_timeout_s,
+        total_timeout_s=config.total_timeout_s,
         retries=config.retries,
         backoff_s=config.backoff_s,
     )

@@ -41,6 +41,9 @@ class Fetcher:
     default_rate: float = 2.0
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
+    # The whole body, however it arrives: a page sent a byte at a time never passes the read
+    # timeout, which counts the wait for each byte alone. A 50 MB photo at 1 MB/s fits.
+    total_timeout_s: float = 120.0
     retries: int = 4
     backoff_s: float = 0.5
     max_redirects: int = 5
@@ -125,6 +128,7 @@ class Fetcher:
                 if not rules.allowed(url):
                     raise RefusedURL("disallowed by robots.txt", url, retryable=hop > 0)
             self.limiter(urlsplit(url).netloc).acquire()
+            started = time.monotonic()
             try:
                 r = self._session.get(
                     url,
@@ -145,7 +149,7 @@ class Fetcher:
                 if r.status_code != 200:
                     wait = retry_after_seconds(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
                     raise HttpError(url, r.status_code, retry_after=wait)
-                return _read_capped(r, url, max_bytes)
+                return _read_capped(r, url, max_bytes, self.total_timeout_s, started)
         raise FetchError("too many redirects", url)
 
 
@@ -168,23 +172,27 @@ def _declared_length(r: requests.Response, url: str) -> int | None:
     return int(value)
 
 
-def _read_capped(r: requests.Response, url: str, max_bytes: int) -> bytes:
+def _read_capped(r: requests.Response, url: str, max_bytes: int, total_s: float, started: float) -> bytes:
     declared = _declared_length(r, url)
     # Too large is not retried: the same answer would be fetched again, as large.
     if declared is not None and declared > max_bytes:
         raise FetchError(f"too large: {declared} bytes", url)
     chunks, size = [], 0
     try:
-        for chunk in r.iter_content(64 * 1024):
+        # read1 returns what has arrived, so the deadline is checked between a dripped page's bytes.
+        while chunk := r.raw.read1(64 * 1024, decode_content=True):
             size += len(chunk)
             if size > max_bytes:
                 raise FetchError(f"too large: over {max_bytes} bytes", url)
+            if time.monotonic() - started > total_s:
+                # Not retried either: the same server would drip the same page again.
+                raise FetchError(f"not whole after {total_s:g}s ({size:,} bytes so far)", url)
             chunks.append(chunk)
-    except requests.Timeout as exc:
+    except urllib3.exceptions.ReadTimeoutError as exc:
         raise FetchError("timeout", url, retryable=True) from exc
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+    except urllib3.exceptions.ProtocolError as exc:  # the connection dropped mid-body
         raise FetchError("connection error", url, retryable=True) from exc
-    except requests.RequestException as exc:  # a body that does not decode as its encoding says
+    except urllib3.exceptions.HTTPError as exc:  # a body that does not decode as its encoding says
         raise FetchError(f"a broken answer: {quoted(exc, 120)}", url, retryable=True) from exc
     body = b"".join(chunks)
     if declared is not None and len(body) != declared:

@@ -1,15 +1,18 @@
 """The Ohouse adapter: URLs of the shop's rankings and reviews, and pure parsers of its responses.
 
 Shapes from ../shared/docs/ohouse.md. A parser that does not find what it expects raises
-LayoutChanged naming the field or selector, never returns an empty result.
+LayoutChanged naming the field or selector, never returns an empty result. One item of a list
+that does not read (a field missing, or of another kind) is set aside with its reason and the
+page's other items are read: only a page none of whose items reads is a changed layout.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
@@ -18,6 +21,7 @@ from core.errors import ConfigError, quoted
 from crawler.errors import LayoutChanged
 
 PRODUCT_LINK = re.compile(r"/productions/(\d+)(?:/|$)")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,30 @@ def _count(obj: dict[str, Any], name: str) -> int:
     return value
 
 
-def _items(payload: Any, name: str) -> list[dict[str, Any]]:
-    items = _field(payload, name)
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise LayoutChanged(f"field '{name}' is not a list of objects")
-    return items
+@dataclass(frozen=True)
+class Parsed(Generic[T]):
+    """The items of one page that read, and those that did not: (place on the page, reason)."""
+
+    items: list[T]
+    bad: list[tuple[int, str]]
+
+
+def _each(payload: Any, name: str, read: Callable[[dict[str, Any]], T]) -> Parsed[T]:
+    raw = _field(payload, name) if isinstance(payload, dict) else None
+    if not isinstance(raw, list):
+        raise LayoutChanged(f"field '{name}' is not a list")
+    good: list[T] = []
+    bad: list[tuple[int, str]] = []
+    for place, item in enumerate(raw):
+        try:
+            if not isinstance(item, dict):
+                raise LayoutChanged(f"field '{name}' holds an item that is not an object")
+            good.append(read(item))
+        except LayoutChanged as exc:
+            bad.append((place, str(exc)))
+    if bad and not good:
+        raise LayoutChanged(f"none of the {len(bad)} items of '{name}' reads: {bad[0][1]}")
+    return Parsed(good, bad)
 
 
 def load_json(body: bytes, what: str) -> Any:
@@ -87,15 +110,16 @@ def load_json(body: bytes, what: str) -> Any:
         raise LayoutChanged(f"{what} is JSON nested too deep to read") from exc
 
 
-def parse_ranking_json(payload: Any) -> list[RankedProduct]:
+def parse_ranking_json(payload: Any) -> Parsed[RankedProduct]:
     """Returns the ranked products of one ranks.json page, best first."""
-    ranked = []
-    for p in _items(payload, "products"):
+
+    def read(p: dict[str, Any]) -> RankedProduct:
         product_id = _text(p, "id") or str(_field(p, "id"))
         if not product_id:
             raise LayoutChanged("field 'id' is empty")
-        ranked.append(RankedProduct(product_id, _text(p, "name"), _count(p, "review_count")))
-    return ranked
+        return RankedProduct(product_id, _text(p, "name"), _count(p, "review_count"))
+
+    return _each(payload, "products", read)
 
 
 def parse_ranking_html(text: str) -> list[str]:
@@ -126,17 +150,18 @@ def parse_catalog_photo(text: str, page_url: str) -> str:
     return urljoin(page_url, content) if content else ""
 
 
-def parse_reviews(payload: Any) -> list[Review]:
-    """Returns the reviews of one production_reviews.json page; empty at the end of paging."""
-    parsed = []
-    for r in _items(payload, "reviews"):
+def parse_reviews(payload: Any) -> Parsed[Review]:
+    """Returns the reviews of one production_reviews.json page; none at the end of paging."""
+
+    def read(r: dict[str, Any]) -> Review:
         _field(r, "card.image_url")  # the key is required, its value may be null: a missing one is named
         review_id = _text(r, "id") or str(_field(r, "id"))
         if not review_id:
             raise LayoutChanged("field 'id' is empty")
         photo_url, name = _text(r, "card.image_url"), _text(r, "production_information.name")
-        parsed.append(Review(review_id, _text(r, "created_at"), photo_url, name))
-    return parsed
+        return Review(review_id, _text(r, "created_at"), photo_url, name)
+
+    return _each(payload, "reviews", read)
 
 
 @dataclass(frozen=True)

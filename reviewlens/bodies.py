@@ -27,12 +27,12 @@ BODY_DEADLINE_S = 60.0
 class Refused(Exception):
     """A request refused before its work: the status and the reason it is answered with."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.reason}, status_code=self.status)
+        return JSONResponse({"error": self.reason}, status_code=self.status, headers=self.headers)
 
 
 async def read_body(request: Request, limit: int, what: str = "the body") -> bytes:

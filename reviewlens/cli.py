@@ -176,7 +176,18 @@ def cmd_ml_backend(args: argparse.Namespace) -> None:
     from reviewlens.ml_backend import serve_backend
 
     config = config_from_flags(args, LabelConfig)
-    serve_backend(Layout(args.data_dir), config.min_coverage, args.host, args.port)
+    serve_backend(Layout(args.data_dir), config.min_coverage, args.host, args.port, args.allowed_host, args.queue)
+
+
+def _add_door_flags(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=port, help=f"(default: {port})")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host header to answer besides the address listened on, e.g. the name a web server "
+                   "in front forwards (repeatable)")  # fmt: skip
+    p.add_argument("--queue", type=int, default=16, metavar="N",
+                   help="requests that may wait while one is answered; more get 503 with Retry-After "
+                   "(default: 16)")  # fmt: skip
 
 
 def _label_studio(args: argparse.Namespace) -> LabelStudioServer:
@@ -317,7 +328,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from reviewlens.serve import serve
 
     layout = Layout(args.data_dir)
-    serve(layout, _production_or_latest(layout, args.model), args.host, args.port)
+    serve(layout, _production_or_latest(layout, args.model), args.host, args.port, args.allowed_host, args.queue)
 
 
 PIPELINE_SETTINGS: dict[str, type[Any]] = {
@@ -424,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ml-backend", help="the model in production for Label Studio's labeling view (its ML backend)")
     _add_data_dir(p)
     add_config_flags(p, LabelConfig)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9090)
+    _add_door_flags(p, 9090)
     p.set_defaults(func=cmd_ml_backend)
 
     p = sub.add_parser(
@@ -481,8 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="a local web page: drop a photo, see its products")
     _add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8900)
+    _add_door_flags(p, 8900)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("pipeline", help="run the whole pipeline as a Prefect flow")

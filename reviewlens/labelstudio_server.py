@@ -202,6 +202,9 @@ class LabelStudioServer:
             "COLLECT_ANALYTICS": "false",
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
+            # A page that points its own domain at this machine (DNS rebinding) gets 400: Django
+            # answers only the names of the address it listens on.
+            "ALLOWED_HOSTS": ",".join(sorted({self.host, "127.0.0.1", "localhost"})),
             # reviewlens' ML backend answers on this machine: Label Studio's guard against requests
             # to reserved networks keeps every network it bans but the loopback.
             "USE_DEFAULT_BANNED_SUBNETS": "false",

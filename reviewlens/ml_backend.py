@@ -17,17 +17,22 @@ photo was pushed, and a note in words: the rule verdicts and the model's three l
 with their scores. The photo is read from the store by the hash in the task, never fetched over
 HTTP. The model is the one in production; a promotion replaces it on disk, and the next request
 answers with it under its version.
+
+Every request must carry the login kept in DATA_DIR/services/ml-backend-login (HTTP basic auth):
+`label connect-backend` gives it to Label Studio for its calls and for the webhook's header, so a
+stranger on the machine can neither read answers nor queue label pulls. The doors of
+reviewlens/doors.py stand in front: its own Host names, a bounded queue, header and body deadlines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,15 +41,17 @@ from starlette.routing import Route
 
 from core import queries as q
 from core.boxes import parse_box
+from core.kept_secret import kept_secret
 from core.layout import Layout
 from core.manifest import Manifest, open_manifest
-from core.photos import photo_path
+from core.photos import OutsideStore, photo_path
 from curation.labeling.machine_note import estimate_lines
 from curation.labeling.report import VerdictAgreement, verdict_records
 from curation.labeling.rules import box_words
 from curation.labeling.shapes import box_region, note_region, objects_region, your_box_region
 from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.bodies import Refused, read_json
+from reviewlens.doors import Queue, guarded, own_hosts, run
 from training.bundle import Ensemble
 from training.predict import predict_many
 
@@ -145,7 +152,13 @@ def look_up(manifest: Manifest, layout: Layout, sha256: str) -> Found:
                             row["objects_verdict"], row["box"])  # fmt: skip
         return Found(photo_path(layout, sha256, row["path"]), estimate)
     known = manifest.row(q.PHOTO_FILE, sha256)
-    return Found(None if known is None else photo_path(layout, sha256, known["path"]), None)
+    if known is None:
+        return Found(None, None)
+    try:
+        return Found(photo_path(layout, sha256, known["path"]), None)
+    except OutsideStore as exc:  # a manifest edited by hand: that task gets no answer, the others do
+        log.warning("%s", exc)
+        return Found(None, None)
 
 
 def answer(
@@ -174,8 +187,9 @@ def measure_drawn(drawn: list[dict[str, Any]], min_coverage: float, version: str
     return {"results": [{"result": [note], "score": 1.0, "model_version": version}], "model_version": version}
 
 
-def build_backend(layout: Layout, min_coverage: float) -> Starlette:
+def build_backend(layout: Layout, min_coverage: float, hosts: list[str], login: str, queue: int = 16) -> Starlette:
     production = Production(layout)
+    waiting, telling = Queue(queue), Queue(queue)
     production.current()  # loaded before the first request: Label Studio's health check waits seconds, not minutes
     answering = threading.Lock()  # one /predict at a time: the models are not shared between threads
 
@@ -201,37 +215,38 @@ def build_backend(layout: Layout, min_coverage: float) -> Starlette:
 
     async def predict(request: Request) -> Response:
         try:
-            tasks, context = predict_request(await read_json(request, MAX_BODY))
+            async with waiting.place():
+                tasks, context = predict_request(await read_json(request, MAX_BODY))
+                if context is not None:
+                    return JSONResponse(measure_drawn(context, min_coverage, production.loaded_version()))
+                return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
         except Refused as refused:
             return refused.response()
-        if context is not None:
-            return JSONResponse(measure_drawn(context, min_coverage, production.loaded_version()))
-        return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
 
     async def webhook(request: Request) -> Response:
         # Label Studio posts every event of the project here once a backend is connected.
         try:
-            event = await read_json(request, MAX_BODY)
+            async with telling.place():
+                event = await read_json(request, MAX_BODY)
+                project = event.get("project") if isinstance(event, dict) else None
+                project_id = project.get("id") if isinstance(project, dict) else None
+                if not isinstance(event, dict) or not isinstance(project_id, int) or isinstance(project_id, bool):
+                    return JSONResponse({"error": "expected Label Studio's webhook JSON"}, status_code=400)
+                action = str(event.get("action") or "")
+                if action in ANNOTATION_ACTIONS:
+                    told = await run_in_threadpool(announce, action, project_id, event)
+                    log.info("event %s of project %s: %s", action, project_id, told)
         except Refused as refused:
             return refused.response()
-        project = event.get("project") if isinstance(event, dict) else None
-        project_id = project.get("id") if isinstance(project, dict) else None
-        if not isinstance(event, dict) or not isinstance(project_id, int) or isinstance(project_id, bool):
-            return JSONResponse({"error": "expected Label Studio's webhook JSON"}, status_code=400)
-        action = str(event.get("action") or "")
-        if action in ANNOTATION_ACTIONS:
-            told = await run_in_threadpool(announce, action, project_id, event)
-            log.info("event %s of project %s: %s", action, project_id, told)
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/setup", setup, methods=["POST"]),
-            Route("/predict", predict, methods=["POST"]),
-            Route("/webhook", webhook, methods=["POST"]),
-        ]
-    )
+    routes = [
+        Route("/health", health),
+        Route("/setup", setup, methods=["POST"]),
+        Route("/predict", predict, methods=["POST"]),
+        Route("/webhook", webhook, methods=["POST"]),
+    ]
+    return guarded(routes, hosts, login)
 
 
 def predict_request(body: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
@@ -266,8 +281,22 @@ def announce(action: str, project: int, event: dict[str, Any]) -> str:
     return f"{ANNOTATION_SAVED} sent to Prefect"
 
 
-def serve_backend(layout: Layout, min_coverage: float, host: str, port: int) -> None:
+def prefect_login(layout: Layout) -> None:
+    """The Prefect server `up` started over this data folder takes no call without its login:
+    the backend reads it from DATA_DIR/services/prefect-auth when PREFECT_API_AUTH_STRING is unset."""
+    kept = layout.services_dir / "prefect-auth"
+    if os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_API_AUTH_STRING") and kept.is_file():
+        os.environ["PREFECT_API_AUTH_STRING"] = kept.read_text().strip()
+
+
+def serve_backend(
+    layout: Layout, min_coverage: float, host: str, port: int, allowed_hosts: list[str], queue: int
+) -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    print(f"reviewlens ml-backend: http://{host}:{port}/ (data {layout.data_dir})", flush=True)
-    uvicorn.run(build_backend(layout, min_coverage), host=host, port=port, log_level="warning")
+    prefect_login(layout)
+    login = kept_secret(layout.ml_backend_login)
+    hosts = own_hosts(host, allowed_hosts)
+    print(f"reviewlens ml-backend: http://{host}:{port}/ (data {layout.data_dir}; login in {layout.ml_backend_login}; "
+          f"answers requests for {', '.join(hosts)}; {queue} may wait)", flush=True)  # fmt: skip
+    run(build_backend(layout, min_coverage, hosts, login, queue), host, port)

@@ -1,10 +1,12 @@
 """`reviewlens serve`: the page a shopper uses. Drop a photo, see each product found in it.
 
-A Starlette app (the web stack Prefect already installs) run by uvicorn. The models and the
-index are loaded once; each photo is answered in a worker thread, one at a time, so a slow
-answer never blocks the page and two answers never share the network at once. Anything wrong
-with an upload (empty, too large, not an image, a decompression bomb) is a 400 with the reason,
-and never stops the server.
+A Starlette app (the web stack Prefect already installs) run by uvicorn, behind the doors of
+reviewlens/doors.py (its own Host names, a bounded queue, header and body deadlines). It is the
+shop's public page, so it asks no login: it is meant to sit behind the shop's web server. The
+models and the index are loaded once; each photo is answered in a worker thread, one at a time,
+so a slow answer never blocks the page and two answers never share the network at once.
+Anything wrong with an upload (empty, too large, not an image, a decompression bomb) is a 400 or
+413 with the reason, and never stops the server.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from core.images import UPLOAD
 from core.layout import Layout
 from reviewlens.bodies import Refused, read_body
+from reviewlens.doors import Queue, guarded, own_hosts, run
 from training.data import UnreadablePhoto, decode_image
 from training.predict import PhotoObjects, as_json
 from training.search import Finder
@@ -32,8 +34,9 @@ MAX_UPLOAD = 25_000_000  # bytes: a phone's largest photos are well under this
 PAGE = (Path(__file__).parent / "page.html").read_text()
 
 
-def build_app(layout: Layout, finder: Finder) -> Starlette:
+def build_app(layout: Layout, finder: Finder, hosts: list[str], queue: int = 16) -> Starlette:
     lock = threading.Lock()
+    waiting = Queue(queue)
 
     def answer(data: bytes) -> dict[str, Any]:
         # Decoded under the lock too: however many uploads arrive at once, one image is held decoded.
@@ -53,13 +56,13 @@ def build_app(layout: Layout, finder: Finder) -> Starlette:
 
     async def find(request: Request) -> Response:
         try:
-            data = await read_body(request, MAX_UPLOAD, "the photo")
+            async with waiting.place():  # before the body: a crowd waits without its photos in memory
+                data = await read_body(request, MAX_UPLOAD, "the photo")
+                if not data:
+                    return _refuse(400, "no photo was sent")
+                result = await run_in_threadpool(answer, data)
         except Refused as refused:
             return refused.response()
-        if not data:
-            return _refuse(400, "no photo was sent")
-        try:
-            result = await run_in_threadpool(answer, data)
         except UnreadablePhoto as exc:
             return _refuse(400, str(exc))
         return JSONResponse(result)
@@ -73,21 +76,22 @@ def build_app(layout: Layout, finder: Finder) -> Starlette:
             return _refuse(404, "no photo of that product")
         return FileResponse(path)
 
-    return Starlette(
-        routes=[
-            Route("/", page),
-            Route("/health", health),
-            Route("/api/find", find, methods=["POST"]),
-            Route("/products/{product_id}/photo", product_photo),
-        ]
-    )
+    routes = [
+        Route("/", page),
+        Route("/health", health),
+        Route("/api/find", find, methods=["POST"]),
+        Route("/products/{product_id}/photo", product_photo),
+    ]
+    return guarded(routes, hosts)
 
 
 def _refuse(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def serve(layout: Layout, model: Path, host: str, port: int) -> None:
+def serve(layout: Layout, model: Path, host: str, port: int, allowed_hosts: list[str], queue: int) -> None:
     finder = Finder.load(layout, model)
-    print(f"reviewlens serve: http://{host}:{port}/ (model {finder.ensemble.version}, {len(finder.products)} products)")
-    uvicorn.run(build_app(layout, finder), host=host, port=port, log_level="warning")
+    hosts = own_hosts(host, allowed_hosts)
+    print(f"reviewlens serve: http://{host}:{port}/ (model {finder.ensemble.version}, {len(finder.products)} products; "
+          f"answers requests for {', '.join(hosts)}; {queue} may wait)")  # fmt: skip
+    run(build_app(layout, finder, hosts, queue), host, port)

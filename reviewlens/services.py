@@ -11,7 +11,6 @@ its own pid file and home (reviewlens/labelstudio_server.py).
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import requests
 
 from core.errors import ReviewlensError
+from core.kept_secret import kept_secret, split_login
 from core.layout import Layout
 from reviewlens.labelstudio_server import LabelStudioServer
 from reviewlens.processes import note, noted, running, stop_group
@@ -65,16 +65,10 @@ class Services:
     def auth_string(self) -> str:
         """The login ('user:password') the Prefect server requires of every API call, made once
         and kept in DATA_DIR/services/prefect-auth, readable by its owner alone."""
-        if not self.auth_file.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"reviewlens:{secrets.token_urlsafe(24)}")
-        return self.auth_file.read_text().strip()
+        return kept_secret(self.auth_file)
 
     def _auth(self) -> tuple[str, str]:
-        user, _, password = self.auth_string().partition(":")
-        return user, password
+        return split_login(self.auth_string())
 
     def env(self) -> dict[str, str]:
         """What the Prefect server, the worker and the flows it runs read. Prefect's database
@@ -123,7 +117,16 @@ class Services:
                 "stop it or choose another --prefect-port"
             )
         self._start(
-            "prefect-server", [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)]
+            "prefect-server",
+            [
+                sys.executable,
+                "-m",
+                "reviewlens.prefect_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.prefect_port),
+            ],
         )
         deadline = time.monotonic() + timeout_s
         while not self._prefect_answers():

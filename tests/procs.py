@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 
+from core.kept_secret import kept_secret, split_login
+from core.layout import Layout
 from reviewlens.services import with_interpreter_first
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,11 +71,17 @@ class HealthImpostor(BaseHTTPRequestHandler):
         pass
 
 
+def backend_login(data_dir: Path) -> tuple[str, str]:
+    """The login the ML backend of `data_dir` asks of every request, as requests' auth."""
+    return split_login(kept_secret(Layout(data_dir).ml_backend_login))
+
+
 @contextmanager
 def ml_backend(data_dir: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """`reviewlens ml-backend` on a free port as ops run it, its output in `log`; yields its URL
-    once /health answers, and stops it afterwards."""
+    once /health answers, and stops it afterwards. Its login is `backend_login(data_dir)`."""
     port = free_port()
+    auth = backend_login(data_dir)
     command = [sys.executable, "-m", "reviewlens.cli", "ml-backend", "--port", str(port), "--data-dir", str(data_dir)]
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
@@ -81,7 +89,7 @@ def ml_backend(data_dir: Path, log: Path, env: dict[str, str] | None = None) -> 
     try:
         for _ in range(240):
             try:
-                if requests.get(f"{url}/health", timeout=10).ok:
+                if requests.get(f"{url}/health", auth=auth, timeout=10).ok:
                     break
             except requests.RequestException:  # not listening yet, or busy starting on a loaded machine
                 time.sleep(0.5)

@@ -67,13 +67,27 @@ REVIEWS_PAGE = {
 
 
 def test_parsers_read_the_documented_shapes() -> None:
-    ranked = parse_ranking_json({"products": [{"id": 5, "review_count": 3, "name": "Sofa"}, {"id": 6}]})
+    ranked = parse_ranking_json({"products": [{"id": 5, "review_count": 3, "name": "Sofa"}, {"id": 6}]}).items
     assert [(p.product_id, p.name, p.review_count) for p in ranked] == [("5", "Sofa", 3), ("6", "", 0)]
     html = '<div class="x1"><a href="https://ohou.se/productions/42/selling">A</a></div><a href="/productions/7">B</a>'
     assert parse_ranking_html(html + html) == ["42", "7"]
-    reviews = parse_reviews(REVIEWS_PAGE)
+    reviews = parse_reviews(REVIEWS_PAGE).items
     assert [(r.review_id, r.photo_url) for r in reviews] == [("11", "https://image.example/1.jpg"), ("10", "")]
-    assert parse_reviews({"count": 2, "reviews": []}) == []
+    assert parse_reviews({"count": 2, "reviews": []}).items == []
+
+
+def test_an_item_that_does_not_read_is_set_aside_and_the_others_are_read() -> None:
+    """One hostile item of a page costs that item, named by its place and field, not the page."""
+    page = {"products": [{"id": 5, "review_count": "abc"}, "6", {"id": 7, "review_count": 2}, {"id": {"x": 1}}]}
+    parsed = parse_ranking_json(page)
+    assert [p.product_id for p in parsed.items] == ["7"]
+    assert [(place, reason.split("'")[1]) for place, reason in parsed.bad] == [
+        (0, "review_count"), (1, "products"), (3, "id")
+    ]  # fmt: skip
+    reviews = {"reviews": [REVIEWS_PAGE["reviews"][0], {"id": 9, "card": "x"}]}  # type: ignore[index]
+    parsed_reviews = parse_reviews(reviews)
+    assert [r.review_id for r in parsed_reviews.items] == ["11"]
+    assert parsed_reviews.bad == [(1, "field 'card.image_url' not found (missing 'image_url')")]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import requests
 from core.layout import Layout
 from core.manifest import open_manifest
 from tests.db import count
-from tests.procs import PREFECT, ml_backend, prefect_server
+from tests.procs import PREFECT, backend_login, ml_backend, prefect_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,11 +103,18 @@ def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: 
             runs = _api(prefect_env, "/flow_runs/filter")
             return [r for r in runs if r["deployment_id"] == deployments["reviewlens-label-pull"]]  # type: ignore[union-attr,index]
 
+        login = backend_login(tmp_path)
         # An event that changes no decision starts nothing.
-        requests.post(f"{backend}/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 7}}, timeout=10)
+        requests.post(
+            f"{backend}/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 7}}, auth=login, timeout=10
+        )
         saved = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "task": {"id": 3}, "annotation": {"id": 11}}
+        # Forged: without the backend's login, or with another, nothing is queued.
+        for forged in ({}, {"auth": ("reviewlens", "guess")}, {"headers": {"Authorization": "Basic"}}):
+            refused = requests.post(f"{backend}/webhook", json=saved, timeout=10, **forged)  # type: ignore[arg-type]
+            assert refused.status_code == 401
         started = time.monotonic()
-        assert requests.post(f"{backend}/webhook", json=saved, timeout=10).json() == {"status": "ok"}
+        assert requests.post(f"{backend}/webhook", json=saved, auth=login, timeout=10).json() == {"status": "ok"}
         while not label_pulls() and time.monotonic() - started < 60:
             time.sleep(0.5)
         assert len(label_pulls()) == 1, log.read_text()
@@ -119,7 +126,8 @@ def test_an_answer_saved_becomes_an_event_that_starts_a_label_pull(prefect_env: 
         [event] = events
         assert event["resource"]["prefect.resource.id"] == "label-studio.project.7"
         assert event["payload"] == {"action": "ANNOTATION_CREATED", "task": 3, "annotation": 11}
-        assert requests.post(f"{backend}/webhook", data=b"not json", timeout=10).status_code == 400
+        assert requests.post(f"{backend}/webhook", data=b"not json", auth=login, timeout=10).status_code == 400
+    assert len(label_pulls()) == 1  # the forged posts queued nothing
 
 
 def test_pulls_that_see_one_crossing_start_one_retrain(prefect_env: dict[str, str], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,9 +18,10 @@ from crawler.polite import retry_after_seconds
 
 
 @contextmanager
-def raw_server(head: bytes, body: bytes = b"") -> Iterator[tuple[str, list[int]]]:
-    """A server that answers every request with exactly these header lines and body; yields its
-    address and a list counting the requests it read (robots.txt gets a 404)."""
+def raw_server(head: bytes, body: bytes = b"", drip_s: float = 0.0) -> Iterator[tuple[str, list[int]]]:
+    """A server that answers every request with exactly these header lines and body, the body a
+    byte every `drip_s` when given; yields its address and a list counting the requests it read
+    (robots.txt gets a 404)."""
     listener = socket.create_server(("127.0.0.1", 0))
     asked = [0]
 
@@ -35,7 +37,13 @@ def raw_server(head: bytes, body: bytes = b"") -> Iterator[tuple[str, list[int]]
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     continue
                 asked[0] += 1
-                conn.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
+                conn.sendall(head + b"\r\nConnection: close\r\n\r\n" + (b"" if drip_s else body))
+                for byte in body if drip_s else b"":
+                    time.sleep(drip_s)
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:  # the client gave up
+                        break
 
     threading.Thread(target=serve, daemon=True).start()
     try:
@@ -76,3 +84,14 @@ def test_a_retry_after_of_other_digits_is_no_pause() -> None:
     with raw_server(head) as (host, asked), pytest.raises(HttpError) as failed:
         _fetcher(host).get(f"http://{host}/page")
     assert failed.value.status == 429 and asked == [3]  # backed off and retried, as without the header
+
+
+def test_a_page_sent_a_byte_at_a_time_is_given_up_at_the_total_deadline_and_not_asked_again() -> None:
+    """Each byte comes well within the read timeout, so only a deadline on the whole body ends it."""
+    with raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000", b"x" * 1000, drip_s=0.2) as (host, asked):
+        fetcher = _fetcher(host)
+        fetcher.read_timeout_s, fetcher.total_timeout_s = 5.0, 2.0
+        with pytest.raises(FetchError, match="not whole after 2s") as caught:
+            fetcher.get(f"http://{host}/page")
+        assert not caught.value.retryable and asked[0] == 1
+        assert 0 < int(caught.value.reason.split("(")[1].split()[0].replace(",", "")) < 1000

@@ -103,3 +103,11 @@ def test_nobody_signs_up_uninvited_and_an_invitation_opens_once(
     assert _sign_up(url, link, "late@example.com") == 403
     assert "late@example.com" not in {u["email"] for u in requests.get(f"{url}/api/users", headers=admin).json()}
     assert "stranger@example.com" not in {u["email"] for u in requests.get(f"{url}/api/users", headers=admin).json()}
+
+
+def test_a_page_that_points_its_own_domain_here_is_refused(label_studio: LabelStudioServer) -> None:
+    """DNS rebinding: the browser sends the page's own name as Host, with the admin's token or cookies."""
+    admin = {"Authorization": f"Token {label_studio.credentials().token}"}
+    projects = f"{label_studio.url}/api/projects"
+    assert requests.get(projects, headers={**admin, "Host": "attacker.example"}, timeout=30).status_code == 400
+    assert requests.get(projects, headers={**admin, "Host": f"localhost:{label_studio.port}"}, timeout=30).ok

@@ -4,6 +4,7 @@ a promotion bumps the version, and the open tasks are asked about again in batch
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from curation.preannotate.estimates import photo_verdict, queue_score
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import with_locations
 from tests.db import run
-from tests.procs import ml_backend
+from tests.procs import backend_login, ml_backend
 from training.bundle import Ensemble
 from training.evaluate import promote
 from training.train import train
@@ -43,6 +44,7 @@ class Connected:
     client: LabelStudioClient
     project: int
     backend: str
+    http: requests.Session  # with the backend's login
     log: Path
     names: set[str]  # the products' names
 
@@ -75,23 +77,33 @@ def connected(
         project = int(run(m, "SELECT project_id FROM labels LIMIT 1").fetchone()[0])
     promote(train(TrainConfig(mode="quick", **SMALL), layout), layout)  # type: ignore[arg-type]
     log = tmp_path_factory.mktemp("ml-backend") / "backend.log"
-    with ml_backend(layout.data_dir, log) as url:
-        yield Connected(layout, label, client, project, url, log, names)
+    with ml_backend(layout.data_dir, log) as url, requests.Session() as http:
+        http.auth = backend_login(layout.data_dir)
+        yield Connected(layout, label, client, project, url, http, log, names)
 
 
 def test_a_task_opened_without_predictions_gets_the_production_models_answer(connected: Connected) -> None:
     c = connected
     production = Ensemble.load(c.layout.production_dir).version
-    assert requests.get(f"{c.backend}/health", timeout=10).json()["model_version"] == production
+    assert c.http.get(f"{c.backend}/health", timeout=10).json()["model_version"] == production
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production
     assert connect_backend(c.label, c.layout, c.client, c.backend) == production  # connected once, not twice
     (backend,) = c.client.sdk.ml.list(project=c.project)
     assert backend.is_interactive  # the labeling view sends it the boxes as they are drawn
     # A backend connected before it answered boxes as they are drawn is made interactive, not added again.
-    c.client.sdk.ml.update(id=backend.id, url=c.backend, project=c.project, is_interactive=False)
+    user, secret = backend_login(c.layout.data_dir)
+    login = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": secret}
+    c.client.sdk.ml.update(id=backend.id, url=c.backend, project=c.project, is_interactive=False, **login)  # type: ignore[arg-type]
     assert not c.client.sdk.ml.get(id=backend.id).is_interactive
     connect_backend(c.label, c.layout, c.client, c.backend)
     assert [b.is_interactive for b in c.client.sdk.ml.list(project=c.project)] == [True]
+    # Label Studio calls it with its login, and its webhook carries it: nobody else gets an answer.
+    assert c.client.sdk.ml.get(id=backend.id).auth_method == "BASIC_AUTH"
+    (hook,) = [h for h in c.client.sdk.webhooks.list(project=str(c.project)) if h.url == f"{c.backend}/webhook"]
+    assert hook.headers == {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+    for path in ("/setup", "/predict", "/webhook"):
+        assert requests.post(f"{c.backend}{path}", json={"tasks": []}, timeout=10).status_code == 401
+    assert requests.get(f"{c.backend}/health", timeout=10).status_code == 401
 
     with open_manifest(c.layout) as m:
         row = run(
@@ -163,17 +175,17 @@ def test_the_backend_answers_a_bad_request_with_a_reason(connected: Connected) -
         b" " * 2_000_001: (413, "at most 2,000,000"),
     }
     for body, (status, said) in hostile.items():
-        bad = requests.post(f"{c.backend}/predict", data=body, timeout=30)
+        bad = c.http.post(f"{c.backend}/predict", data=body, timeout=30)
         assert (bad.status_code, said in bad.json()["error"]) == (status, True), bad.text
     for event in (b"[]", b'{"action": "ANNOTATION_CREATED", "project": {"id": "abc"}}', b'{"project": 5}'):
-        assert requests.post(f"{c.backend}/webhook", data=event, timeout=10).status_code == 400
-    assert requests.post(f"{c.backend}/predict", json={"tasks": [], "params": "x"}, timeout=10).json()["results"] == []
-    stranger = requests.post(
+        assert c.http.post(f"{c.backend}/webhook", data=event, timeout=10).status_code == 400
+    assert c.http.post(f"{c.backend}/predict", json={"tasks": [], "params": "x"}, timeout=10).json()["results"] == []
+    stranger = c.http.post(
         f"{c.backend}/predict", json={"tasks": [{"id": 1, "data": {"sha256": "0" * 64}}]}, timeout=30
     )
     note = stranger.json()["results"][0]["result"][0]["value"]["text"]
     assert note == ["This photo is not in reviewlens' manifest."]
-    assert requests.post(f"{c.backend}/setup", json={"project": "1.0"}, timeout=10).json()["model_version"]
+    assert c.http.post(f"{c.backend}/setup", json={"project": "1.0"}, timeout=10).json()["model_version"]
 
 
 def test_a_box_as_it_is_drawn_is_measured_at_once_without_the_model(connected: Connected) -> None:
@@ -182,11 +194,11 @@ def test_a_box_as_it_is_drawn_is_measured_at_once_without_the_model(connected: C
     # Label Studio's interactive call: the task, and the boxes on the photo as its context.
     drawn = [box_region((0.1, 0.1, 0.6, 0.8), live=True), box_region((0.0, 0.0, 0.2, 0.2))]
     asked = {"tasks": [{"id": 1, "data": {"sha256": "0" * 64}}], "params": {"context": {"result": drawn[:1]}}}
-    (answer,) = requests.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
+    (answer,) = c.http.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
     said = "Your box covers 35% of the photo: under 50%, so it would be rejected."
     assert answer["result"] == [your_box_region([said])]
     asked["params"] = {"context": {"result": drawn}}
-    (answer,) = requests.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
+    (answer,) = c.http.post(f"{c.backend}/predict", json=asked, timeout=10).json()["results"]
     assert answer["result"][0]["value"]["text"][0].startswith("2 boxes on the photo")
     assert sum(_backend_lines(c.log, Ensemble.load(c.layout.production_dir).version)) == before
 

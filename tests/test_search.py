@@ -257,6 +257,7 @@ def test_the_page_answers_bad_uploads_with_a_reason_and_keeps_serving(
     for body, (status, reason) in cases.items():
         response = requests.post(find, data=body, timeout=60)
         assert (response.status_code, reason in response.json()["error"]) == (status, True), response.text
+        assert " at 0x" not in response.text  # no heap address of the server's
     Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
     dot = requests.post(find, data=(tmp_path / "dot.png").read_bytes(), timeout=60)
     # A 1-pixel photo: an answer, and one the page says it is not sure of.

@@ -89,6 +89,13 @@ def test_up_starts_each_service_once_and_down_stops_exactly_those(
         asked = requests.options(f"{api}/deployments/filter", headers=preflight, timeout=10)
         assert asked.headers.get("access-control-allow-origin") != "http://evil.example"
         assert asked.headers.get("access-control-allow-origin") != "*"
+        # A page that points its own domain here (DNS rebinding) reaches neither Prefect nor Label Studio.
+        rebound = {"Host": "attacker.example"}
+        assert (
+            requests.post(f"{api}/deployments/filter", json={}, auth=auth, headers=rebound, timeout=10).status_code
+            == 400
+        )
+        assert requests.get(f"http://127.0.0.1:{ports[1]}/health", headers=rebound, timeout=5).status_code == 400
         deployments = requests.post(f"{api}/deployments/filter", json={}, auth=auth, timeout=10).json()
         expected = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
         assert {d["name"] for d in deployments} == expected

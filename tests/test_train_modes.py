@@ -159,6 +159,11 @@ def test_an_existing_collection_imports_through_dedupe_and_trains(
         import_collection(tmp_path / "bad.csv", layout)
     with pytest.raises(BadCollection, match="no photos found"):
         import_collection(tmp_path / "ours" / "red-lamp", layout)
+    # A product link a shopper's page would follow: only a web address, never script.
+    for url in ("javascript:alert(document.cookie)", "data:text/html,<script>x</script>", "//shop.example/x"):
+        (tmp_path / "links.csv").write_text(f"path,product,url\nours/red-lamp/0.jpg,red-lamp,{url}\n")
+        with pytest.raises(BadCollection, match=r"line 2: url .* is not an http"):
+            import_collection(tmp_path / "links.csv", layout)
 
 
 def test_an_import_reads_only_regular_files_of_a_photos_size(tmp_path: Path, layout: Layout) -> None:

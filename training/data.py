@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core import queries as q
 from core.boxes import area, parse_box, view_key
-from core.errors import ReviewlensError
+from core.errors import ReviewlensError, quoted
 from core.images import STORED, OverBudget, PixelBudget
 from core.layout import Layout
 from core.manifest import Manifest, Row, open_manifest
@@ -180,5 +180,7 @@ def decode_image(source: Path | IO[bytes], name: str, budget: PixelBudget = STOR
         raise UnreadablePhoto(str(exc)) from exc
     except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it at all
         raise UnreadablePhoto(f"{name} has too many pixels to decode safely: {exc}") from exc
+    except UnidentifiedImageError as exc:  # its text names the in-memory file, a heap address
+        raise UnreadablePhoto(f"{name} is not a readable image: no image format Pillow knows") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise UnreadablePhoto(f"{name} is not a readable image: {exc}") from exc
+        raise UnreadablePhoto(f"{name} is not a readable image: {quoted(exc, 160)}") from exc

@@ -6,6 +6,7 @@ they are never written to code or logs.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -256,21 +257,25 @@ class LabelStudioClient:
             ann = self.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=lead_time)
             return int(ann.id)
 
-    def connect_backend(self, project_id: int, url: str, title: str) -> str:
+    def connect_backend(self, project_id: int, url: str, title: str, login: str) -> str:
         """Connects the ML backend at `url` to the project (once; Label Studio then asks its /health
         and /setup, and adds a webhook to its /webhook) for its answers on tasks and on boxes as they
-        are drawn; returns the model version it reported."""
+        are drawn; returns the model version it reported. Label Studio sends `login` ('user:secret')
+        with each call and each webhook post: the backend answers nothing without it."""
+        user, _, secret = login.partition(":")
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": secret}
         with self._asking("connecting the ML backend"):
             backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
             # Interactive: the labeling view sends it each box drawn, moved or resized, and shows
             # its answer (the box's share of the photo) while the person works.
             if not backends:
-                backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True)]
-            elif not backends[0].is_interactive:
-                # Connected before it answered boxes as they are drawn. Label Studio checks the
-                # backend's /health and /setup again on any change, and those need its URL and
-                # project: both go along.
-                self.sdk.ml.update(id=backends[0].id, url=url, project=project_id, is_interactive=True)
+                backends = [self.sdk.ml.create(project=project_id, url=url, title=title, is_interactive=True, **auth)]
+            else:
+                # Connected before it answered boxes as they are drawn, or before it asked a login,
+                # or with a login since made again. Label Studio checks the backend's /health and
+                # /setup again on any change, and those need its URL and project: both go along.
+                self.sdk.ml.update(id=backends[0].id, url=url, project=project_id, is_interactive=True, **auth)
+            self._sign_webhook(project_id, url.rstrip("/") + "/webhook", login)
             backend = backends[0]
             # Reading it makes Label Studio ask the backend again: a backend that was down when
             # first connected reports its state and version now.
@@ -284,6 +289,13 @@ class LabelStudioClient:
             # Predictions shown to annotators, and asked for when a task without them is opened.
             self.sdk.projects.update(id=project_id, show_collab_predictions=True)
             return str(backend.model_version or "")
+
+    def _sign_webhook(self, project_id: int, url: str, login: str) -> None:
+        """Label Studio adds the backend's webhook itself, without headers: it is given the login."""
+        header = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+        for hook in self.sdk.webhooks.list(project=str(project_id)):
+            if hook.url == url and hook.headers != header:
+                self.sdk.webhooks.update(id=int(hook.id), url=url, headers=header)
 
     def predict_again(self, project_id: int, task_ids: list[int]) -> int:
         """Asks the connected ML backend for its answers on `task_ids`, PREDICT_BATCH a request;

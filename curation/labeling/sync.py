@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import queries as q
+from core.kept_secret import kept_secret
 from core.layout import Layout
 from core.manifest import open_manifest
 from core.settings import LabelConfig
@@ -70,9 +71,10 @@ def push(
 
 
 def connect_backend(config: LabelConfig, layout: Layout, client: LabelStudioClient, url: str) -> str:
-    """Connects the ML backend at `url` to the rules project; returns the model version it answers with."""
+    """Connects the ML backend at `url` to the rules project, with the login the backend of this data
+    folder asks (DATA_DIR/services/ml-backend-login); returns the model version it answers with."""
     project_id = client.ensure_project(config.project_title, layout.store_dir, rules_view(config.min_coverage))
-    return client.connect_backend(project_id, url, "reviewlens")
+    return client.connect_backend(project_id, url, "reviewlens", kept_secret(layout.ml_backend_login))
 
 
 def predict_again(config: LabelConfig, layout: Layout, client: LabelStudioClient) -> int:

@@ -33,35 +33,14 @@ from core.layout import Layout
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
+from tests.benchmarks import bad_inputs_doors as doors
+from tests.benchmarks._cases import CASES, Case, case, cli, refused
 from tests.benchmarks._shop import crawl_config, make_shop, workdir
 from tests.benchmarks._smoke import parser
 from tests.conftest import free_port
 from tests.procs import HealthImpostor, alive, descendants, listening_addresses
 
-Case = Callable[[], tuple[bool, str]]
 ROOT = workdir("bad-inputs")
-CASES: dict[str, Case] = {}
-
-
-def case(name: str) -> Callable[[Case], Case]:
-    def register(check: Case) -> Case:
-        CASES[name] = check
-        return check
-
-    return register
-
-
-def cli(*words: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reviewlens.cli", *words], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
-
-
-def refused(run: subprocess.CompletedProcess[str], named: str) -> tuple[bool, str]:
-    """Handled: a non-zero exit with one clear line naming `named`, and no traceback."""
-    err = run.stderr.strip()
-    ok = run.returncode != 0 and named in err and "Traceback" not in err
-    return ok, err.splitlines()[-1][:160] if err else f"exit {run.returncode}, no message"
 
 
 def copy_data(name: str) -> Layout:
@@ -432,6 +411,7 @@ def main() -> None:
             accept_all(MODEL)
             assert cli("train", "--data-dir", str(MODEL.data_dir), *QUICK).returncode == 0
             results = {}
+            doors.ROOT, doors.MODEL = ROOT, MODEL.data_dir
             for name, check in CASES.items():
                 try:
                     results[name] = check()
@@ -439,6 +419,7 @@ def main() -> None:
                     results[name] = (False, f"the check itself failed: {exc!r}")
                 print(f"{'handled' if results[name][0] else 'NOT HANDLED'}  {name}: {results[name][1]}", flush=True)
     finally:
+        doors.SERVICES.close()
         LS.stop()
         shutil.rmtree(ROOT, ignore_errors=True)
     handled = sum(ok for ok, _ in results.values())
