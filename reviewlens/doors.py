@@ -58,7 +58,7 @@ class Queue:
     async def place(self) -> AsyncIterator[None]:
         # One event loop: the check and the count cannot interleave with another request's.
         if self.inside >= self.limit:
-            raise Refused(503, f"busy: {self.inside} photos are being answered or waiting; ask again shortly",
+            raise Refused(503, f"busy: {self.inside} requests are being answered or waiting; ask again shortly",
                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
         self.inside += 1
         try:

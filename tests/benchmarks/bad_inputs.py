@@ -33,7 +33,7 @@ from core.layout import Layout
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
-from tests.benchmarks import bad_inputs_doors as doors
+from tests.benchmarks import _bad_inputs_doors as doors
 from tests.benchmarks._cases import CASES, Case, case, cli, refused
 from tests.benchmarks._shop import crawl_config, make_shop, workdir
 from tests.benchmarks._smoke import parser
