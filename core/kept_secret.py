@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -29,3 +30,8 @@ def kept_secret(path: Path, user: str = "reviewlens") -> str:
 def split_login(login: str) -> tuple[str, str]:
     user, _, password = login.partition(":")
     return user, password
+
+
+def basic_header(login: str) -> str:
+    """The Authorization header that carries `login` ('user:secret') as HTTP basic auth."""
+    return "Basic " + base64.b64encode(login.encode()).decode()

@@ -72,6 +72,11 @@ class Layout:
         return self.data_dir / "services"
 
     @property
+    def prefect_login(self) -> Path:
+        """The login the Prefect server `up` starts asks of every API call (`user:secret`)."""
+        return self.services_dir / "prefect-auth"
+
+    @property
     def ml_backend_login(self) -> Path:
         """The login Label Studio sends the ML backend (`user:secret`)."""
         return self.services_dir / "ml-backend-login"

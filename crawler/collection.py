@@ -80,18 +80,15 @@ def read_csv(file: Path) -> list[Entry]:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
         raise BadCollection(f"{file} needs a header with the columns path and product (name and url optional)")
+    entries = []
     for line, r in enumerate(rows, start=2):
         if not _web_link(url := (r.get("url") or "").strip()):
             # Shown to shoppers as a link: a javascript: or data: address would run in their browser.
             raise BadCollection(f"{file}, line {line}: url {quoted(url, 60)} is not an http(s) address")
-    return [
-        Entry(
-            file.parent / r["path"], r["product"].strip(), (r.get("name") or r["product"]).strip(),
-            (r.get("url") or "").strip(),
-        )
-        for r in rows
-        if r["path"] and r["product"]
-    ]  # fmt: skip
+        if r["path"] and r["product"]:
+            product = r["product"].strip()
+            entries.append(Entry(file.parent / r["path"], product, (r.get("name") or product).strip(), url))
+    return entries
 
 
 def _web_link(url: str) -> bool:

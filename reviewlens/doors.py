@@ -13,7 +13,6 @@ how many may wait, and how long a client may take to say what it wants.
 from __future__ import annotations
 
 import asyncio
-import base64
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from core.kept_secret import basic_header
 from reviewlens.bodies import Refused
 
 # Headers are a few hundred bytes; a client that has not sent them in this long is holding the
@@ -35,16 +35,14 @@ HEADER_DEADLINE_S = 10.0
 # Connections held at once, waiting or working; uvicorn answers 503 past it.
 MAX_CONNECTIONS = 200
 RETRY_AFTER_S = 5
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
 
 def own_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
     """The names a request may give in its Host header: the address bound, loopback's names when
     bound there, and the names a web server in front forwards (`--allowed-host`)."""
-    names = [host, *extra]
-    if host in LOOPBACK_NAMES or host == "::1":
-        names += LOOPBACK_NAMES
-    return sorted({f"[{n}]" if n == "::1" else n for n in names})
+    names = {host, *extra}
+    return sorted(names | set(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else names)
 
 
 class Queue:
@@ -72,7 +70,7 @@ class RequireLogin:
 
     def __init__(self, app: ASGIApp, login: str) -> None:
         self.app = app
-        self.expected = ("Basic " + base64.b64encode(login.encode()).decode()).encode()
+        self.expected = basic_header(login).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):

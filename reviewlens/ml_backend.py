@@ -281,10 +281,10 @@ def announce(action: str, project: int, event: dict[str, Any]) -> str:
     return f"{ANNOTATION_SAVED} sent to Prefect"
 
 
-def prefect_login(layout: Layout) -> None:
+def use_prefect_login(layout: Layout) -> None:
     """The Prefect server `up` started over this data folder takes no call without its login:
     the backend reads it from DATA_DIR/services/prefect-auth when PREFECT_API_AUTH_STRING is unset."""
-    kept = layout.services_dir / "prefect-auth"
+    kept = layout.prefect_login
     if os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_API_AUTH_STRING") and kept.is_file():
         os.environ["PREFECT_API_AUTH_STRING"] = kept.read_text().strip()
 
@@ -294,7 +294,7 @@ def serve_backend(
 ) -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    prefect_login(layout)
+    use_prefect_login(layout)
     login = kept_secret(layout.ml_backend_login)
     hosts = own_hosts(host, allowed_hosts)
     print(f"reviewlens ml-backend: http://{host}:{port}/ (data {layout.data_dir}; login in {layout.ml_backend_login}; "

@@ -60,7 +60,7 @@ class Services:
 
     @property
     def auth_file(self) -> Path:
-        return self.folder / "prefect-auth"
+        return Layout(self.folder.parent).prefect_login
 
     def auth_string(self) -> str:
         """The login ('user:password') the Prefect server requires of every API call, made once

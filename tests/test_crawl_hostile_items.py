@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +19,7 @@ from core.manifest import open_manifest
 from core.settings import CrawlConfig, from_mapping
 from crawler.crawl import crawl
 from tests.db import run
+from tests.procs import http_server
 
 
 def _photo(seed: int) -> bytes:
@@ -81,13 +81,8 @@ class _HostileShop(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_shop() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileShop)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_HostileShop) as host:
+        yield host
 
 
 def test_hostile_items_cost_themselves_alone_and_a_product_listed_twice_is_crawled_once(

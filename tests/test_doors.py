@@ -79,7 +79,8 @@ def test_a_stranger_without_the_login_or_with_a_foreign_host_gets_nothing() -> N
 
 
 def test_the_names_a_service_answers_to() -> None:
-    assert own_hosts("127.0.0.1") == ["127.0.0.1", "[::1]", "localhost"]
+    assert own_hosts("127.0.0.1") == ["127.0.0.1", "localhost"]
+    assert own_hosts("localhost", ["shop.example"]) == ["127.0.0.1", "localhost", "shop.example"]
     assert own_hosts("0.0.0.0", ["shop.example"]) == ["0.0.0.0", "shop.example"]
 
 

@@ -6,7 +6,6 @@ they are never written to code or logs.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from label_studio_sdk.base_client import LabelStudioBase
 from label_studio_sdk.core.api_error import ApiError
 
 from core.errors import ReviewlensError
+from core.kept_secret import basic_header, split_login
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Tasks sent in one import request: large imports time out on a small server.
@@ -262,7 +262,7 @@ class LabelStudioClient:
         and /setup, and adds a webhook to its /webhook) for its answers on tasks and on boxes as they
         are drawn; returns the model version it reported. Label Studio sends `login` ('user:secret')
         with each call and each webhook post: the backend answers nothing without it."""
-        user, _, secret = login.partition(":")
+        user, secret = split_login(login)
         auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": secret}
         with self._asking("connecting the ML backend"):
             backends = [b for b in self.sdk.ml.list(project=project_id) if b.url.rstrip("/") == url.rstrip("/")]
@@ -292,7 +292,7 @@ class LabelStudioClient:
 
     def _sign_webhook(self, project_id: int, url: str, login: str) -> None:
         """Label Studio adds the backend's webhook itself, without headers: it is given the login."""
-        header = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+        header = {"Authorization": basic_header(login)}
         for hook in self.sdk.webhooks.list(project=str(project_id)):
             if hook.url == url and hook.headers != header:
                 self.sdk.webhooks.update(id=int(hook.id), url=url, headers=header)

@@ -5,13 +5,11 @@ import that carries script. Each service is started once, as ops start it, when 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -20,71 +18,64 @@ from pathlib import Path
 import requests
 from PIL import Image
 
-from core.kept_secret import kept_secret, split_login
+from core.kept_secret import basic_header, kept_secret, split_login
 from core.layout import Layout
 from tests.benchmarks._cases import case, cli, refused
 from tests.benchmarks._hostile_shop import asked, hostile_shop
-from tests.conftest import free_port
+from tests.benchmarks._load import rss_mb, service
 
 ROOT = MODEL = Path()  # set by bad_inputs before the cases run
 SERVICES = ExitStack()
-_started: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+_started: dict[str, tuple[str, int]] = {}  # name: URL and pid
 
 
-def _service(name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> str:
-    """Starts `reviewlens <command>` once; returns its URL once it listens."""
+def _service(name: str, command: list[str], env: dict[str, str] | None = None, module: str = "reviewlens.cli") -> str:
+    """Starts a service once, kept until bad_inputs closes SERVICES; returns its URL once it listens."""
     if name not in _started:
-        log = (ROOT / f"{name}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", *command], stdout=log, stderr=log, env=env)
-        SERVICES.callback(lambda: (proc.terminate(), proc.wait(30)))
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
-        _started[name] = (f"http://127.0.0.1:{port}", proc)
+        _started[name] = SERVICES.enter_context(service(command, ROOT / f"{name}.log", env, module))
     return _started[name][0]
 
 
 def serve() -> str:
-    port = free_port()
-    url = _service("serve", ["reviewlens.cli", "serve", "--data-dir", str(MODEL), "--port", str(port),
-                             "--queue", "4"], port)  # fmt: skip
+    url = _service("serve", ["serve", "--data-dir", str(MODEL), "--queue", "4"])
     while not requests.get(f"{url}/health", timeout=30).ok:  # the model loads after the port opens
         time.sleep(0.5)
     return url
 
 
 def backend() -> tuple[str, tuple[str, str]]:
-    port = free_port()
-    url = _service("ml-backend", ["reviewlens.cli", "ml-backend", "--data-dir", str(MODEL), "--port", str(port)], port)
+    url = _service("ml-backend", ["ml-backend", "--data-dir", str(MODEL)])
     return url, split_login(kept_secret(Layout(MODEL).ml_backend_login))
 
 
 def prefect() -> tuple[str, tuple[str, str]]:
-    port, login = free_port(), "reviewlens:" + base64.b32encode(os.urandom(15)).decode()
+    login = kept_secret(ROOT / "prefect-login")
     env = {**os.environ, "PREFECT_HOME": str(ROOT / "prefect"), "PREFECT_SERVER_API_AUTH_STRING": login,
-           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"}  # fmt: skip
-    if "prefect" not in _started:
-        url = _service("prefect", ["reviewlens.prefect_server", "--port", str(port)], port, env)
-        _started["prefect-login"] = (login, _started["prefect"][1])
-        while requests.get(f"{url}/api/health", timeout=30).status_code not in (200, 401):
-            time.sleep(0.5)
-    url, login = _started["prefect"][0], _started["prefect-login"][0]
+           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": "http://127.0.0.1"}  # fmt: skip
+    fresh = "prefect" not in _started
+    url = _service("prefect", [], env, module="reviewlens.prefect_server")
+    while fresh and requests.get(f"{url}/api/health", timeout=30).status_code not in (200, 401):
+        time.sleep(0.5)
     return url, split_login(login)
 
 
-def rss_mb(name: str) -> float:
-    status = Path(f"/proc/{_started[name][1].pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+def rss_mb_of(name: str) -> float:
+    return rss_mb(_started[name][1])
 
 
 def png(name: str, size: tuple[int, int]) -> bytes:
     path = ROOT / name
     Image.new("1", size).save(path, optimize=True)
     return path.read_bytes()
+
+
+def answered(url: str, request: bytes, status: bytes) -> tuple[bool, str]:
+    """Sends `request` as raw bytes (what requests would refuse to send); handled when the status
+    line holds `status`."""
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(request)
+        head = sock.recv(200).split(b"\r\n")[0]
+    return status in head, head.decode()
 
 
 def status_of(answer: requests.Response, *wanted: int) -> tuple[bool, str]:
@@ -110,20 +101,18 @@ def _() -> tuple[bool, str]:
 @case("14c serve: six 40-megapixel PNGs at once, memory flat")
 def _() -> tuple[bool, str]:
     url, big = serve(), png("40mp.png", (8000, 5000))
-    before = rss_mb("serve")
+    before = rss_mb_of("serve")
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda _: requests.post(f"{url}/api/find", data=big, timeout=120), range(6)))
-    after = rss_mb("serve")
+    after = rss_mb_of("serve")
     ok = all(a.status_code in (400, 413, 503) for a in answers) and after < before + 200
     return ok, f"{sorted({a.status_code for a in answers})}; RSS {before:.0f} -> {after:.0f} MB"
 
 
 @case("14d serve: a body that declares 3 GB")
 def _() -> tuple[bool, str]:
-    with socket.create_connection(("127.0.0.1", int(serve().rsplit(":", 1)[1])), timeout=30) as sock:
-        sock.sendall(b"POST /api/find HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3000000000\r\n\r\n")
-        head = sock.recv(200)
-    return head.startswith(b"HTTP/1.1 413"), head.split(b"\r\n")[0].decode()
+    request = b"POST /api/find HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3000000000\r\n\r\n"
+    return answered(serve(), request, b" 413 ")
 
 
 @case("14e serve: an endless chunked body")
@@ -141,10 +130,7 @@ def _() -> tuple[bool, str]:
 
 @case("14f serve: Content-Length: abc")
 def _() -> tuple[bool, str]:
-    with socket.create_connection(("127.0.0.1", int(serve().rsplit(":", 1)[1])), timeout=30) as sock:
-        sock.sendall(b"POST /api/find HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n")
-        head = sock.recv(200)
-    return head.startswith(b"HTTP/1.1 400"), head.split(b"\r\n")[0].decode()
+    return answered(serve(), b"POST /api/find HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n", b" 400 ")
 
 
 @case("14g serve: not an image, and no heap address in the answer")
@@ -215,12 +201,9 @@ def _() -> tuple[bool, str]:
 @case("15k ml-backend: a body of 205 MB")
 def _() -> tuple[bool, str]:
     url, auth = backend()
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
-        login = base64.b64encode(":".join(auth).encode()).decode()
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {login}\r\n"
-                     "Content-Length: 205000000\r\n\r\n".encode())  # fmt: skip
-        head = sock.recv(200)
-    return head.startswith(b"HTTP/1.1 413"), head.split(b"\r\n")[0].decode()
+    request = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {basic_header(':'.join(auth))}\r\n"
+               "Content-Length: 205000000\r\n\r\n")  # fmt: skip
+    return answered(url, request.encode(), b" 413 ")
 
 
 # --- 16. The Prefect server `up` runs ----------------------------------------------------------

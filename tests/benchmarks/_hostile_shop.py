@@ -17,16 +17,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
+
+from tests.procs import http_server
 
 HOSTILE = {"10": "twice, a bad review", "11": "review_count abc", "12": "nested", "13": "length abc",
            "14": "retry-after", "15": "drip", "16": "oversize"}  # fmt: skip
@@ -111,11 +112,5 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def hostile_shop() -> Iterator[str]:
     """Serves the shop on loopback; yields its host:port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_Handler) as host:
+        yield host

@@ -7,6 +7,7 @@ Label Studio's retry would; its latency runs from its first try to its answer.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import socket
 import statistics
@@ -30,7 +31,7 @@ from core.photos import store_name
 from core.settings import TrainConfig
 from reviewlens.demoshop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot
-from tests.benchmarks._smoke import sized, train_settings
+from tests.benchmarks._smoke import parser, sized, train_settings
 from tests.conftest import free_port
 from training.evaluate import promote
 from training.train import train_snapshot
@@ -69,12 +70,14 @@ def shop_in_production(root: Path) -> Shop:
 
 
 @contextmanager
-def service(command: list[str], log: Path) -> Iterator[tuple[str, int]]:
-    """`reviewlens <command> --port P` until the block ends; yields its URL and pid."""
+def service(
+    command: list[str], log: Path, env: dict[str, str] | None = None, module: str = "reviewlens.cli"
+) -> Iterator[tuple[str, int]]:
+    """`python -m <module> <command> --port P` until the block ends; yields its URL and pid once it listens."""
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "reviewlens.cli", *command, "--port", str(port)],
-                                stdout=out, stderr=out)  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", module, *command, "--port", str(port)],
+                                stdout=out, stderr=out, env=env)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -83,7 +86,7 @@ def service(command: list[str], log: Path) -> Iterator[tuple[str, int]]:
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{command[0]} ended: {log.read_text()[-2000:]}") from None
+                    raise RuntimeError(f"{module} {' '.join(command)} ended: {log.read_text()[-2000:]}") from None
                 time.sleep(0.3)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
@@ -155,6 +158,38 @@ def load(pid: int, clients: int, total: int, honest: Send, hostile: list[Send], 
     time.sleep(1.0)  # what a finished request still holds is let go
     run.after_mb = rss_mb(pid)
     return run
+
+
+def clean_beside_hostile(
+    figure: str,
+    command: list[str],
+    log: Path,
+    ready: Callable[[str], bool],
+    requests_of: Callable[[str], tuple[Send, list[Send]]],
+    total: int,
+) -> None:
+    """Starts the service, then runs `total` requests clean and `total` with a tenth hostile, one
+    after the other; prints both, the memory ratio, and `figure`: the honest requests' p99
+    hostile over clean."""
+    clients, total = sized(50, 4), sized(total, 16)
+    with service([*command, "--queue", str(clients)], log) as (url, pid):
+        while not ready(url):  # the model loads after the port opens
+            time.sleep(0.5)
+        honest, hostile = requests_of(url)
+        honest(requests.Session(), 0)  # the model loaded and torch's kernels set up before the clock
+        clean = load(pid, clients, total, honest, hostile, 0.0)
+        print(clean.line("clean"), flush=True)
+        mixed = load(pid, clients, total, honest, hostile, 0.1)
+        print(mixed.line("10% hostile"), flush=True)
+    print(f"RSS after the hostile run / before it: {mixed.after_mb / mixed.before_mb:.2f} (goal <= 1.2)")
+    print(f"errors: {clean.errors + mixed.errors}; hostile answered other than 4xx/503: {mixed.not_refused}")
+    print(f"{figure}: {mixed.pct(99) / clean.pct(99):.2f}")
+
+
+def load_parser(description: str | None) -> argparse.ArgumentParser:
+    made = parser(description)
+    made.add_argument("--requests", type=int, default=500, help="requests in each run (default: 500)")
+    return made
 
 
 def thin_png() -> bytes:
