@@ -329,6 +329,13 @@ ACCEPTED_PHOTOS = Query(
     ORDER BY pr.product_id, u.sha256
     """
 )
+# Every photo's sources and duplicate group: photos of one review (or one import group), and
+# those joined to them through a re-post, split together.
+SPLIT_LINKS = Query(
+    "SELECT s.sha256, s.shop, s.product_id, s.review_id, c.group_id FROM sources s LEFT JOIN curation c USING (sha256)"
+)
+# The perceptual hashes of photos, for the report's count of near duplicates across splits.
+PHOTO_HASHES = Query("SELECT sha256, phash, centre_hash FROM curation WHERE phash IS NOT NULL")
 # The photos search may find a product by: usable and not refused by a person, of any product
 # (also products with too few photos to train on, and ones labeling has not reached yet).
 INDEXABLE_PHOTOS = Query(

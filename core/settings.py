@@ -128,9 +128,11 @@ class TrainConfig:
         "efficientnet_lite1",
         "efficientnet_lite0",
     )
-    # quick: a head on each member's frozen, cached features (minutes on a CPU); full: that head,
-    # then the whole network fine-tuned. auto: full where a GPU is present, quick elsewhere.
-    mode: Literal["auto", "quick", "full"] = "auto"
+    # quick: a head on each member's frozen, cached features (minutes on a CPU); top: that head,
+    # then the member's last blocks fine-tuned on their inputs, computed once (training/top_tune.py:
+    # fine-tuning's gain at a fraction of its cost on a CPU); full: that head, then the whole
+    # network fine-tuned. auto: full where a GPU is present, quick elsewhere.
+    mode: Literal["auto", "quick", "top", "full"] = "auto"
     # Wall-clock minutes the whole training may take (0: no limit); fine-tuning stops at an epoch
     # boundary before the budget runs out and keeps its best epoch so far.
     budget_minutes: NonNegativeFloat = 0.0
@@ -150,6 +152,10 @@ class TrainConfig:
     weight_decay: NonNegativeFloat = 1e-4
     # Passes of the head over the cached features (the linear probe).
     head_epochs: Count = 40
+    # Top mode: how many of an EfficientNet-Lite's last blocks learn (5 in Lite0 is every block at
+    # the smallest scale), and for how many epochs at most; the epoch best on validation is kept.
+    top_blocks: Count = 5
+    top_epochs: Count = 8
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
     label_smoothing: Share = 0.1
@@ -171,6 +177,14 @@ class TrainConfig:
     # view cut to its box (also photos refused only because the product is small in them), so the
     # model knows a product as the object search sees it, cut out of a larger scene.
     train_on_boxes: bool = True
+    # How the head weighs products with few photos: plain log-loss ('none'), a class-balanced
+    # loss ('loss') or logit adjustment ('adjust'); 'auto' keeps whichever raises validation
+    # macro-F1 without lowering its Top-1 (training/head.py).
+    balance: Literal["auto", "none", "loss", "adjust"] = "auto"
+    # Quick mode: once validation has chosen a head's settings and calibrated its scores, the head
+    # is fitted again on train and validation photos together, so every labeled photo outside
+    # test trains the model (false: train alone, as full mode).
+    refit: bool = True
     # predict says "not sure" below the score at which this share of validation answers was right.
     sure_precision: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.9
     seed: int = 0

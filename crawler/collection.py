@@ -2,9 +2,11 @@
 
 Each photo is checked and stored like a crawled one (content-addressed, whole or absent), its
 product recorded under the collection's shop, and its provenance kept: the file it came from is
-its source. Imported photos count as accepted by the two rules, since a team sorted them by
-product already; a photo a person already decided on keeps that decision. Dedupe runs next, so
-a photo imported twice, or also crawled, trains once.
+its source, or the CSV's `group` where one is given (photos cut from one picture, or one
+customer's set, share a group, and training splits a group whole). Imported photos count as
+accepted by the two rules, since a team sorted them by product already; a photo a person
+already decided on keeps that decision. Dedupe runs next, so a photo imported twice, or also
+crawled, trains once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Entry:
     product_id: str
     name: str
     url: str = ""
+    group: str = ""  # photos of one source: they split together
 
 
 @dataclass
@@ -73,13 +76,13 @@ def read_folders(root: Path) -> list[Entry]:
 
 
 def read_csv(file: Path) -> list[Entry]:
-    """Rows of path, product (and optionally name, url); a relative path is read from the CSV's folder."""
+    """Rows of path, product (and optionally name, url, group); a relative path is read from the CSV's folder."""
     if (size := file.stat().st_size) > MAX_CSV_BYTES:
         raise BadCollection(f"{file} holds {size:,} bytes: a collection's CSV has at most {MAX_CSV_BYTES:,}")
     with file.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
-        raise BadCollection(f"{file} needs a header with the columns path and product (name and url optional)")
+        raise BadCollection(f"{file} needs a header with the columns path and product (name, url and group optional)")
     entries = []
     for line, r in enumerate(rows, start=2):
         if not _web_link(url := (r.get("url") or "").strip()):
@@ -87,7 +90,8 @@ def read_csv(file: Path) -> list[Entry]:
             raise BadCollection(f"{file}, line {line}: url {quoted(url, 60)} is not an http(s) address")
         if r["path"] and r["product"]:
             product = r["product"].strip()
-            entries.append(Entry(file.parent / r["path"], product, (r.get("name") or product).strip(), url))
+            name, group = (r.get("name") or product).strip(), (r.get("group") or "").strip()
+            entries.append(Entry(file.parent / r["path"], product, name, url, group))
     return entries
 
 
@@ -141,9 +145,9 @@ def import_collection(
                     known.add(photo.sha256)
                 origin = e.path.resolve()
                 photos.append((photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now))
-                sources.append(
-                    (shop, f"import:{origin}", origin.as_uri(), e.product_id, IMPORT_CATEGORY, photo.sha256, None, now)
-                )
+                # The source's id: the group where the CSV names one, else the file itself.
+                review = f"import-group:{e.group}" if e.group else f"import:{origin}"
+                sources.append((shop, review, origin.as_uri(), e.product_id, IMPORT_CATEGORY, photo.sha256, None, now))
                 labels.append((photo.sha256, now, f"imported from {origin}", now))
             # Stored files first, their rows after: a killed import leaves files the next one records.
             with manifest.transaction() as db:

@@ -20,6 +20,7 @@ import requests
 import urllib3
 
 from core.errors import quoted
+from crawler.deadline import headers_within, watched_session
 from crawler.errors import CrawlError, FetchError, HttpError, RefusedURL
 from crawler.polite import MAX_RETRY_AFTER_S, RateLimiter, Robots, retry_after_seconds
 from crawler.retry import RetryPolicy
@@ -41,8 +42,9 @@ class Fetcher:
     default_rate: float = 2.0
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
-    # The whole body, however it arrives: a page sent a byte at a time never passes the read
-    # timeout, which counts the wait for each byte alone. A 50 MB photo at 1 MB/s fits.
+    # The headers, and then the whole body, however they arrive: a page sent a byte at a time
+    # never passes the read timeout, which counts the wait for each byte alone. A 50 MB photo at
+    # 1 MB/s fits.
     total_timeout_s: float = 120.0
     retries: int = 4
     backoff_s: float = 0.5
@@ -61,7 +63,7 @@ class Fetcher:
         # requests' Session is not thread-safe: one per worker thread.
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = watched_session()
             session.headers["User-Agent"] = self.user_agent
             self._local.session = session
         return session
@@ -130,12 +132,18 @@ class Fetcher:
             self.limiter(urlsplit(url).netloc).acquire()
             started = time.monotonic()
             try:
-                r = self._session.get(
-                    url,
-                    timeout=(self.connect_timeout_s, self.read_timeout_s),
-                    allow_redirects=False,  # each hop's host and robots rules are checked above
-                    stream=True,
-                )
+                with headers_within(self.total_timeout_s) as watch:
+                    try:
+                        r = self._session.get(
+                            url,
+                            timeout=(self.connect_timeout_s, self.read_timeout_s),
+                            allow_redirects=False,  # each hop's host and robots rules are checked above
+                            stream=True,
+                        )
+                    except requests.RequestException as exc:
+                        if watch.expired:  # not retried: the same server would drip the same headers again
+                            raise FetchError(f"no whole headers after {self.total_timeout_s:g}s", url) from exc
+                        raise
             except requests.Timeout as exc:
                 raise FetchError("timeout", url, retryable=True) from exc
             except requests.ConnectionError as exc:

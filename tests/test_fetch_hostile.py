@@ -18,10 +18,12 @@ from crawler.polite import retry_after_seconds
 
 
 @contextmanager
-def raw_server(head: bytes, body: bytes = b"", drip_s: float = 0.0) -> Iterator[tuple[str, list[int]]]:
-    """A server that answers every request with exactly these header lines and body, the body a
-    byte every `drip_s` when given; yields its address and a list counting the requests it read
-    (robots.txt gets a 404)."""
+def raw_server(
+    head: bytes, body: bytes = b"", drip_s: float = 0.0, drip_head: bool = False
+) -> Iterator[tuple[str, list[int]]]:
+    """A server that answers every request with exactly these header lines and body, the body (or
+    with `drip_head` the headers too) a byte every `drip_s` when given; yields its address and a
+    list counting the requests it read (robots.txt gets a 404)."""
     listener = socket.create_server(("127.0.0.1", 0))
     asked = [0]
 
@@ -37,8 +39,10 @@ def raw_server(head: bytes, body: bytes = b"", drip_s: float = 0.0) -> Iterator[
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     continue
                 asked[0] += 1
-                conn.sendall(head + b"\r\nConnection: close\r\n\r\n" + (b"" if drip_s else body))
-                for byte in body if drip_s else b"":
+                whole_head = head + b"\r\nConnection: close\r\n\r\n"
+                if not drip_head:
+                    conn.sendall(whole_head + (b"" if drip_s else body))
+                for byte in (whole_head if drip_head else b"") + (body if drip_s else b""):
                     time.sleep(drip_s)
                     try:
                         conn.sendall(bytes([byte]))
@@ -95,3 +99,15 @@ def test_a_page_sent_a_byte_at_a_time_is_given_up_at_the_total_deadline_and_not_
             fetcher.get(f"http://{host}/page")
         assert not caught.value.retryable and asked[0] == 1
         assert 0 < int(caught.value.reason.split("(")[1].split()[0].replace(",", "")) < 1000
+
+
+def test_headers_sent_a_byte_at_a_time_are_given_up_at_the_total_deadline_and_not_asked_again() -> None:
+    """The status line and headers drip as the body did above: the deadline covers them too."""
+    head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200 + b"\r\nContent-Length: 2"
+    with raw_server(head, b"ok", drip_s=0.2, drip_head=True) as (host, asked):
+        fetcher = _fetcher(host)
+        fetcher.read_timeout_s, fetcher.total_timeout_s = 5.0, 2.0
+        # The whole drip takes 45 s and each byte comes well within the read timeout.
+        with pytest.raises(FetchError, match="no whole headers after 2s") as caught:
+            fetcher.get(f"http://{host}/page")
+        assert not caught.value.retryable and asked[0] == 1

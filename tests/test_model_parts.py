@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models import efficientnet_lite
 from training.augment import augment, normalize
-from training.calibrate import calibrate, fit_temperature, fit_weights, sure_threshold
+from training.calibrate import calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
 from training.features import VIEWS, FeatureStore
 from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
@@ -65,6 +66,28 @@ def test_calibration_of_an_ensemble_lowers_validation_loss() -> None:
     assert c.temperatures["a"] > 1 > c.temperatures["b"]  # the overconfident cooled, the timid sharpened
     assert not any(c.flip.values())  # identical mirror views earn nothing
     assert 0 < c.sure_threshold < 1
+
+
+def test_the_vote_goes_to_the_member_that_knows_more_not_to_the_sharper_one() -> None:
+    # "flat" knows more (a stronger signal) but its head was regularized hard: its raw scores are
+    # timid. "sharp" knows less, loudly. Mixed raw, the sharp one takes the vote; calibrated first,
+    # the one that knows does, and the ensemble is at least as right as it on new photos.
+    gen = torch.Generator().manual_seed(2)
+
+    def member_logits(labels: torch.Tensor, signal: float, scale: float) -> torch.Tensor:
+        truth = torch.nn.functional.one_hot(labels, 8).float()
+        return ((truth * signal + torch.randn(len(labels), 8, generator=gen)) * scale)[:, None]
+
+    val, test = torch.randint(0, 8, (800,), generator=gen), torch.randint(0, 8, (800,), generator=gen)
+    strength = {"flat": (3.0, 0.1), "sharp": (1.2, 6.0)}
+    c = calibrate({k: member_logits(val, *v) for k, v in strength.items()}, val, precision=0.9)
+    assert c.tempered_vote and c.weights["flat"] > c.weights["sharp"]
+    new = {k: member_logits(test, *v) for k, v in strength.items()}
+    right = (ensemble_probs(new, c).argmax(-1) == test).float().mean()
+    assert right >= (new["flat"][:, 0].argmax(-1) == test).float().mean() - 0.01
+    # A model made before keeps its raw vote, as its weights were fitted.
+    raw = replace(c, tempered_vote=False)
+    assert not torch.allclose(ensemble_probs(new, raw), ensemble_probs(new, c))
 
 
 def test_metrics_on_known_cases() -> None:

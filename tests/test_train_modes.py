@@ -21,6 +21,7 @@ from tests.db import count, run, run_many
 from training.bundle import Ensemble
 from training.data import make_snapshot
 from training.evaluate import evaluate
+from training.members import get_member
 from training.predict import predict_many
 from training.train import train
 
@@ -116,6 +117,26 @@ def test_full_mode_fine_tunes_and_keeps_its_time_budget(deduped: Layout, monkeyp
     )
     assert [e["epoch"] for e in _history(rushed)["efficientnet_lite0"]["epochs"]] == [0]
     assert evaluate(rushed, deduped).results["ensemble"]["top1"] > 40
+
+
+def test_top_mode_tunes_the_last_blocks_and_keeps_the_epoch_best_on_validation(deduped: Layout) -> None:
+    _accept(deduped)
+    run = train(TrainConfig(mode="top", top_blocks=2, top_epochs=2, **SMALL), deduped)  # type: ignore[arg-type]
+    tuned = _history(run)["efficientnet_lite0"]["top_tune"]
+    assert tuned["blocks"] == 2 and len(tuned["val_top1"]) == 3  # the probe, then two epochs
+    assert tuned["val_top1"][tuned["best_epoch"]] == max(tuned["val_top1"])
+    report = evaluate(run, deduped)
+    assert report.results["ensemble"]["top1"] > 40 and "top (the last blocks fine-tuned" in report.markdown
+    # The tuned blocks are the model's: its last blocks differ from the ImageNet body's, its first do not.
+    bundle = torch.load(run / "model.pt", weights_only=True)["members"]["efficientnet_lite0"]["state_dict"]
+    imagenet = get_member("efficientnet_lite0").build(2, None, True).state_dict()
+    last = max(int(k.split(".")[1]) for k in bundle if k.startswith("_blocks."))
+
+    def weight(state: dict[str, torch.Tensor], block: int) -> torch.Tensor:
+        return state[f"_blocks.{block}._project_conv.weight"]
+
+    assert tuned["best_epoch"] == 0 or not torch.equal(weight(bundle, last), weight(imagenet, last))
+    assert torch.equal(weight(bundle, 0), weight(imagenet, 0))
 
 
 def _photos_of(folder: Path, seed: int, n: int) -> None:

@@ -18,8 +18,9 @@ from reviewlens.cli import main
 from tests.conftest import SHARED
 from training.bundle import BUNDLE_FORMAT, Ensemble, NotAModel
 from training.calibrate import Calibration
-from training.data import UnreadablePhoto, assign_splits, load_image
+from training.data import UnreadablePhoto, load_image
 from training.evaluate import HeldOut, better_than_chance, markdown_table, promotion_gate
+from training.groups import assign_splits
 from training.loading import PhotoRef
 from training.members import MEMBERS, MissingWeights, get_member
 from training.metrics import topk
@@ -83,11 +84,11 @@ def test_torchvision_member_without_weights_says_how_to_supply_them(
 
 def test_splits_keep_groups_whole_and_fill_every_split() -> None:
     groups = [f"g{i // 3}" for i in range(60)]  # 20 groups of 3 photos
-    splits = assign_splits(groups, 0.2, 0.2, seed=1)
+    splits = assign_splits({"lamp": groups}, 0.2, 0.2, seed=1)
     assert set(splits) == set(groups)
     assert sorted(list(splits.values()).count(s) for s in ("train", "val", "test")) == [4, 4, 12]
-    assert assign_splits(groups, 0.2, 0.2, seed=1) == splits
-    assert assign_splits(groups, 0.2, 0.2, seed=2) != splits
+    assert assign_splits({"lamp": groups}, 0.2, 0.2, seed=1) == splits
+    assert assign_splits({"lamp": groups}, 0.2, 0.2, seed=2) != splits
 
 
 def test_topk_and_the_report_table() -> None:

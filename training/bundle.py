@@ -15,7 +15,7 @@ from core.errors import ReviewlensError
 from core.layout import Layout
 from core.settings import TrainConfig, from_mapping
 from training.augment import normalize
-from training.calibrate import Calibration, member_probs, mix
+from training.calibrate import Calibration, ensemble_probs, member_probs
 from training.data import ProductClass
 from training.embedding import Embedding
 from training.features import embed_batch, embed_missing, feature_dim, feature_store
@@ -49,7 +49,7 @@ class Ensemble:
     config: TrainConfig  # the settings that trained it: its evaluation transform follows them
     snapshot_id: str
     calibration: Calibration
-    mode: str  # quick or full
+    mode: str  # quick, top or full
     version: str  # the run that made it
     embedding: Embedding | None = None  # the search embedding (models of format 2 have none)
 
@@ -180,7 +180,5 @@ class Ensemble:
         return {name: member_probs(lg, c.temperatures[name], c.flip[name]) for name, lg in logits.items()}
 
     def ensemble_probs(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The ensemble's calibrated probabilities: its members' own probabilities (soft voting), weighted, tempered."""
-        c = self.calibration
-        own = [member_probs(lg, 1.0, c.flip[name]) for name, lg in logits.items()]
-        return mix(own, [c.weights[name] for name in logits], c.temperature)
+        """The ensemble's calibrated probabilities (training/calibrate.py)."""
+        return ensemble_probs(logits, self.calibration)

@@ -1,9 +1,10 @@
-"""Dataset snapshots: accepted photos, their products, a split no duplicate group straddles, safe decoding."""
+"""Dataset snapshots: accepted photos, their products, a split no source straddles, safe decoding."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -17,6 +18,7 @@ from core.images import STORED, OverBudget, PixelBudget
 from core.layout import Layout
 from core.manifest import Manifest, Row, open_manifest
 from core.photos import find_damaged
+from training.groups import assign_splits, source_key, split_groups
 
 # A person's box makes a view of its photo to train on when it leaves out a real part of the
 # frame (a box of nearly all of it is the photo again) and keeps enough pixels to show the product.
@@ -39,6 +41,7 @@ class Example:
     label: int
     split: str
     box: str = ""  # a view of the photo cut to a person's box ('left,top,right,bottom'), or the whole photo
+    source: str = ""  # its split group (training/groups.py): photos of one source split together
 
     @property
     def key(self) -> str:
@@ -66,26 +69,6 @@ class Snapshot:
                 indent=1,
             )
         )
-
-
-def _rank(seed: int, group_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{group_id}".encode()).hexdigest()
-
-
-def assign_splits(groups: list[str], val_share: float, test_share: float, seed: int) -> dict[str, str]:
-    """Assigns each group id a split; a product's groups are shuffled by a seeded hash.
-
-    Whole groups go to one split, so a photo and its near duplicates never sit on both sides.
-    Every product with three or more groups gets at least one in val and one in test.
-    """
-    ordered = sorted(set(groups), key=lambda g: _rank(seed, g))
-    n = len(ordered)
-    n_test = max(1, round(n * test_share)) if n >= 3 else 0
-    n_val = max(1, round(n * val_share)) if n >= 3 else 0
-    out = {}
-    for i, g in enumerate(ordered):
-        out[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return out
 
 
 def box_views(rows: list[Row]) -> dict[str, str]:
@@ -127,15 +110,28 @@ def make_snapshot(
                 by_product.setdefault(r["product_id"], []).append(r)
         kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= min_photos}
         classes = [ProductClass(pid, rs[0]["name"], rs[0]["url"]) for pid, rs in sorted(kept.items())]
-        examples = []
-        for label, cls in enumerate(classes):
-            product_rows = kept[cls.product_id]
-            splits = assign_splits([r["group_id"] for r in product_rows], val_share, test_share, seed)
-            examples += [
-                Example(r["sha256"], r["path"], r["group_id"], label, splits[r["group_id"]]) for r in product_rows
-            ]
-        if with_boxes:
-            examples += _box_examples(manifest, layout, examples, {c.product_id: i for i, c in enumerate(classes)})
+        label_of = {cls.product_id: label for label, cls in enumerate(classes)}
+        rows = [r for cls in classes for r in kept[cls.product_id]]
+        boxed = [r for r in manifest.rows(q.BOXED_PHOTOS) if r["product_id"] in label_of] if with_boxes else []
+        links = manifest.rows(q.SPLIT_LINKS)
+        group_of = split_groups(
+            [r["sha256"] for r in rows + boxed],
+            [(r["sha256"], source_key(r["shop"], r["product_id"], r["review_id"])) for r in links]
+            + [(r["sha256"], f"duplicates:{r['group_id']}") for r in links if r["group_id"]],
+        )
+        groups_of_product: dict[str, list[str]] = defaultdict(list)
+        for r in rows:
+            groups_of_product[r["product_id"]].append(group_of[r["sha256"]])
+        splits = assign_splits(groups_of_product, val_share, test_share, seed)
+        examples = [
+            Example(r["sha256"], r["path"], r["group_id"], label_of[r["product_id"]], splits[group_of[r["sha256"]]],
+                    source=group_of[r["sha256"]])
+            for r in rows
+        ]  # fmt: skip
+        # A box's view trains only where its photo's group does: a view of a photo refused for
+        # its small product, from a review whose other photo is a test photo, would leak it.
+        boxed = [r for r in boxed if splits.get(group_of[r["sha256"]], "train") == "train"]
+        examples += _box_examples(manifest, layout, boxed, label_of, group_of)
         digest = hashlib.sha256(json.dumps([(e.key, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
         snapshot = Snapshot(f"snap-{digest}", classes, examples)
         with manifest.transaction() as db:
@@ -143,18 +139,18 @@ def make_snapshot(
     return snapshot
 
 
-def _box_examples(manifest: Manifest, layout: Layout, examples: list[Example], labels: dict[str, int]) -> list[Example]:
-    """The training views cut to people's boxes, of the products in `labels`."""
-    split_of = {e.sha256: e.split for e in examples}
-    boxed = [r for r in manifest.rows(q.BOXED_PHOTOS) if r["product_id"] in labels]
-    boxed = [r for r in boxed if split_of.get(r["sha256"], "train") == "train"]
+def _box_examples(
+    manifest: Manifest, layout: Layout, boxed: list[Row], labels: dict[str, int], group_of: dict[str, str]
+) -> list[Example]:
+    """The training views cut to the boxes of `boxed` (BOXED_PHOTOS rows) worth a view."""
     damaged = find_damaged(manifest, layout, boxed)
     views = box_views([r for r in boxed if r["sha256"] not in damaged])
     return [
-        Example(r["sha256"], r["path"], r["group_id"], labels[r["product_id"]], "train", views[r["sha256"]])
+        Example(r["sha256"], r["path"], r["group_id"], labels[r["product_id"]], "train", views[r["sha256"]],
+                group_of[r["sha256"]])
         for r in boxed
         if r["sha256"] in views
-    ]
+    ]  # fmt: skip
 
 
 class UnreadablePhoto(ReviewlensError):

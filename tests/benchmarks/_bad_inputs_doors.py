@@ -274,6 +274,7 @@ _crawl_case("17d crawl: Content-Length: abc", "13", "Content-Length that is no l
 _crawl_case("17e crawl: a 503 with Retry-After: ²", "14", "503")
 _crawl_case("17f crawl: a page sent a byte every half second", "15", "not whole after 3s")
 _crawl_case("17g crawl: a 6 MB page", "16", "too large")
+_crawl_case("17j crawl: headers sent a byte every half second", "17", "no whole headers after 3s")
 
 
 @case("17h crawl: a product listed twice is read once")

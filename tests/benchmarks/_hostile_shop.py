@@ -10,6 +10,7 @@ Products of category 1 and what their reviews page sends:
   14  503 with Retry-After: ² (a superscript two: a digit to str.isdigit, none to int)
   15  the page a byte at a time
   16  a page of 6 MB, over the crawler's page budget
+  17  the status line and headers a byte at a time
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from PIL import Image
 from tests.procs import http_server
 
 HOSTILE = {"10": "twice, a bad review", "11": "review_count abc", "12": "nested", "13": "length abc",
-           "14": "retry-after", "15": "drip", "16": "oversize"}  # fmt: skip
+           "14": "retry-after", "15": "drip", "16": "oversize", "17": "header drip"}  # fmt: skip
 asked: Counter[str] = Counter()  # review pages asked, by product
 
 
@@ -51,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
             if query.get("page") == "1" and query["category"] == "1":
                 products = [{"id": 10, "review_count": 2}, {"id": 10, "review_count": 2},
                             {"id": 11, "review_count": "abc"}]  # fmt: skip
-                products += [{"id": int(p), "review_count": 1} for p in ("12", "13", "14", "15", "16")]
+                products += [{"id": int(p), "review_count": 1} for p in ("12", "13", "14", "15", "16", "17")]
             elif query.get("page") == "1" and query["category"] == "2":
                 products = [{"id": 20, "review_count": 1}]
             return self._json({"products": products})
@@ -79,16 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
         if product == "15":
             body = json.dumps({"reviews": [_review(150, host)]}).encode()
             self.wfile.write(f"HTTP/1.0 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode())
-            for byte in body:
-                time.sleep(0.5)
-                try:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                except OSError:  # the crawler gave up, as it should
-                    return
-            return
+            return self._drip(body)
         if product == "16":
             return self._send(200, b" " * 6_000_000 + b'{"reviews": []}', "application/json")
+        if product == "17":
+            return self._drip(b"HTTP/1.0 200 OK\r\nX-Slow: " + b"x" * 100 + b"\r\nContent-Length: 2\r\n\r\n{}")
         return self._json({"reviews": [_review(int(product) * 10, host)]})
 
     def _json(self, body: object) -> None:
@@ -104,6 +100,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _raw(self, answer: bytes) -> None:
         self.wfile.write(answer)
+
+    def _drip(self, answer: bytes) -> None:
+        """`answer` a byte every half second: each well within the crawler's read timeout."""
+        for byte in answer:
+            time.sleep(0.5)
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:  # the crawler gave up, as it should
+                return
 
     def log_message(self, *args: object) -> None:
         pass

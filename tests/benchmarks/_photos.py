@@ -12,7 +12,8 @@ from PIL import Image
 from core.layout import Layout
 from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from training.bundle import Ensemble
-from training.data import Example, ProductClass, Snapshot, assign_splits
+from training.data import Example, ProductClass, Snapshot
+from training.groups import assign_splits
 from training.indexing import Product
 from training.loading import PhotoRef
 from training.product_index import Entry, ProductIndex
@@ -38,7 +39,7 @@ def shop_snapshot(root: Path, config: GeneratorConfig) -> tuple[Snapshot, Layout
     truth = [t for t in load_truth(shop).values() if (shop / "photos" / f"{t.photo_id}.jpg").exists()]
     products = sorted({t.product_id for t in truth})
     label = {p: i for i, p in enumerate(products)}
-    splits = assign_splits([t.photo_id for t in truth], 0.2, 0.2, seed=0)
+    splits = assign_splits({"all": [t.photo_id for t in truth]}, 0.2, 0.2, seed=0)
     examples = []
     for t in sorted(truth, key=lambda t: t.photo_id):
         path = f"photos/{t.photo_id}.jpg"

@@ -1,0 +1,62 @@
+"""Fine-tuning the top on cached activations: the cut network is the network, tuning learns,
+keeps its best epoch and the ImageNet batch-norm statistics, and stops at its deadline."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from models.efficientnet_lite import EfficientNetLite
+from training.members import get_member
+from training.top_tune import Split, activations, top_logits, tune_top
+
+
+def _model(n_classes: int) -> EfficientNetLite:
+    model = get_member("efficientnet_lite0").build(n_classes, None, True)
+    assert isinstance(model, EfficientNetLite)
+    return model.eval()
+
+
+def _photos(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three 'products': photos tinted red, green or blue, under noise."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    x = torch.randn(n, 3, 64, 64, generator=gen) * 0.5
+    x[torch.arange(n), labels] += 1.5
+    return x, labels
+
+
+def test_the_lower_part_and_the_top_are_the_whole_network() -> None:
+    model = _model(3)
+    x, _ = _photos(4, seed=0)
+    for top_blocks in (1, 5):
+        split = Split(model, top_blocks)
+        assert torch.allclose(top_logits(split, split.lower(x).half()), model(x), atol=0.05)
+
+
+def test_tuning_learns_keeps_the_best_epoch_and_the_norm_statistics() -> None:
+    torch.manual_seed(0)
+    model = _model(3)
+    split = Split(model, 2)
+    (x_train, y_train), (x_val, y_val) = _photos(48, seed=1), _photos(24, seed=2)
+    train = (activations(split, [x_train]), y_train)
+    val = (activations(split, [x_val]), y_val)
+    norms = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    result = tune_top(split, train, val, epochs=6, lr=1e-3, batch_size=16)
+    assert result.val_top1[0] < 0.5  # a new classifier starts near chance (3 products)
+    assert max(result.val_top1) > 0.9 and result.val_top1[result.best_epoch] == max(result.val_top1)
+    kept = float((top_logits(split, val[0]).argmax(-1) == y_val).float().mean())
+    assert kept == max(result.val_top1)  # the model holds the epoch kept, not the last
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in norms.items())
+
+
+def test_tuning_stops_at_its_deadline_with_the_probe_in_place() -> None:
+    model = _model(3)
+    split = Split(model, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (x, y) = _photos(12, seed=3)
+    acts = activations(split, [x])
+    result = tune_top(split, (acts, y), (acts, y), epochs=5, deadline=time.monotonic() - 1)
+    assert result.best_epoch == 0 and len(result.val_top1) == 1
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())

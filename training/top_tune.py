@@ -1,0 +1,142 @@
+"""Fine-tuning the top of an EfficientNet-Lite where only a CPU is at hand.
+
+The photos run once through the frozen lower blocks and their activations are kept (half
+precision, in memory); each epoch then runs only the last blocks, the head convolution and the
+classifier, a fraction of the network's cost. The classifier starts from the linear probe (the
+probe-then-fine-tune recipe full mode follows), batch-norm statistics stay as ImageNet left them,
+and a mirrored activation map stands in for a mirrored photo. The epoch kept is the one best on
+validation; the blocks are the model's own modules, so the model comes out tuned in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.efficientnet_lite import EfficientNetLite
+
+
+@dataclass(frozen=True)
+class Split:
+    """An EfficientNet-Lite cut before its last `top_blocks` blocks."""
+
+    model: EfficientNetLite
+    top_blocks: int
+
+    @torch.no_grad()  # not inference mode: the kept activations feed training later
+    def lower(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part: the stem and every block below the top."""
+        m = self.model.eval()
+        x = F.relu6(m._bn0(m._conv_stem(x)))
+        for block in list(m._blocks)[: len(m._blocks) - self.top_blocks]:
+            x = block(x)
+        return x
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The top up to the classifier's input: the feature a probe is fitted on."""
+        m = self.model
+        for block in list(m._blocks)[len(m._blocks) - self.top_blocks :]:
+            x = block(x)
+        x = F.relu6(m._bn1(m._conv_head(x)))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def top(self, x: torch.Tensor) -> torch.Tensor:
+        """The part that learns, to the classifier's logits."""
+        return self.model._fc(self.model._dropout(self.pooled(x)))
+
+    def top_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(the body's, the classifier's) trainable parameters of the top."""
+        m = self.model
+        body = [p for b in list(m._blocks)[len(m._blocks) - self.top_blocks :] for p in b.parameters()]
+        body += [*m._conv_head.parameters(), *m._bn1.parameters()]
+        return body, list(m._fc.parameters())
+
+    def train_mode(self) -> None:
+        """Dropout on, every batch norm kept at its statistics: a small shop's batches would move them."""
+        self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+
+
+def activations(split: Split, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The lower part's output for every batch (already normalized), in half precision."""
+    return torch.cat([split.lower(x).half() for x in batches])
+
+
+@torch.no_grad()
+def top_logits(split: Split, acts: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    split.model.eval()
+    return torch.cat([split.top(acts[i : i + batch].float()) for i in range(0, len(acts), batch)])
+
+
+@dataclass
+class TopTuneResult:
+    best_epoch: int  # 0: the probe itself stayed best
+    val_top1: list[float]  # per epoch, the probe's first
+    seconds: float
+
+
+def tune_top(
+    split: Split,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    lr: float = 3e-4,
+    head_lr_scale: float = 10.0,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    batch_size: int = 64,
+    seed: int = 0,
+    deadline: float = math.inf,
+) -> TopTuneResult:
+    """Trains the top on cached (activations, labels) for up to `epochs`, stopping before `deadline`
+    (time.monotonic()) at an epoch's end; keeps the epoch best on validation Top-1."""
+    started = time.monotonic()
+    (x_train, y_train), (x_val, y_val) = train, val
+    body, head = split.top_parameters()
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}], weight_decay=weight_decay
+    )
+    steps = max(1, epochs * math.ceil(len(y_train) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, [lr, lr * head_lr_scale], total_steps=steps, pct_start=0.1, anneal_strategy="cos"
+    )
+    gen = torch.Generator().manual_seed(seed)
+
+    def val_top1() -> float:
+        return float((top_logits(split, x_val).argmax(-1) == y_val).float().mean()) if len(y_val) else 0.0
+
+    scores = [val_top1()]
+    best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
+    epoch_seconds = 0.0
+    for epoch in range(1, epochs + 1):
+        if time.monotonic() + epoch_seconds > deadline:
+            break
+        epoch_started = time.monotonic()
+        split.train_mode()
+        order = torch.randperm(len(y_train), generator=gen)
+        for i in range(0, len(order), batch_size):
+            index = order[i : i + batch_size]
+            x = x_train[index].float()
+            flip = torch.rand(len(index), generator=gen) < 0.5
+            x[flip] = x[flip].flip(-1)  # the mirrored photo's map, near enough for the top's few layers
+            loss = F.cross_entropy(split.top(x), y_train[index], label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        scores.append(val_top1())
+        if scores[-1] > best[0]:
+            best = (scores[-1], epoch, copy.deepcopy(split.model.state_dict()))
+        epoch_seconds = time.monotonic() - epoch_started
+    split.model.load_state_dict(best[2])
+    split.model.eval()
+    return TopTuneResult(best[1], [round(s, 4) for s in scores], round(time.monotonic() - started, 1))
