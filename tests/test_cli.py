@@ -131,7 +131,7 @@ def test_a_damaged_manifest_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
     [
         (["--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
         (["--image-size", "16"], "image_size must be 0 (each member's own) or from 32 to 1024"),
-        (["--mode", "fast"], "mode: Input should be 'auto', 'quick' or 'full'"),
+        (["--mode", "fast"], "mode: Input should be 'auto', 'quick', 'top' or 'full'"),
         (["--budget-minutes", "-1"], "budget_minutes: Input should be greater than or equal to 0"),
         (["--lr", "nan"], "lr: Input should be a finite number"),
         (["--lr", "-1"], "lr: Input should be greater than 0"),
