@@ -14,6 +14,7 @@ lowering Top-1. Once chosen, quick mode fits the settings again on train and val
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from training.features import VIEWS
+from training.metrics import macro_f1, topk
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ class FeatureSource:
     def __init__(self, read: Callable[[list[str]], torch.Tensor], rows: Rows, row_bytes: int) -> None:
         self.read, self.rows = read, rows
         self.held = read(rows.shas) if len(rows.shas) * row_bytes <= IN_MEMORY_BYTES else None
+
+    @functools.cached_property
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features' mean and spread, read once however many heads are fitted on them."""
+        return _moments(self)
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         if self.held is not None:
@@ -204,7 +211,7 @@ class Probe:
 
     def fit(self, train: FeatureSource, settings: HeadSettings) -> nn.Linear:
         """The head with `settings` on `train`'s photos, taking raw features."""
-        mean, std = _moments(train)
+        mean, std = train.moments
         weights = _class_weights(train.rows.labels, self.n_classes, settings.balance)
         if train.held is not None:
             fitted = _train_in_memory(train, mean, std, self.n_classes, settings.l2, weights)
@@ -216,17 +223,12 @@ class Probe:
         return _adjusted(layer, train.rows.labels, self.n_classes) if settings.balance == "adjust" else layer
 
 
-def _val_scores(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[float, float, float]:
-    """Top-1, macro-F1 (both shares) and log-loss of validation logits (N, C)."""
+def _val_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+    """Top-1, macro-F1 (in percent, as the report gives them) and log-loss of validation logits (N, C)."""
     if len(labels) == 0:
         return 0.0, 0.0, 0.0
-    guess = logits.argmax(-1)
-    top1 = float((guess == labels).float().mean())
-    f1 = []
-    for c in labels.unique():
-        tp = int(((guess == c) & (labels == c)).sum())
-        f1.append(2 * tp / (int((labels == c).sum()) + int((guess == c).sum())))
-    return top1, sum(f1) / len(f1), float(nn.functional.cross_entropy(logits, labels))
+    f1 = macro_f1(logits.argmax(-1), labels, logits.shape[1])
+    return topk(logits, labels, 1), f1, float(nn.functional.cross_entropy(logits, labels))
 
 
 def fit_head(
@@ -252,8 +254,8 @@ def fit_head(
     tried: dict[HeadSettings, tuple[nn.Linear, tuple[float, float, float]]] = {}
 
     def score(settings: HeadSettings, layer: nn.Linear) -> None:
-        tried[settings] = layer, _val_scores(logits_of(layer, val_src).mean(1), val_labels, n_classes)
-        log.info("probe %s: val top-1 %.3f, macro-F1 %.3f, nll %.3f", settings, *tried[settings][1])
+        tried[settings] = layer, _val_scores(logits_of(layer, val_src).mean(1), val_labels)
+        log.info("probe %s: val top-1 %.1f, macro-F1 %.1f, nll %.3f", settings, *tried[settings][1])
 
     plains = {l2: probe.fit(train_src, HeadSettings(l2)) for l2 in L2_GRID} if set(balances) - {"loss"} else {}
     for l2, layer in plains.items():
@@ -274,8 +276,8 @@ def fit_head(
     )
     top1, f1, _ = tried[chosen][1]
     return tried[chosen][0], {
-        "probe_val_top1": round(top1, 4),
-        "probe_val_macro_f1": round(f1, 4),
+        "probe_val_top1": round(top1 / 100, 4),  # shares, as the training record has kept them
+        "probe_val_macro_f1": round(f1 / 100, 4),
         "probe_l2": chosen.l2,
         "probe_balance": chosen.balance,
     }
