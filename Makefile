@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 LS_VENV := .venv-labelstudio
 DATA ?= data
+# Where `make demo` and `make up` serve: Label Studio, the Prefect server (up). The demo shop
+# serves on 8700 (pages) and 8701 (photos).
+LABEL_STUDIO_PORT ?= 8080
+PREFECT_PORT ?= 4200
 LABEL_STUDIO_VERSION := 1.23.2
 
 .PHONY: env demo demo-quick test pytest lint bench up down stop clean
@@ -31,10 +35,10 @@ env:
 	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(LS_VENV)/.installed
 
 demo: env
-	$(VENV)/bin/reviewlens demo --data-dir $(DATA)
+	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --port $(LABEL_STUDIO_PORT)
 
 demo-quick: env
-	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --quick
+	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --port $(LABEL_STUDIO_PORT) --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -67,13 +71,14 @@ bench: env
 # The services scheduled runs need, on this machine: Label Studio, a Prefect server, its work pool
 # and worker, every deployment of prefect.yaml. `down` stops exactly what `up` started.
 up: env
-	$(VENV)/bin/reviewlens up --data-dir $(DATA)
+	$(VENV)/bin/reviewlens up --data-dir $(DATA) --label-studio-port $(LABEL_STUDIO_PORT) --prefect-port $(PREFECT_PORT)
 
 down:
-	-$(VENV)/bin/reviewlens down --data-dir $(DATA)
+	-$(VENV)/bin/reviewlens down --data-dir $(DATA) --label-studio-port $(LABEL_STUDIO_PORT) --prefect-port $(PREFECT_PORT)
 
+# What `make demo` leaves running for you to look at: its Label Studio and the demo shop.
 stop:
-	-$(VENV)/bin/reviewlens label-studio stop --data-dir $(DATA)
+	-$(VENV)/bin/reviewlens stop --data-dir $(DATA)
 
 clean: stop
 	rm -rf $(DATA)

@@ -156,27 +156,49 @@ SAVE_ESTIMATE = Query(
     "model_version = excluded.model_version, box = excluded.box",
 )
 # The labeling report (curation/labeling/report.py).
+# The funnel from stored photos to the newest training, as partitions: each step's count is the
+# sum of the counts it splits into (curation/labeling/report.py names them).
 FUNNEL = Query(
     """
     SELECT
         (SELECT COUNT(*) FROM photos) AS crawled,
+        (SELECT COUNT(*) FROM photos p LEFT JOIN curation c USING (sha256) WHERE c.sha256 IS NULL) AS unchecked,
+        (SELECT COUNT(*) FROM curation WHERE status <> 'ok') AS invalid,
         (SELECT COUNT(*) FROM curation WHERE status = 'ok') AS valid,
+        (SELECT COUNT(*) FROM curation WHERE status = 'ok' AND is_kept = 0) AS duplicates,
         (SELECT COUNT(*) FROM curation WHERE status = 'ok' AND is_kept = 1) AS unique_photos,
         (SELECT COUNT(*) FROM usable_photos) AS usable,
-        (SELECT COUNT(*) FROM labels) AS pushed,
-        (SELECT COUNT(*) FROM labels WHERE decision IS NOT NULL) AS labeled,
-        (SELECT COUNT(*) FROM labels WHERE decision = 'accept') AS accepted
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.project_id <> 0) AS pushed,
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.project_id = 0)
+            AS accepted_without_task,
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
+            WHERE l.project_id <> 0 AND l.decision IS NOT NULL) AS labeled,
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
+            WHERE l.project_id <> 0 AND l.decision = 'accept') AS accepted_by_people,
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
+            WHERE l.project_id <> 0 AND l.decision = 'reject') AS rejected,
+        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.decision = 'accept') AS accepted
+    """
+)
+# The accepted photos the newest training holds, by split (whole photos: views are keyed apart).
+TRAINED_BY_SPLIT = Query(
+    """
+    SELECT s.split, COUNT(*) AS n FROM usable_photos u JOIN labels l USING (sha256) JOIN splits s ON s.sha256 = u.sha256
+    WHERE l.decision = 'accept' AND s.snapshot = (SELECT snapshot FROM splits ORDER BY rowid DESC LIMIT 1)
+    GROUP BY s.split
     """
 )
 REJECTED_BY_REASON = Query(
-    "SELECT reason, COUNT(*) AS n FROM labels WHERE decision = 'reject' GROUP BY reason ORDER BY n DESC, reason"
+    "SELECT l.reason, COUNT(*) AS n FROM usable_photos u JOIN labels l USING (sha256) "
+    "WHERE l.project_id <> 0 AND l.decision = 'reject' GROUP BY l.reason ORDER BY n DESC, l.reason"
 )
-# The newest snapshot's splits: what the last training trained, validated and tested on.
+# The newest snapshot's splits: what the last training trained, validated and tested on, whole
+# photos apart from the views cut to a person's box (their key holds the box after a '#').
 SPLITS = Query(
     """
-    SELECT split, COUNT(*) AS n FROM splits
+    SELECT split, CASE WHEN sha256 LIKE '%#%' THEN 'views' ELSE 'photos' END AS kind, COUNT(*) AS n FROM splits
     WHERE snapshot = (SELECT snapshot FROM splits ORDER BY rowid DESC LIMIT 1)
-    GROUP BY split
+    GROUP BY split, kind
     """
 )
 DECIDED_WITH_ESTIMATES = Query(
@@ -361,4 +383,5 @@ BOXED_PHOTOS = Query(
     ORDER BY pr.product_id, u.sha256
     """
 )
+# One row per example: a whole photo under its hash, a view cut to a box under its view's key.
 RECORD_SPLIT = Query("INSERT OR IGNORE INTO splits VALUES (?,?,?)")

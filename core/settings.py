@@ -187,6 +187,9 @@ class TrainConfig:
     refit: bool = True
     # predict says "not sure" below the score at which this share of validation answers was right.
     sure_precision: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.9
+    # Train even when the production model was made from the same photos with the same settings
+    # (otherwise such a retrain says so and stops: it would make the same model again).
+    force: bool = False
     seed: int = 0
     val_share: Share = 0.2
     test_share: Share = 0.2

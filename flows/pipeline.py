@@ -7,7 +7,10 @@ validates them, rejecting unknown keys, and prefect.yaml mirrors them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow
@@ -32,6 +35,7 @@ from flows.dask import (
 from flows.labeling import DATA_DIR, label_pull_task, labeling_report_task
 from flows.tasks import (
     Evaluation,
+    Untrained,
     crawl_task,
     dedupe_task,
     evaluate_task,
@@ -43,6 +47,7 @@ from flows.tasks import (
 )
 from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
+from training.train import NotEnoughData, NothingNew
 from training.train import train as train_stage
 
 
@@ -82,11 +87,21 @@ def retrain_flow(
 ) -> Evaluation:
     """Trains on the accepted photos, evaluates, and promotes the model if it passes the gate;
     a promoted model's index is built at once, so search answers with the model that is live,
-    and the open labeling tasks are answered again by it."""
+    and the open labeling tasks are answered again by it. When the production model was made
+    from the same photos and settings, or too few photos are accepted yet, it says so and trains
+    nothing (`train.force` trains the same photos again)."""
+    run_dir: str | Untrained
     if dask_address():  # each member's features extracted by tasks on the cluster, the training here
-        run_dir = str(train_stage(train or TrainConfig(), Layout(Path(data_dir)), cluster_extractor()))
+        try:
+            run_dir = str(train_stage(train or TrainConfig(), Layout(Path(data_dir)), cluster_extractor()))
+        except NothingNew as unchanged:
+            run_dir = Untrained(str(unchanged))
+        except NotEnoughData as few:
+            run_dir = Untrained(f"nothing trained: {few}")
     else:
         run_dir = train_task(train or TrainConfig(), data_dir)
+    if isinstance(run_dir, Untrained):  # said in the log; nothing to evaluate or promote
+        return Evaluation.untrained(run_dir, data_dir)
     evaluation = evaluate_task(run_dir, data_dir, promote)
     if evaluation.promoted:
         index_task(data_dir)
@@ -111,6 +126,22 @@ class PipelineResult:
     push: PushSummary
     pull: PullSummary
     evaluate: Evaluation
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage, in order
+
+
+class Stopwatch:
+    """The wall time of each stage of a run; a stage run twice adds up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
 
 @flow(name="pipeline")
@@ -128,12 +159,20 @@ def pipeline_flow(
     far, and photos whose product a person just chose go out as rule tasks in the same run.
     """
     label = label or LabelConfig()
-    crawled = crawl_task(crawl or CrawlConfig(), data_dir)
-    deduped = dedupe_task(dedupe or DedupeConfig(), data_dir)
-    pushed = label_push_task(label, data_dir)
-    pulled = label_pull_task(label, data_dir)
+    watch = Stopwatch()
+    with watch.stage("crawl"):
+        crawled = crawl_task(crawl or CrawlConfig(), data_dir)
+    with watch.stage("dedupe"):
+        deduped = dedupe_task(dedupe or DedupeConfig(), data_dir)
+    with watch.stage("label push"):
+        pushed = label_push_task(label, data_dir)
+    with watch.stage("label pull"):
+        pulled = label_pull_task(label, data_dir)
     if pulled.chosen:
-        label_push_task(label, data_dir)
-    evaluated = retrain_flow(data_dir, train, promote, label)
-    labeling_report_task(data_dir)
-    return PipelineResult(crawled, deduped, pushed, pulled, evaluated)
+        with watch.stage("label push"):
+            label_push_task(label, data_dir)
+    with watch.stage("train, evaluate, index"):
+        evaluated = retrain_flow(data_dir, train, promote, label)
+    with watch.stage("labeling report"):
+        labeling_report_task(data_dir)
+    return PipelineResult(crawled, deduped, pushed, pulled, evaluated, watch.seconds)

@@ -24,7 +24,7 @@ from curation.labeling.sync import PushSummary, predict_again, push
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
 from training.indexing import IndexSummary, update_index
-from training.train import train
+from training.train import NotEnoughData, NothingNew, train
 
 
 def _not_a_layout_change(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -93,10 +93,26 @@ def progress_to_run_log() -> Iterator[None]:
         progress.propagate = propagate
 
 
+@dataclass(frozen=True)
+class Untrained:
+    """Why a retrain trained nothing."""
+
+    reason: str
+
+
 @task
-def train_task(config: TrainConfig, data_dir: str) -> str:
-    with progress_to_run_log():  # one line per epoch in the run's log
-        run_dir = train(config, Layout(Path(data_dir)))
+def train_task(config: TrainConfig, data_dir: str) -> str | Untrained:
+    """The new run's folder, or why nothing was trained (not a failure: a retrain with nothing
+    new to learn from, or a shop with too few accepted photos yet, is an answer)."""
+    try:
+        with progress_to_run_log():  # one line per epoch in the run's log
+            run_dir = train(config, Layout(Path(data_dir)))
+    except NothingNew as unchanged:
+        get_run_logger().info("%s", unchanged)
+        return Untrained(str(unchanged))
+    except NotEnoughData as few:  # a new shop whose photos people have not accepted yet
+        get_run_logger().warning("nothing trained: %s", few)
+        return Untrained(f"nothing trained: {few}")
     get_run_logger().info("trained: %s", run_dir)
     return str(run_dir)
 
@@ -116,6 +132,14 @@ class Evaluation:
     promoted: bool
     markdown: str  # the whole report
     table: str  # its first table: each member and the ensemble
+
+    @classmethod
+    def untrained(cls, untrained: Untrained, data_dir: str) -> Evaluation:
+        """A retrain that found nothing new: the production model stays, and says why."""
+        production = Layout(Path(data_dir)).production_dir
+        source = production / "source_run.txt"  # the run it was promoted from
+        run_dir = source.read_text().strip() if source.exists() else str(production.resolve())
+        return cls(run_dir, {}, {"promote": False, "reason": untrained.reason}, False, "", untrained.reason)
 
 
 @task

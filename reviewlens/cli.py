@@ -11,13 +11,16 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import ConfigError, ReviewlensError, quoted
 from core.files import OverFileBudget, read_bounded
 from core.layout import DEFAULT_DATA_DIR, Layout
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping, json_depth
-from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.labelstudio_server import LabelStudioServer, port_of
+
+if TYPE_CHECKING:  # torch loads only for the commands that need it
+    from training.predict import PhotoObjects
 
 T = TypeVar("T")
 
@@ -191,8 +194,9 @@ def _add_door_flags(p: argparse.ArgumentParser, port: int) -> None:
 
 
 def _label_studio(args: argparse.Namespace) -> LabelStudioServer:
-    home = args.home or Layout(args.data_dir).data_dir / "label-studio"
-    return LabelStudioServer(Path(home), Path(args.document_root or args.data_dir), port=args.port)
+    home = Path(args.home or Layout(args.data_dir).data_dir / "label-studio")
+    port = args.port if args.port is not None else port_of(home)
+    return LabelStudioServer(home, Path(args.document_root or args.data_dir), port=port)
 
 
 def cmd_label_studio(args: argparse.Namespace) -> None:
@@ -204,7 +208,8 @@ def cmd_label_studio(args: argparse.Namespace) -> None:
             f"(password and token in {server.home}/credentials.json)"
         )
     elif args.action == "stop":
-        server.stop()
+        stopped = server.stop()
+        print(f"stopped Label Studio at {server.url}" if stopped else f"Label Studio of {server.home} was not running")
     elif args.action == "add-user":
         if not args.email or not server.is_up():
             raise ReviewlensError("add-user needs an e-mail address and a running Label Studio (label-studio start)")
@@ -233,14 +238,17 @@ def cmd_down(args: argparse.Namespace) -> None:
     stopped, stale = Services.of(args.data_dir, args.label_studio_port, args.prefect_port).down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of reviewlens up was running")
     for leftover in stale:
-        print(f"stale pid file of {leftover}")
+        print(leftover)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     config = config_from_flags(args, TrainConfig)  # a bad flag is refused before torch loads (seconds)
-    from training.train import train
+    from training.train import NothingNew, train
 
-    print(train(config, Layout(args.data_dir)))
+    try:
+        print(train(config, Layout(args.data_dir)))
+    except NothingNew as unchanged:  # an answer, not a failure: the model in production stays
+        print(unchanged)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -285,19 +293,34 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from training.data import UnreadablePhoto
     from training.picture import draw_objects
     from training.predict import as_json, find_each, photos_in
+    from training.progress import Bar
     from training.search import Finder
 
     layout = Layout(args.data_dir)
     finder = Finder.load(layout, _production_or_latest(layout, args.model))
     photos = photos_in(Path(args.photo))
+    ensemble, index = finder.ensemble, finder.index
+    if not args.json:
+        print(
+            f"model {ensemble.version} ({ensemble.mode} mode); "
+            + (f"index of {len(index)} photos; " if index is not None else "no index (run `reviewlens index`); ")
+            + f"not sure below {finder.threshold:.2f}",
+            flush=True,
+        )
     answers = []
-    for answer, image in find_each(finder, photos, k=args.top):
-        answers.append(answer)
-        if args.picture and image is not None:
-            out = Path(args.picture)
-            draw_objects(
-                image, answer.objects, out / f"{answer.photo.stem}.png" if len(photos) > 1 or out.is_dir() else out
-            )
+    # Each answer is printed as it comes (a folder takes seconds a photo); a bar on the terminal
+    # counts them when JSON, printed whole at the end, is what stdout carries.
+    with Bar(len(photos), "photos answered", shown=args.json and len(photos) > 1) as bar:
+        for answer, image in find_each(finder, photos, k=args.top):
+            answers.append(answer)
+            bar.update(1)
+            if args.picture and image is not None:
+                out = Path(args.picture)
+                draw_objects(
+                    image, answer.objects, out / f"{answer.photo.stem}.png" if len(photos) > 1 or out.is_dir() else out
+                )
+            if not args.json:
+                print_answer(answer)
     problems = [a.problem for a in answers if a.problem]
     if len(problems) == len(answers):  # nothing to answer: the reason is the error
         raise UnreadablePhoto(
@@ -305,23 +328,24 @@ def cmd_predict(args: argparse.Namespace) -> None:
         )
     if args.json:
         print(json.dumps([as_json(a) for a in answers], indent=1, ensure_ascii=False))
+
+
+def print_answer(answer: PhotoObjects) -> None:
+    if answer.problem:
+        print(f"{answer.photo}:\n  cannot read it: {answer.problem}", flush=True)
         return
-    ensemble, index = finder.ensemble, finder.index
-    print(
-        f"model {ensemble.version} ({ensemble.mode} mode); "
-        + (f"index of {len(index)} photos; " if index is not None else "no index (run `reviewlens index`); ")
-        + f"not sure below {finder.threshold:.2f}"
-    )
-    for answer in answers:
-        if answer.problem:
-            print(f"{answer.photo}:\n  cannot read it: {answer.problem}")
-            continue
-        print(f"{answer.photo}: {len(answer.objects)} object{'s' if len(answer.objects) != 1 else ''}")
-        for n, found in enumerate(answer.objects, start=1):
-            box = ", ".join(f"{v:.2f}" for v in found.box)
-            print(f" object {n} at ({box})" + ("" if found.sure else "  not sure; the likeliest:"))
-            for rank, match in enumerate(found.matches, start=1):
-                print(f"  {rank}. {match.product.name}  {match.product.url}  score {match.score:.3f}")
+    lines = [f"{answer.photo}: {len(answer.objects)} object{'s' if len(answer.objects) != 1 else ''}"]
+    for n, found in enumerate(answer.objects, start=1):
+        box = ", ".join(f"{v:.2f}" for v in found.box)
+        lines.append(f" object {n} at ({box})" + ("" if found.sure else "  not sure; the likeliest:"))
+        for rank, match in enumerate(found.matches, start=1):
+            lines.append(f"  {rank}. {match.product.name}  {match.product.url}  {share(match.score)}")
+    print("\n".join(lines), flush=True)
+
+
+def share(score: float) -> str:
+    """A probability as a shopper reads it: 54.0%, and '<0.1%' rather than a row of zeros."""
+    return f"{score:.1%}" if score >= 0.001 else "<0.1%"
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -350,6 +374,17 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     }
     result = pipeline_flow(data_dir=str(args.data_dir), **configs)
     print(result.evaluate.table)
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    from reviewlens.demo import stop_shop
+
+    layout = Layout(args.data_dir)
+    home = layout.data_dir / "label-studio"
+    server = LabelStudioServer(home, layout.data_dir, port=port_of(home))
+    stopped = [f"Label Studio at {server.url}"] if server.stop() else []
+    stopped += ["the demo shop"] if stop_shop(layout.data_dir / "demo-shop") else []
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of the demo in {layout.data_dir} was running")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -446,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--home", type=Path, help="Label Studio's own data (default: DATA_DIR/label-studio)")
     p.add_argument("--document-root", type=Path, help="folder it may serve photos from (default: DATA_DIR)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, help="default: the port it was last started on, else 8080")
     p.set_defaults(func=cmd_label_studio)
 
     for name, func, text in (
@@ -506,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="Label Studio's port")
     p.add_argument("--quick", action="store_true", help="a smaller shop and shorter training")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stop", help="stop what `demo` left running: its Label Studio and the demo shop")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_stop)
     return parser
 
 

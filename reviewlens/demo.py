@@ -7,23 +7,27 @@ with the scripted annotator answering in Label Studio where people would), and s
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from core.errors import ReviewlensError
 from core.layout import Layout, redacted
+from core.progress import duration
 from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
 from curation.labeling.shapes import CHOICE_VIEW, rules_view
 from flows.labeling import label_pull_task, labeling_report_task
-from flows.pipeline import PipelineResult, retrain_flow
+from flows.pipeline import PipelineResult, Stopwatch, retrain_flow
 from flows.tasks import crawl_task, dedupe_task, label_push_task
 from reviewlens.demoshop.annotator import annotate_all, answer_again, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
-from reviewlens.demoshop.server import DemoShop
+from reviewlens.demoshop.server import DemoShop, pid_file, serve_in_background
 from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.processes import running, stop_group
 
 # Fixed ports keep photo URLs, and so the manifest's provenance, the same from run to run.
 SHOP_PORT, IMAGE_PORT = 8700, 8701
@@ -62,23 +66,35 @@ def demo_flow(
 ) -> PipelineResult:
     """The pipeline's stages, with the scripted annotator answering after each label push."""
     label = label or LabelConfig()
-    crawled = crawl_task(crawl, data_dir)
-    deduped = dedupe_task(DedupeConfig(), data_dir)
-    pushed = label_push_task(label, data_dir)
-    scripted_annotator_task(label, data_dir, shop_dir)
-    pulled = label_pull_task(label, data_dir)
+    watch = Stopwatch()
+    with watch.stage("crawl"):
+        crawled = crawl_task(crawl, data_dir)
+    with watch.stage("dedupe"):
+        deduped = dedupe_task(DedupeConfig(), data_dir)
+    with watch.stage("label push"):
+        pushed = label_push_task(label, data_dir)
+    with watch.stage("scripted annotator"):
+        scripted_annotator_task(label, data_dir, shop_dir)
+    with watch.stage("label pull"):
+        pulled = label_pull_task(label, data_dir)
     if pulled.chosen:
         # Photos whose product was just chosen go through the rules in the same run.
-        label_push_task(label, data_dir)
-        scripted_annotator_task(label, data_dir, shop_dir)
-        pulled = replace(label_pull_task(label, data_dir), chosen=pulled.chosen)
-    evaluated = retrain_flow(data_dir, train, promote, label)
-    labeling_report_task(data_dir)
-    return PipelineResult(crawled, deduped, pushed, pulled, evaluated)
+        with watch.stage("label push"):
+            label_push_task(label, data_dir)
+        with watch.stage("scripted annotator"):
+            scripted_annotator_task(label, data_dir, shop_dir)
+        with watch.stage("label pull"):
+            pulled = replace(label_pull_task(label, data_dir), chosen=pulled.chosen)
+    with watch.stage("train, evaluate, index"):
+        evaluated = retrain_flow(data_dir, train, promote, label)
+    with watch.stage("labeling report"):
+        labeling_report_task(data_dir)
+    return PipelineResult(crawled, deduped, pushed, pulled, evaluated, watch.seconds)
 
 
 def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineResult:
     """Runs the demo; returns the flow's result."""
+    started = time.monotonic()
     data_dir = Path(data_dir).resolve()
     layout = Layout(data_dir)
     shop_config = GeneratorConfig(catalog_photos=True)
@@ -86,11 +102,15 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     if quick:
         shop_config = replace(shop_config, n_categories=2, products_per_category=3, photos_per_product=30)
         train_config = replace(train_config, members=("efficientnet_lite0", "efficientnet_lite1"), image_size=128)
-    print(f"1/3 generating the demo shop in {data_dir / 'demo-shop'}", flush=True)
-    shop_dir = generate(shop_config, data_dir / "demo-shop")
+    setup = Stopwatch()
+    with setup.stage("demo shop generated"):
+        print(f"1/3 generating the demo shop in {data_dir / 'demo-shop'}", flush=True)
+        stop_shop(data_dir / "demo-shop")  # an earlier demo's shop holds the ports
+        shop_dir = generate(shop_config, data_dir / "demo-shop")
     server = LabelStudioServer(data_dir / "label-studio", data_dir, port=port)
-    print(f"2/3 starting Label Studio at {server.url} (the first start takes a minute)", flush=True)
-    creds = server.start()
+    with setup.stage("Label Studio started"):
+        print(f"2/3 starting Label Studio at {server.url} (the first start takes a minute)", flush=True)
+        creds = server.start()
     os.environ.update(
         {
             "LABEL_STUDIO_URL": server.url,
@@ -100,11 +120,21 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
             SECOND_ANNOTATOR_KEY: server.person(SECOND_ANNOTATOR).token,
         }
     )
-    with DemoShop(shop_dir, port=SHOP_PORT, image_port=IMAGE_PORT) as shop:
+    try:
+        shop_server = DemoShop(shop_dir, port=SHOP_PORT, image_port=IMAGE_PORT)
+    except OSError as exc:  # most often another folder's demo shop, left serving
+        raise ReviewlensError(
+            f"the demo shop cannot serve on ports {SHOP_PORT} and {IMAGE_PORT} ({exc.strerror}): "
+            "another demo's shop may hold them (`make stop DATA=...` in its folder stops it)"
+        ) from exc
+    with shop_server as shop:
         print(f"3/3 running the pipeline against the demo shop at {shop.url}", flush=True)
         # The demo shop runs on this machine: it can take more than a real shop's default rates.
         crawl = from_mapping(CrawlConfig, {**shop.crawl_settings(), "api_rate": 20.0, "image_rate": 50.0})
         result = demo_flow(str(data_dir), str(shop_dir), crawl, train_config)
+        shop_url = shop.url
+    # The answers link to the shop's product pages: it goes on serving them until `make stop`.
+    serve_in_background(shop_dir, SHOP_PORT, IMAGE_PORT)
     evaluated = result.evaluate
     run_dir = Path(evaluated.run_dir)
     print()
@@ -115,13 +145,27 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
     print(f"Contact sheet: {write_contact_sheet(layout)} (duplicate groups and the machine's rule verdicts)")
     print(f"Labeling:      {layout.data_dir / 'reports' / 'labeling.md'} (funnel, machine against people, annotators)")
     print(f"Label Studio:  {result.push.project_url}")
-    print(
-        f"  login {creds.username} / {creds.password} "
-        f"(kept in {server.home / 'credentials.json'}; `make stop` stops it)"
-    )
+    print(f"  login {creds.username} / {creds.password} (kept in {server.home / 'credentials.json'})")
+    print(f"Demo shop:     {shop_url} (its product pages, which the answers link to)")
+    print("  Label Studio and the demo shop run until `make stop`.")
     sample = next(iter(sorted((shop_dir / "photos").glob("*.jpg"))))
     print(f"Try:           .venv/bin/reviewlens predict {sample} --data-dir {data_dir}")
     print(f"  or a folder: .venv/bin/reviewlens predict {shop_dir / 'photos'} --data-dir {data_dir}")
     print(f"  as a page:   .venv/bin/reviewlens serve --data-dir {data_dir}  (then open http://127.0.0.1:8900/)")
     print(f"Search index:  {layout.index_dir} (every usable photo of every product; `reviewlens index` adds new ones)")
+    times = {**setup.seconds, **result.seconds}
+    print(
+        "Time:          "
+        + ", ".join(f"{stage} {duration(seconds)}" for stage, seconds in times.items())
+        + f"; {duration(time.monotonic() - started)} in all"
+    )
     return result
+
+
+def stop_shop(shop_dir: Path) -> bool:
+    """Stops the demo shop a demo left serving from `shop_dir`; whether one ran."""
+    if (pid := running(pid_file(shop_dir))) is None:
+        return False
+    stop_group(pid)
+    pid_file(shop_dir).unlink(missing_ok=True)
+    return True

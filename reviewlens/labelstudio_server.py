@@ -228,6 +228,7 @@ class LabelStudioServer:
         # umask 077: its database and uploads are the owner's alone.
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)
         note(self.pid_file, proc.pid)
+        (self.home / "port").write_text(f"{self.port}\n")  # for the commands that find it again
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -238,11 +239,22 @@ class LabelStudioServer:
         self.stop()
         raise ServerError(f"Label Studio did not answer at {self.url} within {timeout_s:.0f}s")
 
-    def stop(self) -> None:
-        """Stops the server this home folder started, if it runs."""
-        if (pid := running(self.pid_file)) is not None:
+    def stop(self) -> bool:
+        """Stops the server this home folder started, if it runs; whether it ran."""
+        pid = running(self.pid_file)
+        if pid is not None:
             stop_group(pid)
         self.pid_file.unlink(missing_ok=True)
+        return pid is not None
+
+
+def port_of(home: Path, default: int = 8080) -> int:
+    """The port the Label Studio of `home` was last started on (`up --label-studio-port`, `demo
+    --port`), so that its other commands find it without being told again."""
+    try:
+        return int((home / "port").read_text())
+    except (FileNotFoundError, ValueError):
+        return default
 
 
 def blank_database(binary: Path) -> Path | None:

@@ -55,6 +55,19 @@ class Services:
         return cls(server, layout.data_dir / "services", prefect_port)
 
     @property
+    def prefect_env_file(self) -> Path:
+        return self.folder / "prefect.env"
+
+    def prefect_env(self) -> str:
+        """The shell line that points the prefect command at this server, with its login."""
+        return f"export PREFECT_API_URL={self.prefect_api} PREFECT_API_AUTH_STRING=$(cat {self.auth_file.resolve()})"
+
+    @property
+    def owned_label_studio(self) -> Path:
+        """There when `up` started the Label Studio that runs (not the demo)."""
+        return self.folder / "label-studio.started-by-up"
+
+    @property
     def prefect_api(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
@@ -78,6 +91,9 @@ class Services:
         return {
             **os.environ,
             "PATH": with_interpreter_first(os.environ.get("PATH", "")),
+            # prefect.yaml's pull step runs flows from `$PWD` as `prefect deploy` saw it: the
+            # checkout, wherever the command that ran `up` was started from.
+            "PWD": str(ROOT),
             "PREFECT_HOME": str((self.folder.parent / "prefect").resolve()),
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_SERVER_API_AUTH_STRING": self.auth_string(),
@@ -110,6 +126,10 @@ class Services:
 
     def up(self, timeout_s: float = 180.0) -> list[str]:
         """Starts what does not run yet; returns where to look."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.label_studio.is_up():
+            # `down` stops only the Label Studio `up` started, not one `make demo` left running.
+            self.owned_label_studio.touch()
         creds = self.label_studio.start()
         if self.pid("prefect-server") is None and self._prefect_answers():
             raise ServiceError(
@@ -140,13 +160,15 @@ class Services:
         self._prefect("--no-prompt", "deploy", "--all")
         self._deploy_for_this_data_dir()
         self._start("worker", [PREFECT, "worker", "start", "--pool", POOL])
+        self.prefect_env_file.write_text(self.prefect_env() + "\n")
         return [
             f"Label Studio: {self.label_studio.url} (login {creds.username}; password and token in "
             f"{self.label_studio.home / 'credentials.json'})",
             f"Prefect: http://127.0.0.1:{self.prefect_port}/ (work pool {POOL}, one worker; logs in {self.folder}; "
             f"its login is in {self.auth_file})",
-            "The prefect command reaches it with: "
-            f"export PREFECT_API_URL={self.prefect_api} PREFECT_API_AUTH_STRING=$(cat {self.auth_file.resolve()})",
+            "The prefect command reaches it with (the same line is kept in "
+            f"{self.prefect_env_file}, for `. {self.prefect_env_file}`):",
+            f"  {self.prefect_env()}",
         ]
 
     def _deploy_for_this_data_dir(self) -> None:
@@ -183,12 +205,16 @@ class Services:
         left alone."""
         stopped, stale = [], []
         pid_files = {name: self.folder / f"{name}.pid" for name in ("worker", "prefect-server")}
-        pid_files["label-studio"] = self.label_studio.pid_file
+        if self.owned_label_studio.exists():
+            pid_files["label-studio"] = self.label_studio.pid_file
+            self.owned_label_studio.unlink()
+        elif self.label_studio.is_up():
+            stale.append("Label Studio left running: `up` did not start it (`make stop` stops the demo's)")
         for name, pid_file in pid_files.items():
             if (pid := running(pid_file)) is not None:
                 stop_group(pid, grace_s=20.0 if name != "label-studio" else 10.0)
                 stopped.append(name)
             elif (other := noted(pid_file)) is not None:
-                stale.append(f"{name} (process {other} is not the one up started: left alone)")
+                stale.append(f"stale pid file of {name} (process {other} is not the one up started: left alone)")
             pid_file.unlink(missing_ok=True)
         return stopped, stale

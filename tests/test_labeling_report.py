@@ -54,21 +54,34 @@ def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
                 "WHERE sha256 = ?",
                 (decision, reason, who, seconds, utc_now(), sha),
             )
+        # An imported photo, accepted without a task.
+        imported = usable[len(DECIDED) + 2]
+        run(m, "INSERT INTO labels (sha256, project_id, task_id, pushed_at, decision, decided_at) "
+               "VALUES (?, 0, 0, ?, 'accept', ?)", (imported, utc_now(), utc_now()))  # fmt: skip
         run_many(m, "INSERT INTO splits VALUES ('old', ?, 'train')", [(s,) for s in usable[:3]])
-        run_many(
-            m,
-            "INSERT INTO splits VALUES ('new', ?, ?)",
-            [(s, "train" if i < 5 else "test") for i, s in enumerate(usable[:7])],
-        )
+        # The newest training: the accepted photos (one of them with a view cut to its box), the
+        # imported photo, and the view of a photo refused for its small product.
+        accepted = [sha for sha, d in zip(chosen, DECIDED, strict=False) if d[2] == "accept"]
+        newest = [(accepted[0], "train"), (accepted[1], "train"), (accepted[2], "val"), (accepted[3], "test")]
+        views = [f"{accepted[0]}#0.1,0.1,0.6,0.6", f"{chosen[3]}#0,0,0.2,0.2"]
+        newest += [(imported, "train"), *((view, "train") for view in views)]
+        run_many(m, "INSERT INTO splits VALUES ('new', ?, ?)", newest)
 
     report = labeling_report(layout)
     f = report.funnel
     assert f["crawled"] == photos and f["usable"] == len(usable)
-    assert f["crawled"] >= f["valid"] >= f["unique_photos"] >= f["usable"] > f["pushed"]
-    assert (f["pushed"], f["labeled"], f["accepted"]) == (len(DECIDED) + 2, len(DECIDED), 5)
+    assert (f["pushed"], f["labeled"], f["accepted"]) == (len(DECIDED) + 2, len(DECIDED), 6)
+    assert f["accepted_without_task"] == 1 and f["invalid"] + f["duplicates"] > 0
+    # Every step of the funnel is the sum of what became of its photos.
+    steps = report.funnel_steps()
+    for step, n, parts in steps:
+        assert n == sum(count for _, count in parts) and all(count >= 0 for _, count in parts), (step, n, parts)
+    assert [n for _, n, _ in steps][:4] == [photos, f["valid"], f["unique_photos"], len(usable)]
     # Counted by the rule broken, not by each photo's figures.
     assert report.rejected_by_reason == {"several products in the photo": 3, "product covers under 50% of the photo": 2}
-    assert report.splits == {"train": 5, "test": 2}  # the newest snapshot's
+    # The newest snapshot's: whole photos and views apart; of the 6 accepted, 5 trained (one left out).
+    assert report.splits == {"train": {"photos": 3, "views": 2}, "val": {"photos": 1}, "test": {"photos": 1}}
+    assert report.trained == {"train": 3, "val": 1, "test": 1}
 
     verdicts = {v.verdict: v for v in report.verdicts}
     # pass: 3 accepted, 1 rejected; fail (either rule failed): 3, all rejected; unsure: 3, 2 accepted.
@@ -84,7 +97,9 @@ def test_the_report_counts_the_funnel_agreement_per_verdict_and_each_annotator(
 
     path = write_report(layout, report)
     markdown = path.read_text()
-    assert "| accepted | 5 |" in markdown and "| rejected: several products in the photo | 3 |" in markdown
+    assert "| accepted | 6 | by a person 5; without a task 1 |" in markdown
+    assert "| decided | 10 | accepted 5; rejected: several products in the photo 3; " in markdown
+    assert "| train | 3 | 2 | 5 |" in markdown
     assert "| pass | 4 | 3 | 75.0% |" in markdown and "| bob@shop | 4 | 0 | 4.0 | 75.0% of 4 |" in markdown
     saved = json.loads((path.parent / "labeling.json").read_text())
     assert saved["annotators"][1]["agreement_with_machine"] == 0.75

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from models import efficientnet_lite
 from training.augment import augment, normalize
-from training.calibrate import calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
+from training.calibrate import SURE_FLOOR, calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
+from training.confusion_image import LEGEND_HEIGHT, RIGHT, WRONG, shade, write_confusion_png
 from training.features import VIEWS, FeatureStore
 from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
@@ -44,14 +45,18 @@ def test_weights_favour_the_member_that_knows() -> None:
     assert fit_weights([knows, knows], labels) == [0.5, 0.5]  # no gain: equal weights
 
 
-def test_not_sure_is_the_lowest_score_that_keeps_the_asked_precision() -> None:
-    # Every answer is product 0, with top scores 0.9 down to 0.5; the four surest are right.
-    scores = (0.9, 0.8, 0.7, 0.6, 0.5)
+def test_not_sure_is_the_lowest_score_that_keeps_the_asked_precision_with_a_floor() -> None:
+    # Every answer is product 0, with top scores 0.9 down to 0.55; the four surest are right.
+    scores = (0.9, 0.8, 0.7, 0.6, 0.55)
     probs = torch.tensor([[s, (1 - s) / 2, (1 - s) / 2] for s in scores])
     labels = torch.tensor([0, 0, 0, 0, 1])
     assert sure_threshold(probs, labels, 1.0) == pytest.approx(0.6)
-    assert sure_threshold(probs, labels, 0.8) == 0.0  # 4 of 5 right over all: always sure
+    # 4 of 5 right over all: the weakest answer validation saw, not 0 (a chart would be sure)
+    assert sure_threshold(probs, labels, 0.8) == pytest.approx(0.55)
     assert sure_threshold(probs, torch.ones(5, dtype=torch.long), 0.5) == 1.0  # never that precise: never sure
+    # All right, however weakly: never sure below even odds.
+    weak = torch.tensor([[0.4, 0.3, 0.3], [0.45, 0.3, 0.25]])
+    assert sure_threshold(weak, torch.tensor([0, 0]), 0.9) == SURE_FLOOR
 
 
 def test_calibration_of_an_ensemble_lowers_validation_loss() -> None:
@@ -220,3 +225,17 @@ def test_a_member_is_left_out_when_the_budget_cannot_hold_it() -> None:
     assert fits(lite2, (lite0, 10.0), math.inf, image_size=0)
     # At a side forced for all, cost follows the pixels: Lite2 at 130 px is a quarter of its own.
     assert lite2.cost(130) == pytest.approx(899 / 4)
+
+
+def test_the_confusion_picture_shades_shares_of_each_row_and_carries_its_scale(tmp_path: Path) -> None:
+    # Product 1's photos: all named right; product 2's: half taken for product 1.
+    matrix = torch.tensor([[4, 0], [2, 2]])
+    path = write_confusion_png(matrix, ["Oak lamp", "Teal duvet"], tmp_path / "confusion.png")
+    with Image.open(path) as img:
+        colours = {colour for _, colour in img.convert("RGB").getcolors(maxcolors=1 << 20) or []}
+        width, height = img.size
+    # The diagonal at 100% and 50%, the mistake at 50%: shares of each row, not counts.
+    assert {RIGHT, shade(RIGHT, 0.5), shade(WRONG, 0.5)} <= colours
+    # The scale runs from white to both colours: every shade a cell can take is on it.
+    assert sum(1 for c in colours if c in {shade(RIGHT, v / 100) for v in range(101)}) > 50
+    assert width > 400 and height >= LEGEND_HEIGHT  # room for the names, the numbers and the scale

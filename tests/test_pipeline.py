@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ from core.manifest import open_manifest
 from core.settings import LabelConfig, TrainConfig, from_mapping
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import LabelStudioError, connect
+from curation.labeling.report import labeling_report
 from curation.labeling.sync import push
 from curation.preannotate.colocalise import LOCALISER_VERSION
-from flows.pipeline import PipelineResult, pipeline_flow
+from flows.pipeline import PipelineResult, pipeline_flow, retrain_flow
+from flows.tasks import Evaluation
 from reviewlens.demo import ANNOTATOR_KEY, SCRIPTED_ANNOTATOR, SECOND_ANNOTATOR, SECOND_ANNOTATOR_KEY, demo_flow
 from reviewlens.demoshop.faults import bomb_png
 from reviewlens.demoshop.generate import PhotoTruth, load_truth
@@ -47,6 +49,7 @@ class Ran:
     label: LabelConfig
     result: PipelineResult  # the demo's flow
     again: PipelineResult  # the production pipeline over the same shop and data
+    forced: Evaluation  # a retrain over the same photos, forced
     truth: dict[str, PhotoTruth]
     products: set[str]  # the shop's product names
     rows: list[Any]  # each labeled photo: its URL, decision, reason and group
@@ -71,6 +74,7 @@ def ran(
         result = demo_flow(str(layout.data_dir), str(shop_dir), crawl_config(shop), train, label)
         again = pipeline_flow(str(layout.data_dir), crawl_config(shop), label=label, train=train)
         products = {p.name for p in shop.data.products}
+    forced = retrain_flow(str(layout.data_dir), replace(train, force=True), promote=False, label=label)
     with open_manifest(layout) as m:
         rows = run(
             m,
@@ -81,7 +85,7 @@ def ran(
             r["photo_url"].rsplit("/", 1)[1].removesuffix(".jpg"): r["group_id"]
             for r in run(m, "SELECT s.photo_url, c.group_id FROM sources s JOIN curation c USING (sha256)")
         }
-    yield Ran(layout, shop_dir, label, result, again, load_truth(shop_dir), products, rows, groups)
+    yield Ran(layout, shop_dir, label, result, again, forced, load_truth(shop_dir), products, rows, groups)
 
 
 def test_every_kept_photo_is_decided_as_the_rules_give_on_the_truth(ran: Ran) -> None:
@@ -102,7 +106,19 @@ def test_who_answered_and_how_long_it_took_is_reported(ran: Ran) -> None:
         answered = run(m, "SELECT DISTINCT annotator, lead_time FROM labels").fetchall()
     assert {tuple(a) for a in answered} == {(SCRIPTED_ANNOTATOR, 1.0), (SECOND_ANNOTATOR, 1.0)}
     labeling = (ran.layout.data_dir / "reports" / "labeling.md").read_text()
-    assert f"| decided | {len(ran.rows)} |" in labeling and "| in train (newest training) |" in labeling
+    assert f"| decided | {len(ran.rows)} | accepted " in labeling and "| in the newest training |" in labeling
+    # Every count of the funnel adds up, down to the training's splits: whole accepted photos, and
+    # views cut to a box counted apart.
+    report = labeling_report(ran.layout)
+    for step, n, parts in report.funnel_steps():
+        assert n == sum(count for _, count in parts) and all(count >= 0 for _, count in parts), (step, parts)
+    snapshot = json.loads((Path(ran.result.evaluate.run_dir) / "snapshot.json").read_text())["examples"]
+    for split in ("train", "val", "test"):
+        photos = sum(1 for e in snapshot if e["split"] == split and not e["box"])
+        views = sum(1 for e in snapshot if e["split"] == split and e["box"])
+        assert report.splits.get(split, {}).get("photos", 0) == photos == report.trained.get(split, 0)
+        assert report.splits.get(split, {}).get("views", 0) == views
+    assert sum(report.trained.values()) == report.funnel["accepted"]  # every product has enough photos
     # A tenth of the tasks went to both scripted annotators, who answer alike.
     overlap = json.loads((ran.layout.data_dir / "reports" / "labeling.json").read_text())["overlap"]
     assert overlap["answered_by_two"] > 0 and overlap["agreed"] == overlap["answered_by_two"]
@@ -189,23 +205,31 @@ def test_the_contact_sheet_shows_every_duplicate_group_the_boxes_and_three_verdi
     duplicated = sum(1 for g in set(groups) if groups.count(g) > 1)
     assert f"Duplicate groups ({duplicated})" in page and duplicated > 0
     assert all(f"Machine verdict: {v}" in page for v in ("pass", "fail", "unsure"))
+    # Groups flow side by side, each boxed, and every word of a caption is explained.
+    assert page.count("<div class='group'>") == duplicated
+    legend = page[page.index("How to read the verdicts") :]
+    assert all(f"<dt>{term}</dt>" in legend for term in ("coverage", "object(s)", "score", "pass / fail / unsure"))
 
 
-def test_the_pipeline_again_changes_nothing_and_retrains_from_the_kept_features(ran: Ran) -> None:
+def test_the_pipeline_again_changes_nothing_and_trains_only_when_forced(ran: Ran) -> None:
     # It crawls nothing new, pushes and pulls nothing again (in Label Studio or the manifest), and
-    # retrains on the same photos.
+    # does not train the model it already has.
     again, rows = ran.again, ran.rows
     assert again.crawl.photos_stored == 0 and again.dedupe.checked == 0
     assert again.push.pushed == 0 and again.push.already == len(rows) and again.push.choices == 0
     assert len(connect().task_ids_by_key(again.push.project_id, "sha256")) == len(rows)
     # (it reads again only the answers changed in the minute before the last pull's newest)
     assert again.pull.decided == 0 and again.pull.unchanged <= len(rows) and again.pull.chosen == 0
+    runs = sorted(ran.layout.runs_dir.iterdir())
+    assert not again.evaluate.promoted and again.evaluate.gate["reason"].startswith("nothing new to train on")
+    assert Path(again.evaluate.run_dir).resolve() == Path(ran.result.evaluate.run_dir).resolve()  # in production
+    # Forced, it trains on the same photos, into a run of its own ...
+    assert len(runs) == 2 and Path(ran.forced.run_dir).resolve() == runs[-1].resolve() and not ran.forced.promoted
     snapshot = json.loads((Path(ran.result.evaluate.run_dir) / "snapshot.json").read_text())
-    retrained = json.loads((Path(again.evaluate.run_dir) / "snapshot.json").read_text())
+    retrained = json.loads((Path(ran.forced.run_dir) / "snapshot.json").read_text())
     assert retrained["snapshot_id"] == snapshot["snapshot_id"]
-    assert again.evaluate.run_dir != ran.result.evaluate.run_dir
     # ... from the features the first run kept: no photo goes through a network again.
-    history = torch.load(Path(again.evaluate.run_dir) / "model.pt", weights_only=True)["members"]
+    history = torch.load(Path(ran.forced.run_dir) / "model.pt", weights_only=True)["members"]
     assert [h["history"]["embedded"] for h in history.values()] == [0, 0]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 from distributed import LocalCluster
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from prefect import flow
 from prefect_dask import DaskTaskRunner
 
@@ -34,6 +34,7 @@ from tests.conftest import free_port
 from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
+from training.calibrate import SURE_FLOOR
 from training.indexing import IndexSummary, index_folder, update_index
 from training.objects import Scored, grid_regions, select
 from training.product_index import Entry, IndexMismatch, ProductIndex
@@ -220,6 +221,65 @@ def test_predict_answers_every_object_in_a_photo_as_text_json_and_a_picture(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "index of " in out and " objects" in out and "object 1 at (" in out and "  1. " in out
+
+
+def test_predict_on_a_folder_prints_each_answer_as_it_comes(searchable: Searchable, tmp_path: Path) -> None:
+    s = searchable
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    photos = [paths[0] for paths in list(s.photos.values())[:4]]
+    for n, photo in enumerate(photos):
+        shutil.copy(photo, folder / f"{n}.jpg")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reviewlens.cli", "predict", str(folder), "--data-dir", str(s.layout.data_dir),
+         "--model", str(s.model)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline(), proc.stdout.readline()]  # the model's line, then the first photo's
+    # The first answer is out while the other photos are still being looked at.
+    running_after_first = proc.poll() is None
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    assert lines[0].startswith("model ") and lines[1].startswith(str(folder / "0.jpg"))
+    assert running_after_first
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith(str(folder))] == [
+        str(folder / f"{n}.jpg") for n in range(4)
+    ]
+    assert "%" in out and "score 0.000" not in out  # shares a shopper reads
+
+
+def _chart() -> Image.Image:
+    """A bar chart, as a shopper might upload by mistake: axes, bars, grid lines, no product."""
+    chart = Image.new("RGB", (480, 360), "white")
+    draw = ImageDraw.Draw(chart)
+    for y in range(40, 320, 40):
+        draw.line((50, y, 460, y), fill=(220, 220, 220))
+    draw.line((50, 20, 50, 320), fill="black", width=2)
+    draw.line((50, 320, 460, 320), fill="black", width=2)
+    for i, height in enumerate((120, 220, 90, 260, 180, 140)):
+        draw.rectangle((70 + i * 65, 320 - height, 110 + i * 65, 319), fill=(30, 90, 200) if i % 2 else (230, 120, 40))
+        draw.text((75 + i * 65, 330), f"Q{i + 1}", fill="black")
+    return chart
+
+
+def test_a_photo_unlike_any_product_is_not_sure_and_a_product_photo_is(searchable: Searchable) -> None:
+    s = searchable
+    finder = Finder.load(s.layout, s.model)
+    assert finder.threshold >= SURE_FLOOR
+    wall = Image.new("RGB", (400, 300), (236, 232, 224))
+    for picture in (_chart(), wall):
+        assert not finder.answer_photo(picture).sure
+        assert not any(found.sure for found in finder.find(picture))
+    # A product's own photo whose score clears the threshold stays sure: the look-alike rule
+    # refuses charts and walls, not the shop's photos ("not sure" is not simply always said).
+    answers = []
+    for paths in s.photos.values():
+        for path in paths[:3]:  # new photos of the products: the stored ones mirrored and cut
+            photo = ImageOps.mirror(Image.open(path).convert("RGB"))
+            answers.append(finder.answer_photo(photo.crop((5, 5, photo.width - 5, photo.height - 5))))
+    confident = [a for a in answers if a.matches[0].score >= finder.threshold]
+    assert confident and all(a.sure for a in confident)
 
 
 @pytest.fixture(scope="module")

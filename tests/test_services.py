@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import requests
 import yaml
+from PIL import Image
 
 from reviewlens.services import POOL
 from tests.postgres import PostgresServer
@@ -63,7 +64,8 @@ def _tables(url: str, table: str) -> bool:
         return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0])  # type: ignore[index]
 
 
-@pytest.mark.parametrize("databases", ["embedded", "postgresql"])
+# On the embedded databases, `up` and `down` run through the README's own block (below).
+@pytest.mark.parametrize("databases", ["postgresql"])
 def test_up_starts_each_service_once_and_down_stops_exactly_those(
     tmp_path: Path, request: pytest.FixtureRequest, databases: str
 ) -> None:
@@ -144,6 +146,7 @@ def test_down_leaves_alone_a_process_a_stale_pid_file_names(tmp_path: Path) -> N
         (data / "services" / "worker.pid").write_text(f"{bystander.pid} 1\n")  # another start time
         (data / "services" / "prefect-server.pid").write_text(f"{bystander.pid}")  # no start time at all
         (data / "label-studio" / "label-studio.pid").write_text(f"{bystander.pid} 1\n")
+        (data / "services" / "label-studio.started-by-up").touch()  # up had started it
         said = _reviewlens("down", "--data-dir", str(data), "--label-studio-port", str(free_port()))
         assert said.splitlines()[0] == "nothing of reviewlens up was running"
         assert said.count(f"process {bystander.pid} is not the one up started: left alone") == 3
@@ -153,3 +156,87 @@ def test_down_leaves_alone_a_process_a_stale_pid_file_names(tmp_path: Path) -> N
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# Waits until the retrain deployment's runs have ended; prints each one's state and its log.
+WAIT_FOR_RUNS = """
+import os, time, requests
+api, auth = os.environ["PREFECT_API_URL"], tuple(os.environ["PREFECT_API_AUTH_STRING"].split(":", 1))
+retrain = requests.get(f"{api}/deployments/name/retrain/reviewlens-retrain", auth=auth, timeout=10).json()["id"]
+deadline = time.monotonic() + 240
+while time.monotonic() < deadline:
+    asked = {"flow_runs": {"deployment_id": {"any_": [retrain]}}}
+    runs = requests.post(f"{api}/flow_runs/filter", json=asked, auth=auth, timeout=10).json()
+    if runs and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in runs):
+        break
+    time.sleep(2)
+for r in runs:
+    for _ in range(20):  # a run's last lines reach the server just after its state
+        logs = requests.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [r["id"]]}}},
+                             auth=auth, timeout=10).json()
+        if any("Finished in state" in line["message"] for line in logs):
+            break
+        time.sleep(0.5)
+    print("flow run", r["name"], r["state_type"], "|", " | ".join(line["message"] for line in logs))
+"""
+
+
+def _ops_block() -> list[str]:
+    """The README's block for ops, as its commands."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh", readme.index("`make up` starts what scheduled runs need"))
+    block = readme[start + len("```sh") : readme.index("```", start + 5)]
+    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_readmes_ops_block_runs_as_written_and_leaves_the_demos_label_studio_alone(tmp_path: Path) -> None:
+    # A folder laid out as a checkout where `make env` has run: the block's relative paths hold.
+    ops = tmp_path / "ops"
+    ops.mkdir()
+    for name in ("Makefile", "pyproject.toml", ".venv", ".venv-labelstudio"):
+        (ops / name).symlink_to(ROOT / name)
+    ports = {"LABEL_STUDIO_PORT": str(free_port()), "PREFECT_PORT": str(free_port())}
+    env = {k: v for k, v in os.environ.items() if "DATABASE" not in k and not k.startswith("PREFECT_API")}
+    env.update(ports, WAIT_FOR_RUNS=WAIT_FOR_RUNS, COLUMNS="200")  # a wide terminal: no name cut short
+    # A new shop: a few photos of two products imported, none of them with enough to train on.
+    shop = tmp_path / "shop"
+    for n in range(4):
+        (shop / f"product-{n % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (96, 64), (40 * n, 200 - 40 * n, 90)).save(shop / f"product-{n % 2}" / f"{n}.png")
+    imported = subprocess.run([sys.executable, "-m", "reviewlens.cli", "import", str(shop), "--data-dir", "data"],
+                              cwd=ops, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    # The demo's Label Studio runs already, in the same data folder.
+    demo = subprocess.run(
+        [sys.executable, "-m", "reviewlens.cli", "label-studio", "start", "--data-dir", "data",
+         "--port", ports["LABEL_STUDIO_PORT"]],
+        cwd=ops, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    commands = _ops_block()
+    assert [c.split()[0] for c in commands] == ["make", ".", ".venv/bin/prefect", ".venv/bin/prefect",
+                                                ".venv/bin/reviewlens", "make"]  # fmt: skip
+    script = ["set -e"]
+    for n, command in enumerate(commands):
+        script += [f"echo '::: {n}'", command]
+        if "deployment run" in command:  # the retrain runs on the worker before `down` stops it
+            script.append('.venv/bin/python -c "$WAIT_FOR_RUNS"')
+    try:
+        done = subprocess.run(
+            ["bash", "-c", "\n".join(script)], cwd=ops, env=env, capture_output=True, text=True, timeout=600
+        )
+        said = dict(part.split("\n", 1) for part in done.stdout.split("::: ")[1:])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        up, _, listed, ran, added, down = (said[str(n)] for n in range(6))
+        assert f"export PREFECT_API_URL=http://127.0.0.1:{ports['PREFECT_PORT']}/api" in up
+        assert "retrain/reviewlens-retrain" in listed.replace("\n", "")
+        assert "Created flow run" in ran
+        # The retrain ran on the worker, found too few accepted photos, and said so without failing.
+        [run] = [line for line in ran.splitlines() if line.startswith("flow run")]
+        assert " COMPLETED |" in run and "nothing trained: 0 products have 5 or more accepted photos" in run, run
+        assert "login anna@example.com" in added
+        assert "stopped: worker, prefect-server\n" in down  # and not the demo's Label Studio
+        assert "Label Studio left running: `up` did not start it" in down
+    finally:
+        stopped = subprocess.run(["make", "-s", "down", "stop"], cwd=ops, env=env, capture_output=True, text=True)
+    assert f"stopped: Label Studio at http://127.0.0.1:{ports['LABEL_STUDIO_PORT']}" in stopped.stdout

@@ -8,8 +8,9 @@ import time
 import torch
 
 from models.efficientnet_lite import EfficientNetLite
+from training.features import embed_batch
 from training.members import get_member
-from training.top_tune import Split, activations, top_logits, tune_top
+from training.top_tune import Split, activations, top_features, top_logits, tune_top
 
 
 def _model(n_classes: int) -> EfficientNetLite:
@@ -33,6 +34,14 @@ def test_the_lower_part_and_the_top_are_the_whole_network() -> None:
     for top_blocks in (1, 5):
         split = Split(model, top_blocks)
         assert torch.allclose(top_logits(split, split.lower(x).half()), model(x), atol=0.05)
+
+
+def test_features_from_kept_activations_are_a_whole_pass_features() -> None:
+    model = _model(3)
+    x, _ = _photos(4, seed=0)
+    split = Split(model, 5)
+    whole = embed_batch(model, get_member("efficientnet_lite0").head, x)[:, 0]
+    assert torch.allclose(top_features(split, split.lower(x).half()), whole, atol=0.05)
 
 
 def test_tuning_learns_keeps_the_best_epoch_and_the_norm_statistics() -> None:

@@ -64,10 +64,17 @@ def mix(member_probs: list[torch.Tensor], weights: list[float], temperature: flo
     return (mixed.clamp(min=1e-12).log() / temperature).softmax(-1)
 
 
-def sure_threshold(probs: torch.Tensor, labels: torch.Tensor, precision: float) -> float:
-    """The lowest top score at which validation answers at or above it were right `precision` of the time.
+# No answer is sure below even odds: there the model itself finds it likelier wrong than right.
+SURE_FLOOR = 0.5
 
-    1.0 (never sure) when no such score exists; 0.0 when every answer meets it.
+
+def sure_threshold(probs: torch.Tensor, labels: torch.Tensor, precision: float) -> float:
+    """The lowest top score at which validation answers at or above it were right `precision` of
+    the time, and never below SURE_FLOOR; 1.0 (never sure) when no such score exists.
+
+    When every validation answer meets it, the threshold is the weakest of their scores: below
+    it validation has shown nothing, and a photo unlike any it saw (a chart, a bare wall) would
+    otherwise always be sure.
     """
     if len(labels) == 0:
         return 1.0
@@ -78,9 +85,7 @@ def sure_threshold(probs: torch.Tensor, labels: torch.Tensor, precision: float) 
     meets = (share >= precision).nonzero()
     if len(meets) == 0:
         return 1.0
-    if int(meets.max()) == len(order) - 1:
-        return 0.0
-    return round(float(top[order][int(meets.max())]), 4)
+    return round(max(float(top[order][int(meets.max())]), SURE_FLOOR), 4)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,19 @@ class Calibration:
     # Whether the vote mixes each member's calibrated probabilities (tempered) or its raw ones, as
     # models made before members' heads were regularized apart did: they keep answering so.
     tempered_vote: bool = False
+
+    def __str__(self) -> str:
+        """In words, for a log a person reads."""
+        votes = [
+            f"{name} {weight:.0%}" + (" (the photo and its mirror image)" if self.flip.get(name) else "")
+            for name, weight in self.weights.items()
+        ]
+        silent = [name for name, weight in self.weights.items() if weight == 0]
+        return (
+            f"the vote weighs {', '.join(votes)}"
+            + (f" ({', '.join(silent)} adds nothing on validation, so it has no say)" if silent else "")
+            + f"; the ensemble's temperature {self.temperature:.2f}; not sure below {self.sure_threshold:.2f}"
+        )
 
 
 def member_probs(logits: torch.Tensor, temperature: float, flip: bool) -> torch.Tensor:

@@ -135,7 +135,7 @@ def make_snapshot(
         digest = hashlib.sha256(json.dumps([(e.key, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
         snapshot = Snapshot(f"snap-{digest}", classes, examples)
         with manifest.transaction() as db:
-            db.run_many(q.RECORD_SPLIT, [(snapshot.snapshot_id, e.sha256, e.split) for e in examples])
+            db.run_many(q.RECORD_SPLIT, [(snapshot.snapshot_id, e.key, e.split) for e in examples])
     return snapshot
 
 

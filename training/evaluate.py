@@ -194,6 +194,7 @@ def evaluate(run_dir: Path, layout: Layout, min_gain: float = 0.0) -> Report:
             f"Made in {MODES.get(ensemble.mode, ensemble.mode)} mode from snapshot {ensemble.snapshot_id}; "
             f"members {', '.join(DISPLAY.get(m.member.name, m.member.name) for m in ensemble.members)}"
             + (f" ({', '.join(left_out)} left out: the time budget ran short)." if left_out else "."),
+            f"The ensemble: {ensemble.calibration}.",
             "",
             table,
             "ECE: expected calibration error, in points (0: a score of 0.8 is right 80% of the time). "

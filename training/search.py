@@ -77,6 +77,18 @@ class Finder:
             return embedding.sure_threshold
         return self.ensemble.calibration.sure_threshold
 
+    @property
+    def like_a_product(self) -> float:
+        """The similarity to its nearest indexed photo below which a photo looks like no
+        product's: the one validation photos of a trained product reach 95% of the time. A
+        chart or a bare wall falls below it, however sharp the classifier's guess among the
+        products it knows."""
+        embedding = self.ensemble.embedding
+        return embedding.object_similarity if embedding is not None and self.index is not None else -1.0
+
+    def is_sure(self, score: float, nearest: float) -> bool:
+        return score >= self.threshold and nearest >= self.like_a_product
+
     def probabilities(self, images: list[Image.Image]) -> torch.Tensor:
         """(N, products) merged probabilities of in-memory images (photos or crops)."""
         return self.probabilities_of_features(self.ensemble.image_features(images))
@@ -110,9 +122,9 @@ class Finder:
 
     def answer_photo(self, image: Image.Image, k: int = 3) -> FoundObject:
         """The photo as one object."""
-        row = self.probabilities([image])[0]
-        matches = self.matches(row, k)
-        return FoundObject((0.0, 0.0, 1.0, 1.0), matches, matches[0].score >= self.threshold)
+        probs, nearest = self.search(self.ensemble.image_features([image]))
+        matches = self.matches(probs[0], k)
+        return FoundObject((0.0, 0.0, 1.0, 1.0), matches, self.is_sure(matches[0].score, float(nearest[0])))
 
     def find(self, image: Image.Image, k: int = 3, most: int = MOST_OBJECTS) -> list[FoundObject]:
         """One entry per object found, best first; the photo's best guess when nothing is sure."""
@@ -120,17 +132,17 @@ class Finder:
         probs, nearest = self.search(self.ensemble.image_features([crop(image, b) for b in boxes]))
         best = probs.max(1)
         held = probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
-        floor = self.ensemble.embedding.object_similarity if self.ensemble.embedding else 0.0
         # The whole photo is always a candidate; a region only where it looks like a product's photo.
         scored = [
             Scored(b, self.products[int(i)].product_id, float(s))
             for n, (b, s, i, near) in enumerate(zip(boxes, held, best.indices, nearest, strict=True))
-            if n == 0 or near >= floor
+            if n == 0 or near >= self.like_a_product
         ]
         kept = select(scored, self.threshold, most)
-        by_box = {b: row for b, row in zip(boxes, probs, strict=True)}
+        by_box = {b: (row, float(near)) for b, row, near in zip(boxes, probs, nearest, strict=True)}
         out = []
         for s in kept:
-            matches = self.matches(by_box[s.box], k)
-            out.append(FoundObject(s.box, matches, matches[0].score >= self.threshold))
+            row, near = by_box[s.box]
+            matches = self.matches(row, k)
+            out.append(FoundObject(s.box, matches, self.is_sure(matches[0].score, near)))
         return out

@@ -72,6 +72,14 @@ def activations(split: Split, batches: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def top_features(split: Split, acts: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The tuned model's features (the classifier's input) of the photos whose activations are
+    kept: what a whole pass would compute, at the cost of the top alone."""
+    split.model.eval()
+    return torch.cat([split.pooled(acts[i : i + batch].float()) for i in range(0, len(acts), batch)])
+
+
+@torch.no_grad()
 def top_logits(split: Split, acts: torch.Tensor, batch: int = 256) -> torch.Tensor:
     split.model.eval()
     return torch.cat([split.top(acts[i : i + batch].float()) for i in range(0, len(acts), batch)])

@@ -45,7 +45,7 @@ from training.photo_cache import PhotoCache
 from training.progress import Bar
 from training.progress import log as progress
 from training.runs import building_run
-from training.top_tune import Split, activations, top_logits, tune_top
+from training.top_tune import Split, activations, top_features, top_logits, tune_top
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,37 @@ def resolve_mode(config: TrainConfig, dev: torch.device) -> str:
 
 class NotEnoughData(ReviewlensError):
     """Too few accepted photos to train on; the message says how many there are."""
+
+
+class NothingNew(ReviewlensError):
+    """The production model was made from these very photos and settings: training again would
+    make the same model. The message says which model; `force` trains all the same."""
+
+
+# Settings that change how a run goes, not the model it makes.
+RUN_ONLY_SETTINGS = frozenset({"force", "workers", "num_threads", "budget_minutes"})
+
+
+def same_as_production(layout: Layout, snapshot: Snapshot, config: TrainConfig) -> str | None:
+    """The production model's version when it was trained on `snapshot` with these settings."""
+    model = layout.production_dir / "model.pt"
+    if not model.exists():
+        return None
+    made = torch.load(model, map_location="cpu", weights_only=True, mmap=True)
+    wanted = {**asdict(config), "weights": dict(config.weights)}
+    settings = {k: v for k, v in made.get("config", {}).items() if k not in RUN_ONLY_SETTINGS}
+    wanted = {k: v for k, v in wanted.items() if k not in RUN_ONLY_SETTINGS}
+    # Saved settings went through torch.save: tuples come back as tuples or lists alike.
+    same = made.get("snapshot_id") == snapshot.snapshot_id and _plain(settings) == _plain(wanted)
+    return str(made.get("version", layout.production_dir.resolve().name)) if same else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -269,6 +300,12 @@ def tune_member_top(
         deadline=deadline,
     )
     record["top_tune"] = {"blocks": ctx.config.top_blocks, **asdict(result)}
+    # The tuned body's features of train and val from the kept activations: the search embedding
+    # reads them, and a whole pass over those photos again would cost what the tuning saved.
+    tuned = feature_store(ctx.layout, member, model, size, ctx.config.resize_ratio)
+    for examples, acts in ((train, x_train), (val, x_val)):
+        keys = [e.key for e in examples]
+        tuned.add(keys, top_features(split, acts)[:, None].half().numpy())
     progress.info(
         "%s: last %d blocks tuned in %.0f s, val top-1 by epoch %s, kept epoch %d",
         member.name, ctx.config.top_blocks, time.monotonic() - started, result.val_top1, result.best_epoch,
@@ -326,6 +363,11 @@ def train(config: TrainConfig, layout: Layout, extract: FeatureExtractor | None 
         raise NotEnoughData(
             f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
             "at least 2 are needed to train"
+        )
+    if not config.force and (version := same_as_production(layout, snapshot, config)):
+        raise NothingNew(
+            f"nothing new to train on: the production model {version} was made from these "
+            f"{len(snapshot.examples)} photos with these settings (force trains again)"
         )
     return train_snapshot(snapshot, config, layout, started, extract)
 

@@ -15,6 +15,9 @@ from curation.preannotate.estimates import photo_verdict
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; }
 .row { display: flex; flex-wrap: wrap; gap: 8px; margin-bottom: 14px; align-items: flex-start; }
+.group { display: flex; gap: 4px; padding: 4px; border: 1px solid #bbb; border-radius: 4px; }
+dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; max-width: 60em; }
+dl.legend dt { font-weight: bold; } dl.legend dd { margin: 0; }
 figure { margin: 0; width: 150px; font-size: 11px; }
 img { width: 150px; height: 150px; object-fit: contain; background: #eee; border: 3px solid #ccc; }
 .kept img { border-color: #2a2; } .ambiguous img { border-color: #d22; }
@@ -22,6 +25,26 @@ img { width: 150px; height: 150px; object-fit: contain; background: #eee; border
 .framed img { height: auto; display: block; border-width: 0; }
 .box { position: absolute; border: 2px solid #f0f; box-sizing: border-box; }
 h2 { border-bottom: 1px solid #999; }
+"""
+
+
+# What the verdicts and the captions under each photo mean.
+VERDICTS = {
+    "pass": "The machine finds both rules met: a person is still asked, and usually agrees.",
+    "fail": "The machine finds a rule broken (the product too small, or several products).",
+    "unsure": "The machine cannot tell: these photos go to people first.",
+}
+LEGEND = """
+<h2>How to read the verdicts</h2>
+<p>Each photo is judged on the study's two rules: the product covers at least half of the photo,
+and the photo shows exactly one product. The caption under a photo reads:</p>
+<dl class="legend">
+<dt>coverage</dt><dd>the share of the photo the product's box covers (magenta), as the machine found it</dd>
+<dt>object(s)</dt><dd>how many products the detector counted in the photo</dd>
+<dt>score</dt><dd>the machine's confidence in its verdict, 0 to 1: unsure tasks come first in Label Studio</dd>
+<dt>pass / fail / unsure</dt><dd>its verdict on each rule, coverage first, then one product</dd>
+<dt>person</dt><dd>what a person decided in Label Studio, where one has</dd>
+</dl>
 """
 
 
@@ -66,13 +89,17 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
         f"<h2>Duplicate groups ({len(duplicated)})</h2><p>Green: the photo kept. Red: posted under "
         "more than one product, kept out of training until a person decides.</p>"
     )
+    # Groups side by side, each boxed: a page of one group per line is mostly empty.
+    parts.append("<div class='row'>")
     for group in duplicated:
         figs = []
         for r in group:
             css = "ambiguous" if r["is_ambiguous"] else "kept" if r["is_kept"] else ""
             caption = f"{r['sha256'][:10]} {r['width']}x{r['height']}<br>{html.escape(r['products'] or '')}"
             figs.append(_figure((rel / r["path"]).as_posix(), caption, css))
-        parts.append(f"<div class='row'>{''.join(figs)}</div>")
+        parts.append(f"<div class='group'>{''.join(figs)}</div>")
+    parts.append("</div>")
+    parts.append(LEGEND)
     by_verdict: dict[str, list[Row]] = defaultdict(list)
     for r in verdicts:
         by_verdict[photo_verdict(r["coverage_verdict"], r["objects_verdict"])].append(r)
@@ -80,7 +107,7 @@ def write_contact_sheet(layout: Layout, out: Path | None = None, per_verdict: in
         shown = by_verdict[verdict][:per_verdict]
         parts.append(
             f"<h2>Machine verdict: {verdict} ({len(by_verdict[verdict])}, {len(shown)} shown)</h2>"
-            "<p>Magenta: the product's box as the machine found it.</p><div class='row'>"
+            f"<p>{VERDICTS[verdict]} Magenta: the product's box as the machine found it.</p><div class='row'>"
         )
         for r in shown:
             coverage = "?" if r["coverage"] is None else f"{r['coverage']:.0%}"

@@ -17,6 +17,7 @@ from core import queries as q
 from core.layout import Layout
 from core.manifest import Manifest
 from core.photos import photo_path
+from core.progress import Bar
 from curation.preannotate.colocalise import LOCALISER_VERSION, CoLocaliser, Location
 from curation.preannotate.plain_background import prefer_plain
 
@@ -67,6 +68,9 @@ def locate_products(
 ) -> dict[str, Location]:
     """The located photos of every (shop, product id) in `products`."""
     located: dict[str, Location] = {}
-    for shop, product_id in sorted(set(products)):
-        located.update(co_located(manifest, layout, localiser, shop, product_id, unusable))
+    listed = sorted(set(products))
+    with Bar(len(listed), "locating each product in its photos", unit="product") as bar:
+        for shop, product_id in listed:
+            located.update(co_located(manifest, layout, localiser, shop, product_id, unusable))
+            bar.update(1)
     return located

@@ -26,6 +26,7 @@ from core.queries import (
     OVERLAP,
     REJECTED_BY_REASON,
     SPLITS,
+    TRAINED_BY_SPLIT,
 )
 from curation.preannotate.estimates import photo_verdict
 
@@ -104,7 +105,8 @@ class Overlap:
 class LabelingReport:
     funnel: dict[str, int]
     rejected_by_reason: dict[str, int]
-    splits: dict[str, int]
+    splits: dict[str, dict[str, int]]  # split -> {"photos": n, "views": n} of the newest training
+    trained: dict[str, int] = field(default_factory=dict)  # split -> accepted photos in the newest training
     verdicts: list[VerdictAgreement] = field(default_factory=list)
     annotators: list[AnnotatorStats] = field(default_factory=list)
     overlap: Overlap = field(default_factory=Overlap)
@@ -114,6 +116,7 @@ class LabelingReport:
             "funnel": self.funnel,
             "rejected_by_reason": self.rejected_by_reason,
             "splits": self.splits,
+            "trained": self.trained,
             "verdicts": [{**asdict(v), "agreement": v.agreement} for v in self.verdicts],
             "annotators": [
                 {
@@ -126,21 +129,50 @@ class LabelingReport:
             "overlap": {**asdict(self.overlap), "agreement": self.overlap.agreement},
         }
 
-    def markdown(self) -> str:
+    def funnel_steps(self) -> list[tuple[str, int, list[tuple[str, int]]]]:
+        """Each step of the funnel, its count, and the counts it splits into: they add up to it."""
         f = self.funnel
-        steps = [
-            ("crawled", f["crawled"]),
-            ("valid images", f["valid"]),
-            ("unique (one per duplicate group)", f["unique_photos"]),
-            ("usable (one product each)", f["usable"]),
-            ("sent to Label Studio", f["pushed"]),
-            ("decided", f["labeled"]),
-            ("accepted", f["accepted"]),
+        reasons = [(f"rejected: {reason}", n) for reason, n in self.rejected_by_reason.items()]
+        trained = sum(self.trained.values())
+        return [
+            ("stored (crawled or imported)", f["crawled"],
+             [("valid", f["valid"]), ("invalid", f["invalid"]), ("not yet checked", f["unchecked"])]),
+            ("valid", f["valid"],
+             [("kept, one per duplicate group", f["unique_photos"]), ("duplicates of a kept photo", f["duplicates"])]),
+            ("kept", f["unique_photos"],
+             [("usable", f["usable"]),
+              ("posted under several products, waiting for a person's choice", f["unique_photos"] - f["usable"])]),
+            ("usable (one product each)", f["usable"],
+             [("sent to Label Studio", f["pushed"]),
+              ("accepted without a task (imported)", f["accepted_without_task"]),
+              ("not sent yet", f["usable"] - f["pushed"] - f["accepted_without_task"])]),
+            ("sent to Label Studio", f["pushed"], [("decided", f["labeled"]), ("open", f["pushed"] - f["labeled"])]),
+            ("decided", f["labeled"], [("accepted", f["accepted_by_people"]), *reasons]),
+            ("accepted", f["accepted"],
+             [("by a person", f["accepted_by_people"]), ("without a task", f["accepted_without_task"])]),
+            ("accepted", f["accepted"],
+             [("in the newest training", trained),
+              ("not in it (its product has too few photos, or accepted since)", f["accepted"] - trained)]),
+            ("in the newest training", trained, [(split, self.trained.get(split, 0)) for split in SPLIT_NAMES]),
+        ]  # fmt: skip
+
+    def markdown(self) -> str:
+        lines = ["# Labeling\n\n## Funnel\n", "Each step's photos and what became of them: its parts add up to it.", ""]
+        lines += ["| step | photos | made of |", "|---|---:|---|"]
+        for step, n, parts in self.funnel_steps():
+            lines.append(f"| {step} | {n} | {'; '.join(f'{part} {count}' for part, count in parts)} |")
+        views = {split: self.splits.get(split, {}).get("views", 0) for split in SPLIT_NAMES}
+        lines += [
+            "",
+            "The newest training's splits: whole accepted photos, and views cut to a person's box (of an "
+            "accepted photo, or of a photo refused only because its product is small in it; they train only).",
+            "",
+            "| split | photos | views cut to a box | examples |",
+            "|---|---:|---:|---:|",
         ]
-        lines = ["# Labeling", "", "## Funnel", "", "| step | photos |", "|---|---|"]
-        lines += [f"| {name} | {n} |" for name, n in steps]
-        lines += [f"| rejected: {reason} | {n} |" for reason, n in self.rejected_by_reason.items()]
-        lines += [f"| in {split} (newest training) | {self.splits.get(split, 0)} |" for split in SPLIT_NAMES]
+        for split in SPLIT_NAMES:
+            photos = self.splits.get(split, {}).get("photos", 0)
+            lines.append(f"| {split} | {photos} | {views[split]} | {photos + views[split]} |")
         lines += ["", "## The machine's verdict against people's decisions", ""]
         lines += ["| machine said | decided by a person | accepted | agreement |", "|---|---|---|---|"]
         for v in self.verdicts:
@@ -192,8 +224,11 @@ def labeling_report(layout: Layout) -> LabelingReport:
         report = LabelingReport(
             funnel=dict(funnel_row),
             rejected_by_reason={},
-            splits={str(r["split"]): int(r["n"]) for r in manifest.rows(SPLITS)},
+            splits={},
         )
+        for r in manifest.rows(SPLITS):
+            report.splits.setdefault(str(r["split"]), {})[str(r["kind"])] = int(r["n"])
+        report.trained = {str(r["split"]): int(r["n"]) for r in manifest.rows(TRAINED_BY_SPLIT)}
         for r in manifest.rows(REJECTED_BY_REASON):
             kind = reason_kind(str(r["reason"]))
             report.rejected_by_reason[kind] = report.rejected_by_reason.get(kind, 0) + int(r["n"])

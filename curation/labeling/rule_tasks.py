@@ -15,6 +15,7 @@ from core.boxes import box_text
 from core.layout import Layout
 from core.manifest import Manifest, open_manifest
 from core.photos import find_damaged, photo_path
+from core.progress import Bar
 from core.settings import LabelConfig
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.exchange import push_tasks
@@ -96,7 +97,9 @@ def push_rules(
             records = verdict_records(manifest)
             references: dict[tuple[str, str], str] = {}
             ordered = []
+            bar = Bar(len(missing), "pre-annotating photos for Label Studio")
             for sha in missing:
+                bar.update(1)
                 r = rows[sha]
                 path = photo_path(layout, sha, r["path"])
                 detections = detector.detect_file(path)
@@ -117,6 +120,7 @@ def push_rules(
             # Label Studio's default queue serves tasks in the order they were created: photos
             # the machine cannot decide first, then the ones it decided, least confident first.
             # The predictions' score holds the same order for its uncertainty sampling.
+            bar.close()
             ordered.sort(key=lambda t: t[0])
             return [task for _, task in ordered]
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from core.progress import Bar
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.shapes import NONE_OF_THESE, PRODUCT_CHOICE, box_region, choice_region, objects_region
 from reviewlens.demoshop.generate import PhotoTruth, load_catalog, load_truth
@@ -28,23 +29,26 @@ def photo_id(data: dict[str, Any]) -> str:
     return str(data["photo_url"]).rsplit("/", 1)[-1].removesuffix(".jpg")
 
 
-def _answer_each(client: LabelStudioClient, tasks: Iterable[tuple[int, dict[str, Any]]], shop_dir: Path) -> int:
+def _answer_each(
+    client: LabelStudioClient, tasks: Iterable[tuple[int, dict[str, Any]]], shop_dir: Path, desc: str
+) -> int:
     truth = load_truth(shop_dir)
-    done = 0
-    for task_id, data in list(tasks):
-        client.annotate(task_id, answer(truth[photo_id(data)]))
-        done += 1
-    return done
+    listed = list(tasks)
+    with Bar(len(listed), desc, unit="task") as bar:
+        for task_id, data in listed:
+            client.annotate(task_id, answer(truth[photo_id(data)]))
+            bar.update(1)
+    return len(listed)
 
 
 def annotate_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
     """Answers every unanswered task of the project; returns how many."""
-    return _answer_each(client, client.unannotated(project_id), shop_dir)
+    return _answer_each(client, client.unannotated(project_id), shop_dir, "the annotator answers")
 
 
 def answer_again(client: LabelStudioClient, project_id: int, shop_dir: Path) -> int:
     """As a second annotator, answers every task that asks for one more person; returns how many."""
-    return _answer_each(client, client.short_of_answers(project_id), shop_dir)
+    return _answer_each(client, client.short_of_answers(project_id), shop_dir, "the second annotator answers")
 
 
 def product_of(truth: dict[str, PhotoTruth], photo: str, catalog: frozenset[str] = frozenset()) -> str:
@@ -60,10 +64,11 @@ def choose_all(client: LabelStudioClient, project_id: int, shop_dir: Path) -> in
     """Answers every unanswered product-choice task with the product the photo shows; returns how many."""
     truth = load_truth(shop_dir)
     catalog = frozenset(str(p.product_id) for p in load_catalog(shop_dir))
-    done = 0
-    for task_id, data in list(client.unannotated(project_id)):
-        shown = product_of(truth, photo_id(data), catalog)
-        label = next((k for k, v in data["product_ids"].items() if v == shown), NONE_OF_THESE)
-        client.annotate(task_id, [choice_region(PRODUCT_CHOICE, label)])
-        done += 1
-    return done
+    listed = list(client.unannotated(project_id))
+    with Bar(len(listed), "the annotator chooses products", unit="task") as bar:
+        for task_id, data in listed:
+            shown = product_of(truth, photo_id(data), catalog)
+            label = next((k for k, v in data["product_ids"].items() if v == shown), NONE_OF_THESE)
+            client.annotate(task_id, [choice_region(PRODUCT_CHOICE, label)])
+            bar.update(1)
+    return len(listed)

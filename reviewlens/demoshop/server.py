@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from reviewlens.demoshop.faults import FaultPlan, bomb_png
 from reviewlens.demoshop.generate import PhotoTruth, Product, load_catalog
+from reviewlens.processes import note
 
 log = logging.getLogger(__name__)
 
@@ -321,3 +324,27 @@ class DemoShop:
                 for t in chunk
             ],
         }
+
+
+def serve_in_background(shop_dir: Path, port: int, image_port: int) -> int:
+    """Serves a generated shop from a process of its own session, so it outlives the command
+    that started it (the demo's answers link to its product pages); returns the process id,
+    noted in the shop folder's pid file for `reviewlens stop`."""
+    log = open(Path(shop_dir) / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reviewlens.demoshop.server", str(shop_dir), str(port), str(image_port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    note(pid_file(shop_dir), proc.pid)
+    return proc.pid
+
+
+def pid_file(shop_dir: Path) -> Path:
+    return Path(shop_dir) / "server.pid"
+
+
+if __name__ == "__main__":  # python -m reviewlens.demoshop.server SHOP_DIR PORT IMAGE_PORT
+    with DemoShop(Path(sys.argv[1]), port=int(sys.argv[2]), image_port=int(sys.argv[3])):
+        threading.Event().wait()

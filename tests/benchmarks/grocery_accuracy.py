@@ -7,7 +7,7 @@ plain baseline a practitioner would try first, a logistic-regression probe (cent
 chosen on val, no mirror images, no calibration), per member and averaged. Times are wall clock
 on this machine.
 
-    .venv/bin/python -m tests.benchmarks.grocery_accuracy [--mode quick|full] [--members ...] [--budget-minutes M]
+    .venv/bin/python -m tests.benchmarks.grocery_accuracy [--mode quick|top|full] [--members ...] [--budget-minutes M]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def joined_head(snapshot: Snapshot, layout: Layout, run_dir: os.PathLike[str]) -
 
 def main() -> None:
     parser = smoke_parser(__doc__)
-    parser.add_argument("--mode", choices=["auto", "quick", "full"], default=sized("auto", "quick"))
+    parser.add_argument("--mode", choices=["auto", "quick", "top", "full"], default=sized("auto", "quick"))
     parser.add_argument("--members", nargs="+", default=list(sized(TrainConfig().members, SMALL_TRAIN["members"])))
     parser.add_argument("--budget-minutes", type=float, default=0.0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the logistic-regression probe")
