@@ -11,21 +11,24 @@ LABEL_STUDIO_VERSION := 1.23.2
 
 .PHONY: env demo demo-quick test pytest lint bench up down stop clean
 
-# The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools.
+# The project's environment: reviewlens, torch, Prefect, the SDK and the dev tools. pip says
+# what it installs as it goes: a quiet install is a minute of silence on a newcomer's terminal.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q --no-compile -e '.[dev,bench]'
+	$(VENV)/bin/python -m pip install --no-compile -e '.[dev,bench]'
 	@# pip byte-compiles one file at a time; compileall uses every core. Like pip, it leaves out the
 	@# few files written for other Pythons (their errors are not the install's).
-	$(VENV)/bin/python -m compileall -qq -j 0 $(VENV)/lib || true
+	@echo "byte-compiling the environment on every core (about half a minute)"
+	@(while sleep 10; do echo "  still byte-compiling"; done) & beat=$$!; \
+	$(VENV)/bin/python -m compileall -qq -j 0 $(VENV)/lib; kill $$beat; true
 	touch $@
 
 # Label Studio pins its own dependencies: it lives in an environment of its own.
 $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LS_VENV)/bin/python -m pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	$(LS_VENV)/bin/python -m pip install 'label-studio==$(LABEL_STUDIO_VERSION)'
 	$(LS_VENV)/bin/python -m reviewlens.labelstudio_server
 	touch $@
 

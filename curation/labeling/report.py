@@ -144,7 +144,7 @@ class LabelingReport:
               ("posted under several products, waiting for a person's choice", f["unique_photos"] - f["usable"])]),
             ("usable (one product each)", f["usable"],
              [("sent to Label Studio", f["pushed"]),
-              ("accepted without a task (imported)", f["accepted_without_task"]),
+              ("accepted without a task (the shop's catalog photos, imports)", f["accepted_without_task"]),
               ("not sent yet", f["usable"] - f["pushed"] - f["accepted_without_task"])]),
             ("sent to Label Studio", f["pushed"], [("decided", f["labeled"]), ("open", f["pushed"] - f["labeled"])]),
             ("decided", f["labeled"], [("accepted", f["accepted_by_people"]), *reasons]),
