@@ -167,17 +167,22 @@ FUNNEL = Query(
         (SELECT COUNT(*) FROM curation WHERE status = 'ok') AS valid,
         (SELECT COUNT(*) FROM curation WHERE status = 'ok' AND is_kept = 0) AS duplicates,
         (SELECT COUNT(*) FROM curation WHERE status = 'ok' AND is_kept = 1) AS unique_photos,
-        (SELECT COUNT(*) FROM usable_photos) AS usable,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.project_id <> 0) AS pushed,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.project_id = 0)
-            AS accepted_without_task,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
-            WHERE l.project_id <> 0 AND l.decision IS NOT NULL) AS labeled,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
-            WHERE l.project_id <> 0 AND l.decision = 'accept') AS accepted_by_people,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256)
-            WHERE l.project_id <> 0 AND l.decision = 'reject') AS rejected,
-        (SELECT COUNT(*) FROM usable_photos u JOIN labels l USING (sha256) WHERE l.decision = 'accept') AS accepted
+        (SELECT COUNT(*) FROM usable_photos) AS usable
+    """
+)
+# The usable photos' labels, counted in one pass over them: sent to Label Studio (project 0 is
+# an acceptance without a task: a catalog photo, an import), decided, and how.
+LABEL_FUNNEL = Query(
+    """
+    SELECT
+        COALESCE(SUM(CASE WHEN l.project_id <> 0 THEN 1 ELSE 0 END), 0) AS pushed,
+        COALESCE(SUM(CASE WHEN l.project_id = 0 THEN 1 ELSE 0 END), 0) AS accepted_without_task,
+        COALESCE(SUM(CASE WHEN l.project_id <> 0 AND l.decision IS NOT NULL THEN 1 ELSE 0 END), 0) AS labeled,
+        COALESCE(SUM(CASE WHEN l.project_id <> 0 AND l.decision = 'accept' THEN 1 ELSE 0 END), 0)
+            AS accepted_by_people,
+        COALESCE(SUM(CASE WHEN l.project_id <> 0 AND l.decision = 'reject' THEN 1 ELSE 0 END), 0) AS rejected,
+        COALESCE(SUM(CASE WHEN l.decision = 'accept' THEN 1 ELSE 0 END), 0) AS accepted
+    FROM usable_photos u JOIN labels l USING (sha256)
     """
 )
 # The accepted photos the newest training holds, by split (whole photos: views are keyed apart).

@@ -43,12 +43,11 @@ from flows.tasks import (
     index_task,
     label_push_task,
     predict_again_task,
+    train_or_why,
     train_task,
 )
 from training.bundle import Ensemble
 from training.indexing import IndexSummary, update_index
-from training.train import NotEnoughData, NothingNew
-from training.train import train as train_stage
 
 
 @flow(name="crawl", task_runner=task_runner())
@@ -90,14 +89,8 @@ def retrain_flow(
     and the open labeling tasks are answered again by it. When the production model was made
     from the same photos and settings, or too few photos are accepted yet, it says so and trains
     nothing (`train.force` trains the same photos again)."""
-    run_dir: str | Untrained
     if dask_address():  # each member's features extracted by tasks on the cluster, the training here
-        try:
-            run_dir = str(train_stage(train or TrainConfig(), Layout(Path(data_dir)), cluster_extractor()))
-        except NothingNew as unchanged:
-            run_dir = Untrained(str(unchanged))
-        except NotEnoughData as few:
-            run_dir = Untrained(f"nothing trained: {few}")
+        run_dir = train_or_why(train or TrainConfig(), Layout(Path(data_dir)), cluster_extractor())
     else:
         run_dir = train_task(train or TrainConfig(), data_dir)
     if isinstance(run_dir, Untrained):  # said in the log; nothing to evaluate or promote

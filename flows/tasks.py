@@ -24,7 +24,7 @@ from curation.labeling.sync import PushSummary, predict_again, push
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
 from training.indexing import IndexSummary, update_index
-from training.train import NotEnoughData, NothingNew, train
+from training.train import FeatureExtractor, NotEnoughData, NothingNew, train
 
 
 def _not_a_layout_change(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -100,13 +100,11 @@ class Untrained:
     reason: str
 
 
-@task
-def train_task(config: TrainConfig, data_dir: str) -> str | Untrained:
+def train_or_why(config: TrainConfig, layout: Layout, extract: FeatureExtractor | None = None) -> str | Untrained:
     """The new run's folder, or why nothing was trained (not a failure: a retrain with nothing
-    new to learn from, or a shop with too few accepted photos yet, is an answer)."""
+    new to learn from, or a shop with too few accepted photos yet, is an answer), said in the log."""
     try:
-        with progress_to_run_log():  # one line per epoch in the run's log
-            run_dir = train(config, Layout(Path(data_dir)))
+        run_dir = str(train(config, layout, extract))
     except NothingNew as unchanged:
         get_run_logger().info("%s", unchanged)
         return Untrained(str(unchanged))
@@ -114,7 +112,13 @@ def train_task(config: TrainConfig, data_dir: str) -> str | Untrained:
         get_run_logger().warning("nothing trained: %s", few)
         return Untrained(f"nothing trained: {few}")
     get_run_logger().info("trained: %s", run_dir)
-    return str(run_dir)
+    return run_dir
+
+
+@task
+def train_task(config: TrainConfig, data_dir: str) -> str | Untrained:
+    with progress_to_run_log():  # one line per epoch in the run's log
+        return train_or_why(config, Layout(Path(data_dir)))
 
 
 @task

@@ -27,7 +27,7 @@ from reviewlens.demoshop.annotator import annotate_all, answer_again, choose_all
 from reviewlens.demoshop.generate import GeneratorConfig, generate
 from reviewlens.demoshop.server import DemoShop, pid_file, serve_in_background
 from reviewlens.labelstudio_server import LabelStudioServer
-from reviewlens.processes import running, stop_group
+from reviewlens.processes import stop_noted
 
 # Fixed ports keep photo URLs, and so the manifest's provenance, the same from run to run.
 SHOP_PORT, IMAGE_PORT = 8700, 8701
@@ -164,8 +164,4 @@ def run_demo(data_dir: Path, port: int = 8080, quick: bool = False) -> PipelineR
 
 def stop_shop(shop_dir: Path) -> bool:
     """Stops the demo shop a demo left serving from `shop_dir`; whether one ran."""
-    if (pid := running(pid_file(shop_dir))) is None:
-        return False
-    stop_group(pid)
-    pid_file(shop_dir).unlink(missing_ok=True)
-    return True
+    return stop_noted(pid_file(shop_dir))

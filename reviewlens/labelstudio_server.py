@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from core.errors import ReviewlensError
-from reviewlens.processes import note, running, stop_group
+from reviewlens.processes import note, running, stop_noted
 
 # Label Studio's default reserved networks (core/utils/io.py: validate_ip), less 127.0.0.0/8 and
 # ::1/128: its ML backend and webhooks may reach reviewlens on this machine, and nothing else
@@ -241,11 +241,7 @@ class LabelStudioServer:
 
     def stop(self) -> bool:
         """Stops the server this home folder started, if it runs; whether it ran."""
-        pid = running(self.pid_file)
-        if pid is not None:
-            stop_group(pid)
-        self.pid_file.unlink(missing_ok=True)
-        return pid is not None
+        return stop_noted(self.pid_file)
 
 
 def port_of(home: Path, default: int = 8080) -> int:

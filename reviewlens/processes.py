@@ -61,6 +61,16 @@ def running(pid_file: Path) -> int | None:
     return pid
 
 
+def stop_noted(pid_file: Path, grace_s: float = 10.0) -> bool:
+    """Stops the process group a pid file names, if it is still the one noted, and removes the
+    file; whether it ran."""
+    pid = running(pid_file)
+    if pid is not None:
+        stop_group(pid, grace_s)
+    pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
 def stop_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM to the process group, SIGKILL after the grace period."""
     try:

@@ -76,7 +76,7 @@ def write_confusion_png(matrix: torch.Tensor, names: list[str], path: Path) -> P
     axis = Image.new("RGB", (side, 20), "white")
     ImageDraw.Draw(axis).text((side / 2, 10), "true product", anchor="mm", font=font, fill="black")
     img.paste(axis.rotate(90, expand=True), (4, top))
-    _legend(draw, left + side + 24, top, font, small)
+    _legend(draw, left + side + 24, top, small)
     draw.text(
         (left, below),
         "Blue: right answers; red: photos of the row's product taken for the column's.",
@@ -87,8 +87,7 @@ def write_confusion_png(matrix: torch.Tensor, names: list[str], path: Path) -> P
     return path
 
 
-def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
-            small: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> None:  # fmt: skip
+def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, small: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> None:
     """The colour scale: the share of a row's photos, for right answers and for mistakes."""
     draw.text((x, y), "share of the", font=small, fill="black")
     draw.text((x, y + 14), "row's photos", font=small, fill="black")

@@ -23,6 +23,7 @@ from core.queries import (
     ANSWERS_AND_FINAL,
     DECIDED_WITH_ESTIMATES,
     FUNNEL,
+    LABEL_FUNNEL,
     OVERLAP,
     REJECTED_BY_REASON,
     SPLITS,
@@ -219,10 +220,10 @@ def verdict_records(manifest: Manifest) -> dict[str, VerdictAgreement]:
 
 def labeling_report(layout: Layout) -> LabelingReport:
     with open_manifest(layout) as manifest:
-        funnel_row = manifest.row(FUNNEL)
-        assert funnel_row is not None
+        funnel_row, labels_row = manifest.row(FUNNEL), manifest.row(LABEL_FUNNEL)
+        assert funnel_row is not None and labels_row is not None
         report = LabelingReport(
-            funnel=dict(funnel_row),
+            funnel={k: int(v) for k, v in {**dict(funnel_row), **dict(labels_row)}.items()},
             rejected_by_reason={},
             splits={},
         )
