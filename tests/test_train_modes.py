@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,10 @@ from reviewlens.cli import main
 from tests.db import count, run, run_many
 from training.bundle import Ensemble
 from training.data import make_snapshot
-from training.evaluate import evaluate
+from training.evaluate import evaluate, promote
 from training.members import get_member
 from training.predict import predict_many
-from training.train import train
+from training.train import resolve_mode, train, train_snapshot
 
 SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
 
@@ -137,6 +138,33 @@ def test_top_mode_tunes_the_last_blocks_and_keeps_the_epoch_best_on_validation(d
 
     assert tuned["best_epoch"] == 0 or not torch.equal(weight(bundle, last), weight(imagenet, last))
     assert torch.equal(weight(bundle, 0), weight(imagenet, 0))
+    # A retrain decodes no photo it has seen: the inputs of the top are kept on disk, and the tuned
+    # body's features of every photo, test photos too, come from them.
+    again = train(TrainConfig(mode="top", top_blocks=2, top_epochs=2, force=True, **SMALL), deduped)  # type: ignore[arg-type]
+    assert _history(again)["efficientnet_lite0"]["embedded"] == 0
+    assert evaluate(again, deduped).results["ensemble"]["top1"] > 40
+
+
+def test_a_top_mode_retrain_continues_from_production_unless_its_photos_moved_to_test(deduped: Layout) -> None:
+    _accept(deduped)
+    config = TrainConfig(mode="top", top_blocks=2, top_epochs=3, top_retrain_epochs=1, **SMALL)  # type: ignore[arg-type]
+    first = train(config, deduped)
+    promote(first, deduped)
+    snapshot = make_snapshot(deduped, 0.2, 0.2, 0, config.min_photos, config.train_on_boxes)
+    retrained = _history(train_snapshot(snapshot, config, deduped))["efficientnet_lite0"]["top_tune"]
+    # Production's top was tuned in top mode: the retrain goes on from it, for one epoch.
+    assert retrained["warm_from"] == first.name and len(retrained["val_top1"]) == 2
+    # One photo production trained on is a test photo now: its top would have seen the test.
+    moved = [replace(e, split="test") if i == 0 else e for i, e in enumerate(snapshot.split("train"))]
+    shuffled = replace(snapshot, examples=moved + snapshot.split("val") + snapshot.split("test"))
+    cold = _history(train_snapshot(shuffled, config, deduped))["efficientnet_lite0"]["top_tune"]
+    assert cold["warm_from"] == "" and len(cold["val_top1"]) == 4
+
+
+def test_a_cpu_gets_top_mode_and_a_gpu_full_mode_by_default() -> None:
+    assert resolve_mode(TrainConfig(), torch.device("cpu")) == "top"
+    assert resolve_mode(TrainConfig(), torch.device("cuda")) == "full"
+    assert resolve_mode(TrainConfig(mode="quick"), torch.device("cpu")) == "quick"
 
 
 def _photos_of(folder: Path, seed: int, n: int) -> None:

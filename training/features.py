@@ -12,6 +12,7 @@ whose list is missing was cut short and is ignored.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -125,7 +126,38 @@ def embed_missing(
     return done
 
 
+class StoredRows:
+    """Rows of a store as a lazy tensor of shape (n, *shape): `rows[index]` reads those rows
+    from disk, so training over a shop's activations never holds them all."""
+
+    def __init__(self, store: FeatureStore, shas: list[str], shape: tuple[int, ...]) -> None:
+        self.store, self.shas, self.shape = store, shas, shape
+
+    def __len__(self) -> int:
+        return len(self.shas)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor:
+        shas = self.shas[index] if isinstance(index, slice) else [self.shas[i] for i in index.tolist()]
+        return self.store.read(shas).view(len(shas), *self.shape)
+
+
 def feature_store(layout: Layout, member: Member, model: nn.Module, size: int, resize_ratio: float) -> FeatureStore:
     """The store of `model`'s features at this preprocessing; a different body or input gets another."""
     key = f"{size}px-r{resize_ratio:g}-{body_digest(model, member.head)}"
     return FeatureStore(layout.cache_dir / "features" / member.name / key, feature_dim(model, member.head))
+
+
+def activation_store(
+    layout: Layout,
+    member: Member,
+    model: nn.Module,
+    size: int,
+    resize_ratio: float,
+    top_blocks: int,
+    shape: tuple[int, ...],
+) -> FeatureStore:
+    """The store of the inputs of `model`'s last `top_blocks` blocks (top mode), each row one photo's
+    activation map of `shape`. Keyed by the weights the model starts from: the blocks below the top
+    never learn, so a retrain finds here every photo it has seen."""
+    key = f"{size}px-r{resize_ratio:g}-top{top_blocks}-{body_digest(model, member.head)}"
+    return FeatureStore(layout.cache_dir / "activations" / member.name / key, math.prod(shape))

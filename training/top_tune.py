@@ -1,7 +1,8 @@
 """Fine-tuning the top of an EfficientNet-Lite where only a CPU is at hand.
 
 The photos run once through the frozen lower blocks and their activations are kept (half
-precision, in memory); each epoch then runs only the last blocks, the head convolution and the
+precision, on disk: training/features.activation_store, so a retrain decodes only new photos);
+each epoch then runs only the last blocks, the head convolution and the
 classifier, a fraction of the network's cost. The classifier starts from the linear probe (the
 probe-then-fine-tune recipe full mode follows), batch-norm statistics stay as ImageNet left them,
 and a mirrored activation map stands in for a mirrored photo. The epoch kept is the one best on
@@ -13,14 +14,23 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.efficientnet_lite import EfficientNetLite
+
+
+class Inputs(Protocol):
+    """Kept activations, (n, C, H, W): a tensor, or rows read from a store as they are asked for."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice | torch.Tensor, /) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -72,17 +82,22 @@ def activations(split: Split, batches: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def top_features(split: Split, acts: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def top_features(split: Split, acts: Inputs, batch: int = 256) -> torch.Tensor:
     """The tuned model's features (the classifier's input) of the photos whose activations are
     kept: what a whole pass would compute, at the cost of the top alone."""
     split.model.eval()
-    return torch.cat([split.pooled(acts[i : i + batch].float()) for i in range(0, len(acts), batch)])
+    return _in_batches(split.pooled, acts, batch, split.model._fc.in_features)
 
 
 @torch.no_grad()
-def top_logits(split: Split, acts: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def top_logits(split: Split, acts: Inputs, batch: int = 256) -> torch.Tensor:
     split.model.eval()
-    return torch.cat([split.top(acts[i : i + batch].float()) for i in range(0, len(acts), batch)])
+    return _in_batches(split.top, acts, batch, split.model._fc.out_features)
+
+
+def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], acts: Inputs, batch: int, width: int) -> torch.Tensor:
+    parts = [fn(acts[i : i + batch].float()) for i in range(0, len(acts), batch)]
+    return torch.cat(parts) if parts else torch.empty(0, width)
 
 
 @dataclass
@@ -94,8 +109,8 @@ class TopTuneResult:
 
 def tune_top(
     split: Split,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[Inputs, torch.Tensor],
+    val: tuple[Inputs, torch.Tensor],
     epochs: int,
     lr: float = 3e-4,
     head_lr_scale: float = 10.0,

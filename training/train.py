@@ -1,5 +1,6 @@
-"""Training: for each ensemble member a head on its frozen features, then (full mode) fine-tuning;
-then the scores calibrated, and one run folder.
+"""Training: for each ensemble member a head on its frozen features, then (top mode, a CPU's
+default) its last blocks fine-tuned on their kept inputs or (full mode, a GPU's) the whole
+network fine-tuned; then the scores calibrated, and one run folder.
 
 Validation chooses each head's settings and calibrates the scores, read off heads fitted on
 train alone. Quick mode then fits each head again on train and validation together, as is usual:
@@ -36,7 +37,14 @@ from training.bundle import BUNDLE_FORMAT
 from training.calibrate import Calibration, calibrate, ensemble_probs, sure_threshold
 from training.data import Example, Snapshot, make_snapshot
 from training.embedding import Embedding, best_by_product, fit_embedding, fit_temperature, merge
-from training.features import FeatureStore, embed_batch, embed_missing, feature_store
+from training.features import (
+    FeatureStore,
+    StoredRows,
+    activation_store,
+    embed_batch,
+    embed_missing,
+    feature_store,
+)
 from training.finetune import Schedule, autocast, finetune
 from training.head import BALANCES, Probe, Rows, fit_head, settings_of
 from training.loading import PhotoRef, Photos, default_workers, photo_loader
@@ -45,7 +53,8 @@ from training.photo_cache import PhotoCache
 from training.progress import Bar
 from training.progress import log as progress
 from training.runs import building_run
-from training.top_tune import Split, activations, top_features, top_logits, tune_top
+from training.top_tune import Split, top_features, top_logits, tune_top
+from training.warm_start import WarmStart, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +64,10 @@ def device() -> torch.device:
 
 
 def resolve_mode(config: TrainConfig, dev: torch.device) -> str:
-    """quick or full: `auto` fine-tunes only where a GPU makes it affordable."""
+    """`auto` fine-tunes the whole network where a GPU makes it affordable, the top elsewhere."""
     if config.mode != "auto":
         return config.mode
-    return "full" if dev.type == "cuda" else "quick"
+    return "full" if dev.type == "cuda" else "top"
 
 
 class NotEnoughData(ReviewlensError):
@@ -112,9 +121,6 @@ class FeatureChunk:
 # the trainer embeds what its cache lacks itself; a flow may hand in a cluster's (flows/dask.py).
 FeatureExtractor = Callable[[list[FeatureChunk]], None]
 CHUNK = 256  # photos per chunk handed to an extractor
-# Top mode holds its train and val photos' inputs of the top in memory: about 44 kB a photo for
-# Lite0, 70 kB for Lite2, so some 40,000 photos fit; a larger shop keeps the probe.
-TOP_MAX_BYTES = 3 * 2**30
 
 
 def photo_cache(config: TrainConfig, layout: Layout) -> PhotoCache:
@@ -134,6 +140,7 @@ class Context:
     dev: torch.device
     workers: int
     extract: FeatureExtractor | None = None
+    warm: WarmStart | None = None  # top mode: production's tuned tops to start from
 
     def refs(self, examples: list[Example]) -> list[PhotoRef]:
         return [PhotoRef(self.layout.store_dir / e.path, e.sha256, e.box) for e in examples]
@@ -188,6 +195,8 @@ def train_member(
     size = member.input_size(config.image_size)
     weights = config.weights.get(member.name)
     model = member.build(n_classes, Path(weights) if weights else None, True)
+    if mode == "top" and isinstance(model, EfficientNetLite):
+        return train_member_top(ctx, member, model, size, deadline)
     store = feature_store(ctx.layout, member, model, size, config.resize_ratio)
     if ctx.extract is not None:
         by_key = {e.key: e for e in ctx.snapshot.examples}
@@ -209,14 +218,7 @@ def train_member(
         BALANCES if config.balance == "auto" else (config.balance,),
     )
     record: dict[str, Any] = {"image_size": size, "embedded": embedded, **probe, "epochs": []}
-    progress.info(
-        "%s: probe val top-1 %.3f, macro-F1 %.3f (L2 %g, balancing: %s)",
-        member.name,
-        probe["probe_val_top1"],
-        probe["probe_val_macro_f1"],
-        probe["probe_l2"],
-        probe["probe_balance"],
-    )
+    log_probe(member, probe)
     val_labels = torch.tensor([e.label for e in val])
     val_logits = torch.stack([head(f) for f in store.read([e.key for e in val]).unbind(1)], 1).detach()
     if mode == "quick":
@@ -227,8 +229,6 @@ def train_member(
         return model, val_logits, record
     model.get_submodule(member.head).load_state_dict(head.state_dict())
     if mode == "top":
-        if isinstance(model, EfficientNetLite):
-            return model, tune_member_top(ctx, member, model, size, deadline, record), record
         progress.info("%s: top mode tunes EfficientNet-Lite members only; its head stays the probe", member.name)
         return model, val_logits, record
     resize = round(size * config.resize_ratio)
@@ -267,55 +267,94 @@ def train_member(
     return model.cpu(), val_logits, record
 
 
-def tune_member_top(
-    ctx: Context, member: Member, model: EfficientNetLite, size: int, deadline: float, record: dict[str, Any]
-) -> torch.Tensor:
-    """Top mode: the last blocks of `model` (its head the probe) fine-tuned on their inputs,
-    computed once for the train and val photos; returns the val photos' logits (N, 1, C)."""
-    split = Split(model, ctx.config.top_blocks)
+def train_member_top(
+    ctx: Context, member: Member, model: EfficientNetLite, size: int, deadline: float
+) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+    """Top mode: every photo runs once through the frozen lower blocks and their output is kept on
+    disk (a retrain finds it there). The probe is fitted on the top's features of those
+    activations, the last blocks are fine-tuned on them, and the tuned model's features of every
+    photo come from them too: no photo is decoded twice. Returns what train_member does."""
+    config, n_classes = ctx.config, len(ctx.snapshot.classes)
+    split = Split(model, config.top_blocks)
+    shape = tuple(split.lower(torch.zeros(1, 3, size, size)).shape[1:])
+    store = activation_store(ctx.layout, member, model, size, config.resize_ratio, config.top_blocks, shape)
+    examples = list({e.key: e for e in ctx.snapshot.examples}.values())
+    by_key = {e.key: e for e in examples}
+    warm_from = ctx.warm.version if ctx.warm and member.name in ctx.warm.states else ""
+    if ctx.warm and warm_from:  # after the store is named: its activations are the ImageNet body's
+        model.load_state_dict(ctx.warm.states[member.name], strict=False)
+        progress.info("%s: its top starts from production %s's", member.name, warm_from)
 
-    def inputs(examples: list[Example]) -> torch.Tensor:
-        photos = ctx.eval_photos(examples, size)
-        with Bar(len(examples), f"{member.name} inputs of the top") as bar:
-            return activations(split, (_counted(bar, normalize(x, member.mean, member.std)) for x, _ in
-                                       ctx.loader(photos, ctx.config.batch_size * 2)))  # fmt: skip
+    def batches(todo: list[str]) -> Any:
+        with Bar(len(todo), f"{member.name} inputs of the top") as bar:
+            for x, y in ctx.loader(ctx.eval_photos([by_key[k] for k in todo], size), config.batch_size * 2):
+                yield x, y
+                bar.update(len(y))
 
-    train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
-    one = split.lower(torch.zeros(1, 3, size, size))
-    needed = (len(train) + len(val)) * one.numel() * 2  # held in half precision
-    if needed > TOP_MAX_BYTES:
-        progress.info("%s: the top's inputs would take %.1f GB, over %.1f GB: its head stays the probe",
-                      member.name, needed / 2**30, TOP_MAX_BYTES / 2**30)  # fmt: skip
-        record["top_tune"] = {"skipped": f"inputs of {needed / 2**30:.1f} GB"}
-        return top_logits(split, inputs(val))[:, None]
     started = time.monotonic()
-    x_train, x_val = inputs(train), inputs(val)
+    embedded = embed_missing(
+        store, list(by_key), batches, lambda x: split.lower(normalize(x, member.mean, member.std)).flatten(1)[:, None]
+    )
+    progress.info("%s: inputs of the top of %d photos computed in %.0f s, %d read from the cache",
+                  member.name, embedded, time.monotonic() - started, len(by_key) - embedded)  # fmt: skip
+
+    def rows(of: list[Example]) -> StoredRows:
+        return StoredRows(store, [e.key for e in of], shape)
+
+    def features_into(features: FeatureStore, of: list[Example]) -> float:
+        """Adds the top's features of the photos `features` lacks; returns the seconds a photo took."""
+        todo = [by_key[k] for k in features.missing([e.key for e in of])]
+        timed = todo or of[:64]  # all there already: a batch is timed all the same
+        started = time.monotonic()
+        for i in range(0, len(timed), CHUNK * 8):
+            part = timed[i : i + CHUNK * 8]
+            found = top_features(split, rows(part))[:, None].half().numpy()
+            if todo:
+                features.add([e.key for e in part], found)
+        return (time.monotonic() - started) / max(1, len(timed))
+
+    # The probe's features: the frozen body's (quick mode finds them later), or the body a
+    # retrain starts from. Kept on disk like quick mode's, so a large shop's are never all held.
+    train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
+    start = feature_store(ctx.layout, member, model, size, config.resize_ratio)
+    # The last pass, every photo through the tuned top, costs about what this one does a photo.
+    final_pass = features_into(start, train + val) * len(examples)
+    head, probe = fit_head(
+        start.read, _rows(train), _rows(val), start.dim, n_classes, config.head_epochs, config.label_smoothing,
+        config.seed, BALANCES if config.balance == "auto" else (config.balance,),
+    )  # fmt: skip
+    model.get_submodule(member.head).load_state_dict(head.state_dict())
+    log_probe(member, probe)
+    started = time.monotonic()
     result = tune_top(
         split,
-        (x_train, torch.tensor([e.label for e in train])),
-        (x_val, torch.tensor([e.label for e in val])),
-        ctx.config.top_epochs,
-        label_smoothing=ctx.config.label_smoothing,
-        seed=ctx.config.seed,
-        deadline=deadline,
+        (rows(train), torch.tensor([e.label for e in train])),
+        (rows(val), torch.tensor([e.label for e in val])),
+        config.top_retrain_epochs if warm_from else config.top_epochs,
+        label_smoothing=config.label_smoothing,
+        seed=config.seed,
+        deadline=deadline - final_pass,
     )
-    record["top_tune"] = {"blocks": ctx.config.top_blocks, **asdict(result)}
-    # The tuned body's features of train and val from the kept activations: the search embedding
-    # reads them, and a whole pass over those photos again would cost what the tuning saved.
-    tuned = feature_store(ctx.layout, member, model, size, ctx.config.resize_ratio)
-    for examples, acts in ((train, x_train), (val, x_val)):
-        keys = [e.key for e in examples]
-        tuned.add(keys, top_features(split, acts)[:, None].half().numpy())
+    progress.info("%s: last %d blocks tuned in %.0f s, val top-1 by epoch %s, kept epoch %d",
+                  member.name, config.top_blocks, time.monotonic() - started, result.val_top1,
+                  result.best_epoch)  # fmt: skip
+    # The tuned body's features of every photo, for the search embedding and the evaluation.
+    features_into(feature_store(ctx.layout, member, model, size, config.resize_ratio), examples)
+    record: dict[str, Any] = {"image_size": size, "embedded": embedded, **probe, "epochs": [],
+              "top_tune": {"blocks": config.top_blocks, **asdict(result),
+                           "warm_from": warm_from}}  # fmt: skip
+    return model, top_logits(split, rows(val))[:, None], record
+
+
+def log_probe(member: Member, probe: dict[str, Any]) -> None:
     progress.info(
-        "%s: last %d blocks tuned in %.0f s, val top-1 by epoch %s, kept epoch %d",
-        member.name, ctx.config.top_blocks, time.monotonic() - started, result.val_top1, result.best_epoch,
-    )  # fmt: skip
-    return top_logits(split, x_val)[:, None]
-
-
-def _counted(bar: Bar, x: torch.Tensor) -> torch.Tensor:
-    bar.update(len(x))
-    return x
+        "%s: probe val top-1 %.3f, macro-F1 %.3f (L2 %g, balancing: %s)",
+        member.name,
+        probe["probe_val_top1"],
+        probe["probe_val_macro_f1"],
+        probe["probe_l2"],
+        probe["probe_balance"],
+    )
 
 
 def refit_head(ctx: Context, read: Callable[[list[str]], torch.Tensor], dim: int, chosen: dict[str, Any]) -> nn.Linear:
@@ -389,7 +428,14 @@ def train_snapshot(
     dev = device()
     mode = resolve_mode(config, dev)
     ctx = Context(
-        snapshot, layout, config, photo_cache(config, layout), dev, config.workers or default_workers(), extract
+        snapshot,
+        layout,
+        config,
+        photo_cache(config, layout),
+        dev,
+        config.workers or default_workers(),
+        extract,
+        warm_start(layout, snapshot, config) if mode == "top" else None,
     )
     progress.info(
         "training %s mode on %s: %d products, %d train (%d of them cut to a person's box) / %d val / %d test photos",
@@ -409,9 +455,10 @@ def train_snapshot(
             if last is not None and not fits(member, last, deadline, config.image_size):
                 progress.info("%s left out: it would not finish within the time budget", member.name)
                 continue
-            # Each member gets an equal share of what is left of the budget.
+            # Each member gets a share of what is left of the budget in proportion to its cost.
             member_started = time.monotonic()
-            member_deadline = member_started + (deadline - member_started) / (len(members) - i)
+            share = member.cost(config.image_size) / sum(m.cost(config.image_size) for m in members[i:])
+            member_deadline = member_started + (deadline - member_started) * share
             models[member.name], val_logits[member.name], records[member.name] = train_member(
                 ctx, member, mode, member_deadline
             )

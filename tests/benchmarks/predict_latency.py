@@ -28,7 +28,7 @@ def main() -> None:
     parser(__doc__).parse_args()
     shop = GeneratorConfig(seed=9, n_categories=2, products_per_category=3, photos_per_product=sized(20, 10))
     snapshot, layout = shop_snapshot(workdir("predict"), shop)
-    run_dir = train_snapshot(snapshot, TrainConfig(**train_settings(mode="quick")), layout)
+    run_dir = train_snapshot(snapshot, TrainConfig(**train_settings()), layout)
     started = time.monotonic()
     ensemble = Ensemble.load(run_dir)
     load_s = time.monotonic() - started
