@@ -3,7 +3,9 @@
 Each photo is checked and stored like a crawled one (content-addressed, whole or absent), its
 product recorded under the collection's shop, and its provenance kept: the file it came from is
 its source, or the CSV's `group` where one is given (photos cut from one picture, or one
-customer's set, share a group, and training splits a group whole). Imported photos count as
+customer's set, share a group, and training splits a group whole). A `catalog` column marks the
+shop's own photos of a product (yes/no), which count as a crawled product page's: never grouped
+with another product's as near-duplicates, and a source of their own. Imported photos count as
 accepted by the two rules, since a team sorted them by product already; a photo a person
 already decided on keeps that decision. Dedupe runs next, so a photo imported twice, or also
 crawled, trains once.
@@ -20,7 +22,7 @@ from core import queries as q
 from core.errors import ReviewlensError, quoted
 from core.files import OverFileBudget, read_bounded
 from core.layout import Layout
-from core.manifest import open_manifest, utc_now
+from core.manifest import CATALOG_REVIEW, open_manifest, utc_now
 from core.store import shared_store
 from crawler.errors import InvalidImage
 from crawler.store import PhotoStore
@@ -45,6 +47,7 @@ class Entry:
     name: str
     url: str = ""
     group: str = ""  # photos of one source: they split together
+    catalog: bool = False  # the shop's own photo of the product, not a customer's
 
 
 @dataclass
@@ -76,13 +79,16 @@ def read_folders(root: Path) -> list[Entry]:
 
 
 def read_csv(file: Path) -> list[Entry]:
-    """Rows of path, product (and optionally name, url, group); a relative path is read from the CSV's folder."""
+    """Rows of path, product (and optionally name, url, group, catalog); a relative path is read from
+    the CSV's folder."""
     if (size := file.stat().st_size) > MAX_CSV_BYTES:
         raise BadCollection(f"{file} holds {size:,} bytes: a collection's CSV has at most {MAX_CSV_BYTES:,}")
     with file.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "product"} <= set(rows[0]):
-        raise BadCollection(f"{file} needs a header with the columns path and product (name, url and group optional)")
+        raise BadCollection(
+            f"{file} needs a header with the columns path and product (name, url, group and catalog optional)"
+        )
     entries = []
     for line, r in enumerate(rows, start=2):
         if not _web_link(url := (r.get("url") or "").strip()):
@@ -91,8 +97,18 @@ def read_csv(file: Path) -> list[Entry]:
         if r["path"] and r["product"]:
             product = r["product"].strip()
             name, group = (r.get("name") or product).strip(), (r.get("group") or "").strip()
-            entries.append(Entry(file.parent / r["path"], product, name, url, group))
+            catalog = _yes_or_no(r.get("catalog"), f"{file}, line {line}")
+            entries.append(Entry(file.parent / r["path"], product, name, url, group, catalog))
     return entries
+
+
+def _yes_or_no(value: str | None, where: str) -> bool:
+    word = (value or "").strip().lower()
+    if word in ("", "0", "no", "false"):
+        return False
+    if word in ("1", "yes", "true"):
+        return True
+    raise BadCollection(f"{where}: catalog {quoted(word, 20)} is neither yes nor no")
 
 
 def _web_link(url: str) -> bool:
@@ -145,8 +161,8 @@ def import_collection(
                     known.add(photo.sha256)
                 origin = e.path.resolve()
                 photos.append((photo.sha256, photo.path, photo.format, photo.width, photo.height, photo.bytes, now))
-                # The source's id: the group where the CSV names one, else the file itself.
-                review = f"import-group:{e.group}" if e.group else f"import:{origin}"
+                # The source's id: the shop's catalog, the group where the CSV names one, else the file.
+                review = CATALOG_REVIEW if e.catalog else f"import-group:{e.group}" if e.group else f"import:{origin}"
                 sources.append((shop, review, origin.as_uri(), e.product_id, IMPORT_CATEGORY, photo.sha256, None, now))
                 labels.append((photo.sha256, now, f"imported from {origin}", now))
             # Stored files first, their rows after: a killed import leaves files the next one records.

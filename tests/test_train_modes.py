@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
@@ -232,3 +232,24 @@ def test_an_import_reads_only_regular_files_of_a_photos_size(tmp_path: Path, lay
     reasons = {Path(path).name: why for path, why in summary.refused.items()}
     assert "not a regular file" in reasons["fifo.jpg"] and "not a regular file" in reasons["zero"]
     assert "holds 60,000,000 bytes: at most 50,000,000" in reasons["big.jpg"]
+
+
+@pytest.mark.parametrize("catalog", ["yes", ""])
+def test_an_imports_catalog_photos_of_two_products_stay_two_products(
+    tmp_path: Path, layout: Layout, catalog: str
+) -> None:
+    # The shop's own photos on white: one chair in two colours hashes alike, yet they are two products.
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        photo = Image.new("RGB", (320, 320), "white")
+        ImageDraw.Draw(photo).rectangle((90, 60, 230, 280), fill=colour)
+        photo.save(tmp_path / f"{name}.jpg", quality=95)
+    listing = tmp_path / "catalog.csv"
+    listing.write_text(f"path,product,catalog\nred.jpg,red-chair,{catalog}\nblue.jpg,blue-chair,{catalog}\n")
+    assert main(["import", str(listing), "--data-dir", str(layout.data_dir)]) == 0
+    with open_manifest(layout) as m:
+        assert count(m, "sources", "review_id = 'catalog'") == (2 if catalog else 0)
+        # Unmarked, they look like one photo posted under two products, and neither trains.
+        assert count(m, "curation", "is_kept = 1 AND is_ambiguous = 0") == (2 if catalog else 0)
+    (tmp_path / "bad.csv").write_text("path,product,catalog\nred.jpg,red-chair,maybe\n")
+    with pytest.raises(BadCollection, match="line 2: catalog maybe is neither yes nor no"):
+        import_collection(tmp_path / "bad.csv", layout)
