@@ -69,11 +69,26 @@ def test_the_index_is_exact_when_small_approximate_past_its_size_and_saved_whole
     assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]) > 0.9
 
     index.save(tmp_path / "index")
-    again = ProductIndex.load(tmp_path / "index")
+    # Loaded, the approximate index is faiss's own as saved: no clustering again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ProductIndex, "_build_ivf", lambda _: pytest.fail("clustered again on load"))
+        again = ProductIndex.load(tmp_path / "index")
     assert again.model_version == "run-1" and len(again) == 4000 and again.approximate
     assert (again.search(queries, 10)[1] == approx).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no half-written folder left
-    (tmp_path / "index" / "entries.tsv").write_text("deadbeef\tp0\n")
+    # A save appends what is new as a shard; what was saved stays as written.
+    first_shard = tmp_path / "index" / "shards" / "000000.npy"
+    written = first_shard.stat().st_mtime_ns
+    more = _clustered(100, dim, 2)
+    again.add([Entry(f"{i:064x}", "p-new") for i in range(4000, 4100)], more)
+    again.save(tmp_path / "index", approximate_index=False)  # as a run does after each batch
+    assert first_shard.stat().st_mtime_ns == written
+    assert sorted(p.name for p in (tmp_path / "index" / "shards").glob("*.npy")) == ["000000.npy", "000001.npy"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ProductIndex, "_build_ivf", lambda _: pytest.fail("clustered again on load"))
+        grown = ProductIndex.load(tmp_path / "index")  # the rows after the saved faiss index are added
+    assert len(grown) == 4100 and grown.search(more[:5], 1)[1][:, 0].tolist() == list(range(4000, 4005))
+    (tmp_path / "index" / "shards" / "000001.tsv").write_text("deadbeef\tp0\n")
     with pytest.raises(IndexMismatch, match="damaged"):
         ProductIndex.load(tmp_path / "index")
     with pytest.raises(IndexMismatch, match="run `reviewlens index`"):

@@ -31,7 +31,7 @@ from training.data import box_views
 from training.loading import PhotoRef
 from training.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
 
-BATCH = 2048  # photos embedded, added and saved at a time: a killed run keeps what it indexed
+BATCH = 2048  # photos embedded, added and saved (appended as a shard) at a time
 # Embeds batches of photos: one array of search vectors per batch, in the batches' order.
 Embedder = Callable[[list[list[PhotoRef]]], Iterable[np.ndarray]]
 
@@ -83,7 +83,8 @@ def update_index(
     """Adds every indexable photo the index lacks; returns what the index holds now.
 
     The photos are embedded batch after batch by this process, or by `embed`, which a flow hands
-    in to embed the batches on a cluster (flows/dask.py); the index is saved after each batch.
+    in to embed the batches on a cluster (flows/dask.py); each batch is appended to the saved
+    index as it comes, and the approximate index is written once, at the end.
     """
     started = time.monotonic()
     if ensemble.embedding is None:
@@ -119,11 +120,11 @@ def update_index(
     embedded = embed(refs) if embed else (embed_here(ensemble, layout, photos) for photos in refs)
     for batch, vectors in zip(batches, embedded, strict=True):
         index.add([Entry(str(ref.key), product) for ref, product in batch], vectors)
-        index.save(folder)
+        # Only the batch's vectors are written: a killed run keeps what it indexed.
+        index.save(folder, approximate_index=False)
         save_products(folder, products)
-    if not todo:
-        index.save(folder)
-        save_products(folder, products)
+    index.save(folder)  # the approximate index, once a run
+    save_products(folder, products)
     return IndexSummary(
         len(index),
         sum(VIEW_MARK in e.key for e in index.entries),

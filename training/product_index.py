@@ -7,8 +7,7 @@ vectors of another model do not compare. Below
 an inverted file (IVF, Jégou et al. 2011): the vectors are clustered into about 4·sqrt(n) lists
 and a query scans the `probe` lists nearest to it, which tests/benchmarks/index_scale.py
 measures against exact search. The index is rebuilt from the kept vectors when it crosses that
-size, and saved by writing a new folder and renaming it over the old, so a killed save leaves the
-previous index whole.
+size. Saves append (ProductIndex's docstring), so a killed save leaves the previous index whole.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import numpy as np
 from core.errors import ReviewlensError
 
 APPROXIMATE_FROM = 100_000
+REGROW = 4  # the approximate index is clustered again each time it has grown this many times over
 # Lists scanned per query: at 1M photos, 12 of 4,000 ran at 25x exact search with recall@10
 # 0.965 in tests/benchmarks/index_scale.py (24: 13.6x, 0.974; 4: 65x, 0.950).
 PROBE = 12
@@ -42,7 +42,13 @@ class Entry:
 
 
 class ProductIndex:
-    """Unit vectors of photos, each with the product it shows; cosine similarity by inner product."""
+    """Unit vectors of photos, each with the product it shows; cosine similarity by inner product.
+
+    On disk a folder of shards, each the vectors and entries one save added, an approximate index
+    in faiss's own format, and index.json, written last, naming what is whole. A save writes only
+    what is new (and the approximate index, when asked), so an index grows at a cost linear in its
+    size, and a load reads the approximate index back instead of clustering again.
+    """
 
     def __init__(
         self, dim: int, model_version: str, approximate_from: int = APPROXIMATE_FROM, probe: int = PROBE
@@ -50,12 +56,25 @@ class ProductIndex:
         self.dim, self.model_version = dim, model_version
         self.approximate_from, self.probe = approximate_from, probe
         self.entries: list[Entry] = []
-        self.vectors: np.ndarray = np.empty((0, dim), np.float32)
+        self._chunks: list[np.ndarray] = []  # the vectors, in the order added
         self._faiss: faiss.Index = faiss.IndexFlatIP(dim)
         self._known: set[str] = set()
+        # What `folder` holds already: its shards, and the rows the approximate index file covers.
+        self._folder: Path | None = None
+        self._shards: list[str] = []
+        self._saved_rows = 0
+        self._faiss_file: str | None = None
+        self._faiss_rows = 0
+        self._clustered_at = 0  # the size at which the approximate index was last clustered
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            self._chunks = [np.concatenate(self._chunks) if self._chunks else np.empty((0, self.dim), np.float32)]
+        return self._chunks[0]
 
     @property
     def approximate(self) -> bool:
@@ -72,24 +91,29 @@ class ProductIndex:
         rows = np.ascontiguousarray(vectors[new], dtype=np.float32)
         if rows.shape[1] != self.dim:
             raise IndexMismatch(f"vectors of width {rows.shape[1]} do not fit an index of width {self.dim}")
-        crossing = not self.approximate and len(self) + len(new) >= self.approximate_from
+        # Clustered once it crosses its size, and again each time it has grown fourfold, so the
+        # lists stay about 4·sqrt(n) at a cost, summed over the index's life, linear in its size.
+        crossing = len(self) + len(new) >= max(self.approximate_from, REGROW * self._clustered_at)
         self.entries += [entries[i] for i in new]
         self._known.update(entries[i].key for i in new)
-        self.vectors = np.concatenate([self.vectors, rows])
+        self._chunks.append(rows)
         if crossing:
             self._faiss = self._build_ivf()
+            self._faiss_file = None  # the file on disk, if any, is the flat index's past
         else:
             self._faiss.add(rows)
         return len(new)
 
     def _build_ivf(self) -> faiss.Index:
-        lists = max(1, int(4 * math.sqrt(len(self.vectors))))
+        self._clustered_at = len(self)
+        lists = max(1, int(4 * math.sqrt(len(self))))
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFFlat(quantizer, self.dim, lists, faiss.METRIC_INNER_PRODUCT)
         # k-means on a sample: faiss's own advice is 39 to 256 points per list.
-        sample = self.vectors[np.random.default_rng(0).permutation(len(self.vectors))[: lists * 64]]
+        vectors = self.vectors
+        sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: lists * 64]]
         ivf.train(sample)
-        ivf.add(self.vectors)
+        ivf.add(vectors)
         ivf.nprobe = self.probe
         return ivf
 
@@ -105,35 +129,105 @@ class ProductIndex:
             rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
         return similarity, rows
 
-    def save(self, folder: Path) -> None:
-        """Writes the index to `folder` whole or not at all."""
+    def save(self, folder: Path, approximate_index: bool = True) -> None:
+        """Writes what `folder` lacks, then index.json: a killed save leaves the index as it was.
+
+        `approximate_index=False` leaves the approximate index's file as it is (a load adds the
+        rows it lacks): a run that saves after each batch writes that file once, at its end."""
         folder = Path(folder)
+        if self._folder is None or self._folder.resolve() != folder.resolve() or not folder.is_dir():
+            self._save_anew(folder)
+            return
+        self._append_shard(folder)
+        if approximate_index:
+            self._write_faiss(folder)
+        self._write_meta(folder)
+        for stale in folder.glob("faiss-*.index"):
+            if stale.name != self._faiss_file:
+                stale.unlink(missing_ok=True)
+
+    def _save_anew(self, folder: Path) -> None:
+        """The whole index into a new folder, renamed over the old one."""
         folder.parent.mkdir(parents=True, exist_ok=True)
         building = folder.with_name(f".{folder.name}.{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
-        building.mkdir()
-        np.save(building / "vectors.npy", self.vectors)
-        (building / "entries.tsv").write_text("".join(f"{e.key}\t{e.product_id}\n" for e in self.entries))
-        meta = {"dim": self.dim, "model_version": self.model_version, "approximate_from": self.approximate_from}
-        (building / "index.json").write_text(json.dumps({**meta, "probe": self.probe, "photos": len(self)}))
+        (building / "shards").mkdir(parents=True)
+        self._shards, self._saved_rows, self._faiss_file, self._faiss_rows = [], 0, None, 0
+        self._append_shard(building)
+        self._write_faiss(building)
+        self._write_meta(building)
         old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
         if folder.exists():
             folder.rename(old)
         building.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
+        self._folder = folder
+
+    def _append_shard(self, folder: Path) -> None:
+        if self._saved_rows == len(self):
+            return
+        name = f"{len(self._shards):06d}"
+        np.save(folder / "shards" / f"{name}.npy", self.vectors[self._saved_rows :])
+        lines = "".join(f"{e.key}\t{e.product_id}\n" for e in self.entries[self._saved_rows :])
+        (folder / "shards" / f"{name}.tsv").write_text(lines)
+        self._shards.append(name)
+        self._saved_rows = len(self)
+
+    def _write_faiss(self, folder: Path) -> None:
+        if not self.approximate or (self._faiss_file and self._faiss_rows == len(self)):
+            return
+        name = f"faiss-{len(self)}.index"
+        faiss.write_index(self._faiss, str(folder / f".{name}"))
+        (folder / f".{name}").replace(folder / name)
+        self._faiss_file, self._faiss_rows = name, len(self)
+
+    def _write_meta(self, folder: Path) -> None:
+        meta = {
+            "dim": self.dim,
+            "model_version": self.model_version,
+            "approximate_from": self.approximate_from,
+            "probe": self.probe,
+            "photos": len(self),
+            "shards": self._shards,
+            "faiss": self._faiss_file,
+            "faiss_rows": self._faiss_rows,
+            "clustered_at": self._clustered_at,
+        }
+        (folder / ".index.json").write_text(json.dumps(meta))
+        (folder / ".index.json").replace(folder / "index.json")
 
     @classmethod
     def load(cls, folder: Path) -> ProductIndex:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "index.json").read_text())
-            vectors = np.load(folder / "vectors.npy")
-            lines = (folder / "entries.tsv").read_text().splitlines()
+            shards = [
+                (np.load(folder / "shards" / f"{s}.npy"), (folder / "shards" / f"{s}.tsv").read_text().splitlines())
+                for s in meta["shards"]
+            ]
         except (OSError, ValueError, KeyError) as exc:
             raise IndexMismatch(f"no readable product index at {folder} ({exc}): run `reviewlens index`") from exc
         index = cls(int(meta["dim"]), str(meta["model_version"]), int(meta["approximate_from"]), int(meta["probe"]))
-        entries = [Entry(*line.split("\t")) for line in lines]
-        if len(entries) != len(vectors):
-            raise IndexMismatch(f"the product index at {folder} is damaged: run `reviewlens index --rebuild`")
-        index.add(entries, vectors)
+        for vectors, lines in shards:
+            if len(lines) != len(vectors):
+                raise IndexMismatch(f"the product index at {folder} is damaged: run `reviewlens index --rebuild`")
+            index.entries += [Entry(*line.split("\t")) for line in lines]
+            index._chunks.append(vectors)
+        index._known = {e.key for e in index.entries}
+        index._folder, index._shards, index._saved_rows = folder, list(meta["shards"]), len(index)
+        if meta.get("faiss"):  # the approximate index as saved, and the rows saved after it
+            try:
+                index._faiss = faiss.read_index(str(folder / meta["faiss"]))
+            except RuntimeError as exc:
+                raise IndexMismatch(
+                    f"the product index at {folder} is damaged ({exc}): run `reviewlens index --rebuild`"
+                ) from exc
+            faiss.extract_index_ivf(index._faiss).nprobe = index.probe
+            index._faiss_file, index._faiss_rows = meta["faiss"], int(meta["faiss_rows"])
+            index._clustered_at = int(meta.get("clustered_at", index._faiss_rows))
+            index._faiss.add(index.vectors[index._faiss_rows :])
+        elif len(index) >= index.approximate_from:
+            index._faiss = index._build_ivf()
+        elif len(index):
+            index._faiss.add(index.vectors)
         return index
