@@ -120,25 +120,47 @@ def tune_top(
     seed: int = 0,
     deadline: float = math.inf,
 ) -> TopTuneResult:
-    """Trains the top on cached (activations, labels) for up to `epochs`, stopping before `deadline`
-    (time.monotonic()) at an epoch's end; keeps the epoch best on validation Top-1."""
+    """Trains the top on cached (activations, labels) for up to `epochs`, as many as fit before
+    `deadline` (time.monotonic()); keeps the epoch best on validation Top-1.
+
+    The epochs that fit are planned before the first, from a timed step and the validation pass,
+    so the learning rate's schedule always runs its whole course: a schedule cut off at its peak
+    leaves the top worse than the probe it started from."""
     started = time.monotonic()
     (x_train, y_train), (x_val, y_val) = train, val
     body, head = split.top_parameters()
-    opt = torch.optim.AdamW(
-        [{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}], weight_decay=weight_decay
-    )
-    steps = max(1, epochs * math.ceil(len(y_train) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, [lr, lr * head_lr_scale], total_steps=steps, pct_start=0.1, anneal_strategy="cos"
-    )
     gen = torch.Generator().manual_seed(seed)
 
     def val_top1() -> float:
         return float((top_logits(split, x_val).argmax(-1) == y_val).float().mean()) if len(y_val) else 0.0
 
+    def step_loss(index: torch.Tensor) -> torch.Tensor:
+        x = x_train[index].float()
+        flip = torch.rand(len(index), generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)  # the mirrored photo's map, near enough for the top's few layers
+        return F.cross_entropy(split.top(x), y_train[index], label_smoothing=label_smoothing)
+
     scores = [val_top1()]
+    val_seconds = time.monotonic() - started
     best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
+    steps_per_epoch = math.ceil(len(y_train) / batch_size)
+    if not math.isinf(deadline) and len(y_train):
+        split.train_mode()
+        for _ in range(2):  # the second step is timed (the first pays for warming up); none is taken
+            timed = time.monotonic()
+            step_loss(torch.arange(min(batch_size, len(y_train)))).backward()
+            split.model.zero_grad(set_to_none=True)
+        epoch_guess = (time.monotonic() - timed) * steps_per_epoch + val_seconds
+        epochs = min(epochs, int((deadline - time.monotonic()) / epoch_guess))
+    if epochs < 1 or not len(y_train):
+        split.model.eval()
+        return TopTuneResult(0, [round(s, 4) for s in scores], round(time.monotonic() - started, 1))
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_scale}], weight_decay=weight_decay
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, [lr, lr * head_lr_scale], total_steps=epochs * steps_per_epoch, pct_start=0.1, anneal_strategy="cos"
+    )
     epoch_seconds = 0.0
     for epoch in range(1, epochs + 1):
         if time.monotonic() + epoch_seconds > deadline:
@@ -147,11 +169,7 @@ def tune_top(
         split.train_mode()
         order = torch.randperm(len(y_train), generator=gen)
         for i in range(0, len(order), batch_size):
-            index = order[i : i + batch_size]
-            x = x_train[index].float()
-            flip = torch.rand(len(index), generator=gen) < 0.5
-            x[flip] = x[flip].flip(-1)  # the mirrored photo's map, near enough for the top's few layers
-            loss = F.cross_entropy(split.top(x), y_train[index], label_smoothing=label_smoothing)
+            loss = step_loss(order[i : i + batch_size])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
