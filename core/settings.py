@@ -159,7 +159,7 @@ class TrainConfig:
     top_epochs: Count = 8
     # A retrain in top mode starts from the production model's tuned top where that is safe
     # (training/warm_start.py) and tunes it this many epochs more.
-    top_retrain_epochs: Count = 2
+    top_retrain_epochs: Count = 1
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
     label_smoothing: Share = 0.1
