@@ -79,6 +79,12 @@ class Embedding:
         )
 
 
+SIMILARITY_BLOCK = 16_000_000  # similarities computed at once (64 MB)
+# Photos the embedding learns from at most: a seeded sample of a larger shop's, so that training's
+# memory stays flat as a shop grows (train_memory).
+EMBEDDING_PHOTOS = 20_000
+
+
 def fit_embedding(features: dict[str, torch.Tensor], labels: torch.Tensor, seed: int = 0) -> Embedding:
     """Trains the map on (N, width) features per member and their product labels."""
     members = list(features)
@@ -113,9 +119,26 @@ def best_by_product(similarity: torch.Tensor, products: torch.Tensor, n_products
     return out.scatter_reduce(1, products.expand_as(similarity), similarity, reduce="amax")
 
 
-def fit_temperature(similarity: torch.Tensor, products: torch.Tensor, truth: torch.Tensor, n_products: int) -> float:
-    """The softmax temperature over products' best similarities that minimizes the log-loss of `truth`."""
-    best = best_by_product(similarity, products, n_products)
+def nearest_by_product(
+    queries: torch.Tensor, photos: torch.Tensor, products: torch.Tensor, n_products: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each product's most similar photo (queries, products), each query's nearest photo's row)
+    for unit vectors, a block of queries at a time: the whole (queries, photos) matrix of a large
+    shop would hold gigabytes."""
+    block = max(1, SIMILARITY_BLOCK // max(1, len(photos)))
+    best, nearest = [], []
+    for start in range(0, len(queries), block):
+        similarity = queries[start : start + block] @ photos.T
+        best.append(best_by_product(similarity, products, n_products))
+        nearest.append(similarity.argmax(1))
+    if not best:
+        return torch.empty(0, n_products), torch.empty(0, dtype=torch.long)
+    return torch.cat(best), torch.cat(nearest)
+
+
+def fit_temperature(best: torch.Tensor, truth: torch.Tensor) -> float:
+    """The softmax temperature over products' best similarities (queries, products) that minimizes
+    the log-loss of `truth`."""
     losses = {t: float(F.cross_entropy(best / t, truth)) for t in TEMPERATURES}
     return min(losses, key=losses.__getitem__)
 

@@ -36,7 +36,14 @@ from training.augment import AugmentingCollate, normalize
 from training.bundle import BUNDLE_FORMAT
 from training.calibrate import Calibration, calibrate, ensemble_probs, sure_threshold
 from training.data import Example, Snapshot, make_snapshot
-from training.embedding import Embedding, best_by_product, fit_embedding, fit_temperature, merge
+from training.embedding import (
+    EMBEDDING_PHOTOS,
+    Embedding,
+    fit_embedding,
+    fit_temperature,
+    merge,
+    nearest_by_product,
+)
 from training.features import (
     FeatureStore,
     StoredRows,
@@ -499,18 +506,21 @@ def train_embedding(ctx: Context, models: dict[str, nn.Module], val_probs: torch
         return {name: store.read([e.key for e in examples])[:, 0] for name, store in features.items()}
 
     train, val = ctx.snapshot.split("train"), ctx.snapshot.split("val")
+    if len(train) > EMBEDDING_PHOTOS:
+        chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(ctx.config.seed))
+        train = [train[int(i)] for i in chosen[:EMBEDDING_PHOTOS].sort().values]
     train_labels = torch.tensor([e.label for e in train])
     embedding = fit_embedding(embed(train), train_labels, ctx.config.seed)
     if val:
-        similarity = embedding(embed(val)) @ embedding(embed(train)).T
         val_labels = torch.tensor([e.label for e in val])
         n = len(ctx.snapshot.classes)
-        embedding.temperature = fit_temperature(similarity, train_labels, val_labels, n)
-        merged = merge(val_probs, best_by_product(similarity, train_labels, n), embedding.temperature)
+        best, nearest = nearest_by_product(embedding(embed(val)), embedding(embed(train)), train_labels, n)
+        embedding.temperature = fit_temperature(best, val_labels)
+        merged = merge(val_probs, best, embedding.temperature)
         embedding.sure_threshold = sure_threshold(merged, val_labels, ctx.config.sure_precision)
-        own = best_by_product(similarity, train_labels, n).gather(1, val_labels[:, None])[:, 0]
+        own = best.gather(1, val_labels[:, None])[:, 0]
         embedding.object_similarity = float(own[own > -1].quantile(0.05)) if (own > -1).any() else 0.0
-        hits = float((train_labels[similarity.argmax(1)] == val_labels).float().mean())
+        hits = float((train_labels[nearest] == val_labels).float().mean())
         progress.info(
             "search embedding: val nearest-photo top-1 %.3f, merged top-1 %.3f, temperature %g, sure from %.2f",
             hits,
