@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.progress import Bar
 from models.efficientnet_lite import EfficientNetLite
 
 
@@ -162,22 +163,24 @@ def tune_top(
         opt, [lr, lr * head_lr_scale], total_steps=epochs * steps_per_epoch, pct_start=0.1, anneal_strategy="cos"
     )
     epoch_seconds = 0.0
-    for epoch in range(1, epochs + 1):
-        if time.monotonic() + epoch_seconds > deadline:
-            break
-        epoch_started = time.monotonic()
-        split.train_mode()
-        order = torch.randperm(len(y_train), generator=gen)
-        for i in range(0, len(order), batch_size):
-            loss = step_loss(order[i : i + batch_size])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        scores.append(val_top1())
-        if scores[-1] > best[0]:
-            best = (scores[-1], epoch, copy.deepcopy(split.model.state_dict()))
-        epoch_seconds = time.monotonic() - epoch_started
+    with Bar(epochs * len(y_train), f"tuning the top, {epochs} epochs") as bar:
+        for epoch in range(1, epochs + 1):
+            if time.monotonic() + epoch_seconds > deadline:
+                break
+            epoch_started = time.monotonic()
+            split.train_mode()
+            order = torch.randperm(len(y_train), generator=gen)
+            for i in range(0, len(order), batch_size):
+                loss = step_loss(order[i : i + batch_size])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(len(order[i : i + batch_size]))
+            scores.append(val_top1())
+            if scores[-1] > best[0]:
+                best = (scores[-1], epoch, copy.deepcopy(split.model.state_dict()))
+            epoch_seconds = time.monotonic() - epoch_started
     split.model.load_state_dict(best[2])
     split.model.eval()
     return TopTuneResult(best[1], [round(s, 4) for s in scores], round(time.monotonic() - started, 1))
