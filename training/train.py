@@ -274,6 +274,15 @@ def train_member(
     return model.cpu(), val_logits, record
 
 
+def top_inputs(
+    layout: Layout, member: Member, model: EfficientNetLite, size: int, config: TrainConfig
+) -> tuple[Split, FeatureStore, tuple[int, ...]]:
+    """`model` cut before its top, the store of its top's inputs, and the shape of one photo's."""
+    split = Split(model, config.top_blocks)
+    shape = tuple(split.lower(torch.zeros(1, 3, size, size)).shape[1:])
+    return split, activation_store(layout, member, model, size, config.resize_ratio, config.top_blocks, shape), shape
+
+
 def train_member_top(
     ctx: Context, member: Member, model: EfficientNetLite, size: int, deadline: float
 ) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
@@ -282,11 +291,9 @@ def train_member_top(
     activations, the last blocks are fine-tuned on them, and the tuned model's features of every
     photo come from them too: no photo is decoded twice. Returns what train_member does."""
     config, n_classes = ctx.config, len(ctx.snapshot.classes)
-    split = Split(model, config.top_blocks)
-    shape = tuple(split.lower(torch.zeros(1, 3, size, size)).shape[1:])
-    store = activation_store(ctx.layout, member, model, size, config.resize_ratio, config.top_blocks, shape)
-    examples = list({e.key: e for e in ctx.snapshot.examples}.values())
-    by_key = {e.key: e for e in examples}
+    split, store, shape = top_inputs(ctx.layout, member, model, size, config)
+    by_key = {e.key: e for e in ctx.snapshot.examples}
+    examples = list(by_key.values())
     warm_from = ctx.warm.version if ctx.warm and member.name in ctx.warm.states else ""
     if ctx.warm and warm_from:  # after the store is named: its activations are the ImageNet body's
         model.load_state_dict(ctx.warm.states[member.name], strict=False)

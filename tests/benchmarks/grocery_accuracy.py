@@ -32,12 +32,12 @@ from tests.benchmarks._smoke import parser as smoke_parser
 from training.bundle import Ensemble
 from training.data import Example, ProductClass, Snapshot
 from training.evaluate import evaluate, markdown_table
-from training.features import StoredRows, activation_store, feature_store
+from training.features import StoredRows, feature_store
 from training.head import Probe, Rows, fit_head, settings_of
 from training.members import get_member
 from training.metrics import scores
-from training.top_tune import Split, top_features
-from training.train import device, resolve_mode, train_snapshot
+from training.top_tune import top_features
+from training.train import device, resolve_mode, top_inputs, train_snapshot
 
 PROBE_C = (1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths the baseline probe tries on val
 
@@ -134,9 +134,7 @@ def frozen_features_from_activations(snapshot: Snapshot, layout: Layout, config:
         size = member.input_size(config.image_size)
         if not isinstance(model, EfficientNetLite):
             continue
-        split = Split(model, config.top_blocks)
-        shape = tuple(split.lower(torch.zeros(1, 3, size, size)).shape[1:])
-        acts = activation_store(layout, member, model, size, config.resize_ratio, config.top_blocks, shape)
+        split, acts, shape = top_inputs(layout, member, model, size, config)
         frozen = feature_store(layout, member, model, size, config.resize_ratio)
         todo = frozen.missing(keys)
         for i in range(0, len(todo), 1024):

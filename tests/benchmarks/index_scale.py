@@ -39,6 +39,14 @@ def photos_of(centres: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def recall_at_10(rows: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(rows, truth, strict=True)]))
+
+
+def entries(start: int, stop: int) -> list[Entry]:
+    return [Entry(str(i), str(i // PHOTOS_PER_PRODUCT)) for i in range(start, stop)]
+
+
 def timed(search: faiss.Index | ProductIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     search.search(queries[:10], k)  # warm
     started = time.perf_counter()
@@ -61,11 +69,11 @@ def main() -> None:
         exact.add(vectors)
         started = time.perf_counter()
         index = ProductIndex(DIM, "bench", approximate_from=1)
-        index.add([Entry(str(i), str(i // PHOTOS_PER_PRODUCT)) for i in range(size)], vectors)
+        index.add(entries(0, size), vectors)
         build = time.perf_counter() - started
         truth, exact_s = timed(exact, queries, 10)
         approx, approx_s = timed(index, queries, 10)
-        recall = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)]))
+        recall = recall_at_10(approx, truth)
         speedup = exact_s / approx_s
         print(
             f"{size:>9,} photos: exact {1000 * exact_s / QUERIES:.3f} ms/query, approximate (IVF, "
@@ -76,8 +84,7 @@ def main() -> None:
             started = time.perf_counter()
             grown = ProductIndex(DIM, "bench", approximate_from=1)
             for at in range(0, size, BATCH):
-                grown.add([Entry(str(i), str(i // PHOTOS_PER_PRODUCT)) for i in range(at, min(size, at + BATCH))],
-                          vectors[at : at + BATCH])  # fmt: skip
+                grown.add(entries(at, min(size, at + BATCH)), vectors[at : at + BATCH])
                 grown.save(Path(folder) / "index", approximate_index=False)
             grown.save(Path(folder) / "index")
             batchwise = time.perf_counter() - started
@@ -85,7 +92,7 @@ def main() -> None:
             loaded = ProductIndex.load(Path(folder) / "index")
             load_s = time.perf_counter() - started
             rows, _ = timed(loaded, queries, 10)
-            found = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(rows, truth, strict=True)]))
+            found = recall_at_10(rows, truth)
         build_ratio = batchwise / build
         print(
             f"    built as the index stage does (batches of {BATCH:,}, each saved): {batchwise:.1f} s, "
@@ -96,7 +103,7 @@ def main() -> None:
             for probe in (4, 8, 12, 16, 24, 32, 48):
                 faiss.extract_index_ivf(index._faiss).nprobe = probe
                 rows, seconds = timed(index, queries, 10)
-                found = float(np.mean([len(set(a) & set(t)) / 10 for a, t in zip(rows, truth, strict=True)]))
+                found = recall_at_10(rows, truth)
                 print(f"    scanning {probe:>2} lists: {exact_s / seconds:5.1f}x exact's speed, recall@10 {found:.3f}")
         del exact, index
     print(f"index_load_seconds_largest: {load_s:.2f}")
