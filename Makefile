@@ -38,10 +38,10 @@ env:
 	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(LS_VENV)/.installed
 
 demo: env
-	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --port $(LABEL_STUDIO_PORT)
+	$(VENV)/bin/reviewlens-demo run --data-dir $(DATA) --port $(LABEL_STUDIO_PORT)
 
 demo-quick: env
-	$(VENV)/bin/reviewlens demo --data-dir $(DATA) --port $(LABEL_STUDIO_PORT) --quick
+	$(VENV)/bin/reviewlens-demo run --data-dir $(DATA) --port $(LABEL_STUDIO_PORT) --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -81,7 +81,7 @@ down:
 
 # What `make demo` leaves running for you to look at: its Label Studio and the demo shop.
 stop:
-	-$(VENV)/bin/reviewlens stop --data-dir $(DATA)
+	-$(VENV)/bin/reviewlens-demo stop --data-dir $(DATA)
 
 clean: stop
 	rm -rf $(DATA)

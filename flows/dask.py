@@ -32,8 +32,8 @@ from curation.dedupe.grouping import Hasher
 from curation.dedupe.hashing import PhotoCheck, check_chunk
 
 if TYPE_CHECKING:  # torch is imported by the feature tasks alone: a hashing worker never loads it
+    from search.indexing import Embedder
     from training.bundle import Ensemble
-    from training.indexing import Embedder
     from training.loading import PhotoRef
     from training.train import FeatureChunk, FeatureExtractor
 
@@ -91,7 +91,7 @@ def _model(file: str, mtime_ns: int) -> Ensemble:
 
 @task
 def embed_chunk_task(data_dir: str, model: str, photos: list[PhotoRef]) -> np.ndarray:
-    from training.indexing import embed_here
+    from search.indexing import embed_here
 
     layout = Layout(Path(data_dir))
     localise(layout, [str(p.path.relative_to(layout.store_dir)) for p in photos])

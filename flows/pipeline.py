@@ -46,8 +46,8 @@ from flows.tasks import (
     train_or_why,
     train_task,
 )
+from search.indexing import IndexSummary, update_index
 from training.bundle import Ensemble
-from training.indexing import IndexSummary, update_index
 
 
 @flow(name="crawl", task_runner=task_runner())
@@ -104,10 +104,11 @@ def retrain_flow(
 
 @flow(name="index", task_runner=task_runner())
 def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
-    """Every usable photo of every product into the production model's index: no retrain."""
-    if dask_address():  # the photos embedded by tasks on the cluster, the index kept here
-        layout = Layout(Path(data_dir))
-        model = layout.production_dir
+    """Every usable photo of every product into the production model's index (the pretrained
+    bodies' before any promotion): no retrain."""
+    layout = Layout(Path(data_dir))
+    model = layout.production_dir
+    if dask_address() and (model / "model.pt").exists():  # embedded by tasks on the cluster, kept here
         return update_index(layout, Ensemble.load(model), embed=cluster_embedder(layout, model))
     return index_task(data_dir)
 

@@ -21,9 +21,9 @@ from crawler.errors import LayoutChanged
 from curation.dedupe.grouping import DedupeSummary, dedupe
 from curation.labeling.client import LabelStudioError, connect
 from curation.labeling.sync import PushSummary, predict_again, push
+from search.indexing import IndexSummary, update_index, update_pretrained_index
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
-from training.indexing import IndexSummary, update_index
 from training.train import FeatureExtractor, NotEnoughData, NothingNew, train
 
 
@@ -162,9 +162,13 @@ def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> Evalu
 
 @task
 def index_task(data_dir: str) -> IndexSummary:
-    """Embeds the usable photos the production model's index lacks: new products become findable."""
+    """Embeds the usable photos the production model's index lacks: new products become findable.
+    Before any model is promoted, the members' pretrained bodies embed them."""
     layout = Layout(Path(data_dir))
-    summary = update_index(layout, Ensemble.load(layout.production_dir))
+    if (layout.production_dir / "model.pt").exists():
+        summary = update_index(layout, Ensemble.load(layout.production_dir))
+    else:
+        summary = update_pretrained_index(layout, TrainConfig())
     get_run_logger().info(
         "index of model %s: %d photos of %d products (%d cut to a person's box), %d added",
         summary.model_version,

@@ -1,4 +1,4 @@
-"""The `reviewlens` command: one subcommand per stage, the pipeline, and the demo."""
+"""The `reviewlens` command: one subcommand per stage, the pipeline, the services."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +19,8 @@ from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, f
 from reviewlens.labelstudio_server import LabelStudioServer, port_of
 
 if TYPE_CHECKING:  # torch loads only for the commands that need it
-    from training.predict import PhotoObjects
+    from search.answers import PhotoAnswer
+    from search.finder import Finder
 
 T = TypeVar("T")
 
@@ -84,43 +84,6 @@ def config_from_flags(args: argparse.Namespace, cls: type[T]) -> T:
             given = {k: v for k, _, v in pairs}
         values[f.name] = given
     return from_mapping(cls, values)
-
-
-def cmd_demo_shop(args: argparse.Namespace) -> None:
-    from reviewlens.demoshop.faults import FaultPlan
-    from reviewlens.demoshop.generate import GeneratorConfig, generate
-    from reviewlens.demoshop.server import DemoShop
-
-    faults = None
-    if args.faults or args.latency_ms:
-        faults = FaultPlan.parse(
-            args.faults or "",
-            args.fault_rate,
-            seed=args.seed,
-            latency_s=args.latency_ms / 1000,
-            stall_s=args.stall_s,
-            oversize_bytes=args.oversize_bytes,
-        )
-
-    out = generate(
-        GeneratorConfig(
-            seed=args.seed,
-            n_categories=args.categories,
-            products_per_category=args.products,
-            photos_per_product=args.photos,
-            catalog_photos=args.catalog_photos,
-        ),
-        args.out,
-    )
-    with DemoShop(out, args.host, args.port, args.image_port, args.request_log, faults) as shop:
-        print(f"demo shop: pages and JSON at {shop.url}, photos at {shop.image_url} (Ctrl-C stops)", flush=True)
-        if faults:
-            print(f"faults: {faults.rates}, latency {faults.latency_s * 1000:.0f} ms", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
 
 
 def cmd_crawl(args: argparse.Namespace) -> None:
@@ -274,30 +237,59 @@ def _production_or_latest(layout: Layout, model: str | None) -> Path:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
+    from search.indexing import update_index, update_pretrained_index
     from training.bundle import Ensemble
-    from training.indexing import update_index
+    from training.runs import NoTrainedModel
 
     layout = Layout(args.data_dir)
-    ensemble = Ensemble.load(_production_or_latest(layout, args.model))
-    summary = update_index(layout, ensemble, rebuild=args.rebuild, approximate_from=args.approximate_from)
+    try:
+        ensemble = Ensemble.load(_production_or_latest(layout, args.model))
+    except NoTrainedModel:
+        if args.model:
+            raise
+        ensemble = None  # no model yet: the members' pretrained bodies embed the photos
+    if ensemble is None:
+        config = from_mapping(TrainConfig, {"members": args.members} if args.members else {})
+        summary = update_pretrained_index(layout, config, rebuild=args.rebuild, approximate_from=args.approximate_from)
+    else:
+        summary = update_index(layout, ensemble, rebuild=args.rebuild, approximate_from=args.approximate_from)
     kind = "approximate (IVF)" if summary.approximate else "exact"
+    made_by = (
+        f"the pretrained bodies ({summary.model_version}; no model trained yet, so every answer is not sure)"
+        if ensemble is None
+        else f"model {summary.model_version}"
+    )
     print(
-        f"index of model {summary.model_version}: {summary.photos} photos of {summary.products} products "
+        f"index of {made_by}: {summary.photos} photos of {summary.products} products "
         f"({summary.views} of them cut to a person's box), "
         f"{summary.added} added in {summary.seconds:.1f} s; {kind} search"
         + (f"; {summary.left_out} left out (file missing or changed)" if summary.left_out else "")
     )
 
 
+def _finder(layout: Layout, model: str | None) -> Finder:
+    """The Finder of the model asked for, else production's, else the newest run's; before any
+    training, that of the index built with the pretrained bodies."""
+    from search.finder import Finder
+    from training.runs import NoTrainedModel
+
+    try:
+        path = _production_or_latest(layout, model)
+    except NoTrainedModel as exc:
+        if model is None and (before := Finder.before_training(layout)) is not None:
+            return before
+        raise NoTrainedModel(f"{exc}, or `reviewlens index` to search with the pretrained bodies") from exc
+    return Finder.load(layout, path)
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    from search.answers import answer_files, as_json, photos_in
+    from search.picture import draw_objects
     from training.data import UnreadablePhoto
-    from training.picture import draw_objects
-    from training.predict import as_json, find_each, photos_in
     from training.progress import Bar
-    from training.search import Finder
 
     layout = Layout(args.data_dir)
-    finder = Finder.load(layout, _production_or_latest(layout, args.model))
+    finder = _finder(layout, args.model)
     photos = photos_in(Path(args.photo))
     ensemble, index = finder.ensemble, finder.index
     if not args.json:
@@ -311,7 +303,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     # Each answer is printed as it comes (a folder takes seconds a photo); a bar on the terminal
     # counts them when JSON, printed whole at the end, is what stdout carries.
     with Bar(len(photos), "photos answered", shown=args.json and len(photos) > 1) as bar:
-        for answer, image in find_each(finder, photos, k=args.top):
+        for answer, image in answer_files(finder, photos, k=args.top):
             answers.append(answer)
             bar.update(1)
             if args.picture and image is not None:
@@ -330,7 +322,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps([as_json(a) for a in answers], indent=1, ensure_ascii=False))
 
 
-def print_answer(answer: PhotoObjects) -> None:
+def print_answer(answer: PhotoAnswer) -> None:
     if answer.problem:
         print(f"{answer.photo}:\n  cannot read it: {answer.problem}", flush=True)
         return
@@ -349,10 +341,10 @@ def share(score: float) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from reviewlens.serve import serve
+    from search.serve import serve
 
     layout = Layout(args.data_dir)
-    serve(layout, _production_or_latest(layout, args.model), args.host, args.port, args.allowed_host, args.queue)
+    serve(layout, _finder(layout, args.model), args.host, args.port, args.allowed_host, args.queue)
 
 
 PIPELINE_SETTINGS: dict[str, type[Any]] = {
@@ -376,24 +368,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     print(result.evaluate.table)
 
 
-def cmd_stop(args: argparse.Namespace) -> None:
-    from reviewlens.demo import stop_shop
-
-    layout = Layout(args.data_dir)
-    home = layout.data_dir / "label-studio"
-    server = LabelStudioServer(home, layout.data_dir, port=port_of(home))
-    stopped = [f"Label Studio at {server.url}"] if server.stop() else []
-    stopped += ["the demo shop"] if stop_shop(layout.data_dir / "demo-shop") else []
-    print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of the demo in {layout.data_dir} was running")
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from reviewlens.demo import run_demo
-
-    run_demo(Path(args.data_dir), port=args.port, quick=args.quick)
-
-
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
+def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="store, manifest and runs (default: %(default)s)"
     )
@@ -401,35 +376,12 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reviewlens", description=__doc__)
+    parser.set_defaults(prog="reviewlens")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo-shop", help="serve the generated demo shop")
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_DATA_DIR / "demo-shop", help="where the catalog and photos are generated"
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--image-port", type=int, default=8701)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--categories", type=int, default=4)
-    p.add_argument("--products", type=int, default=5, help="products per category")
-    p.add_argument("--photos", type=int, default=36, help="review photos per product")
-    p.add_argument("--catalog-photos", action="store_true", help="product pages name the shop's own photo of each")
-    p.add_argument("--request-log", type=Path, help="append every request received to this JSONL file")
-    p.add_argument(
-        "--faults",
-        help="'default' (every fault, --fault-rate in all) or NAME=RATE,...: "
-        "5xx, 429, slow, stall, truncate, content_type, drift, redirect, oversize, bomb",
-    )
-    p.add_argument("--fault-rate", type=float, default=0.1, help="share of requests faulted with --faults default")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="added to every response")
-    p.add_argument("--stall-s", type=float, default=10.0, help="how long a stalled response hangs")
-    p.add_argument("--oversize-bytes", type=int, default=25_000_000, help="size of an oversized photo")
-    p.set_defaults(func=cmd_demo_shop)
-
     p = sub.add_parser("crawl", help="crawl the shop's best sellers and their review photos")
-    _add_data_dir(p)
+    add_data_dir(p)
     add_config_flags(p, CrawlConfig)
     p.set_defaults(func=cmd_crawl)
 
@@ -437,17 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "source", type=Path, help="folder with one sub-folder per product, or a CSV of path,product[,name,url]"
     )
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--shop", default="import", help="the shop its products are recorded under (default: %(default)s)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("dedupe", help="validate, hash and group near-duplicate photos")
-    _add_data_dir(p)
+    add_data_dir(p)
     add_config_flags(p, DedupeConfig)
     p.set_defaults(func=cmd_dedupe)
 
     p = sub.add_parser("contact-sheet", help="an HTML page of the duplicate groups and rule verdicts")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--out", type=Path, help="the page's path (default: DATA_DIR/reports/contact-sheet.html)")
     p.set_defaults(func=cmd_contact_sheet)
 
@@ -463,12 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full", action="store_true", help="pull: read every answered task, not only those changed since the last pull"
     )
-    _add_data_dir(p)
+    add_data_dir(p)
     add_config_flags(p, LabelConfig)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("ml-backend", help="the model in production for Label Studio's labeling view (its ML backend)")
-    _add_data_dir(p)
+    add_data_dir(p)
     add_config_flags(p, LabelConfig)
     _add_door_flags(p, 9090)
     p.set_defaults(func=cmd_ml_backend)
@@ -478,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["start", "stop", "status", "add-user"])
     p.add_argument("email", nargs="?", help="add-user: the new annotator's e-mail address, their login")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--home", type=Path, help="Label Studio's own data (default: DATA_DIR/label-studio)")
     p.add_argument("--document-root", type=Path, help="folder it may serve photos from (default: DATA_DIR)")
     p.add_argument("--port", type=int, help="default: the port it was last started on, else 8080")
@@ -489,28 +441,33 @@ def build_parser() -> argparse.ArgumentParser:
         ("down", cmd_down, "stop exactly what `reviewlens up` started"),
     ):
         p = sub.add_parser(name, help=text)
-        _add_data_dir(p)
+        add_data_dir(p)
         p.add_argument("--label-studio-port", type=int, default=8080)
         p.add_argument("--prefect-port", type=int, default=4200)
         p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="train the ensemble on the accepted photos")
-    _add_data_dir(p)
+    add_data_dir(p)
     add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="a run on its test photos: report.md, confusion.png, the promotion gate")
     p.add_argument("run", nargs="?", help="run folder (default: the newest)")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--promote", action="store_true", help="promote the run if it passes the gate")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("index", help="embed every usable photo of every product for search (no retrain)")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
     p.add_argument("--rebuild", action="store_true", help="embed every photo again")
     p.add_argument(
         "--approximate-from", type=int, default=100_000, help="photos from which search is approximate (IVF)"
+    )
+    p.add_argument(
+        "--members",
+        nargs="+",
+        help="with no trained model: the members whose pretrained bodies embed the photos (default: training's)",
     )
     p.set_defaults(func=cmd_index)
 
@@ -519,39 +476,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="products listed per object (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.add_argument("--picture", help="PNG with each box and its best product (a folder for several photos)")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="a local web page: drop a photo, see its products")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument("--model", help="run folder or model.pt (default: production, else the newest run)")
     _add_door_flags(p, 8900)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("pipeline", help="run the whole pipeline as a Prefect flow")
-    _add_data_dir(p)
+    add_data_dir(p)
     p.add_argument(
         "--config", help="JSON file: {crawl: {...}, dedupe: {...}, label: {...}, train: {...}, demo_shop_dir: ...}"
     )
     p.set_defaults(func=cmd_pipeline)
 
-    p = sub.add_parser("demo", help="set up and run the pipeline on the demo shop")
-    _add_data_dir(p)
-    p.add_argument("--port", type=int, default=8080, help="Label Studio's port")
-    p.add_argument("--quick", action="store_true", help="a smaller shop and shorter training")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("stop", help="stop what `demo` left running: its Label Studio and the demo shop")
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_stop)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a parsed command: a ReviewlensError is one line on stderr and exit status 1."""
     # Prefect's ephemeral server would report usage to a host this machine may not reach.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -561,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except ReviewlensError as exc:  # what the user can fix; anything else is a bug and keeps its traceback
-        print(f"reviewlens {args.command}: {exc}", file=sys.stderr)
+        print(f"{args.prog} {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0
 

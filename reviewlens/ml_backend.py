@@ -12,16 +12,17 @@ A /predict that carries the boxes on the photo as its context is Label Studio's 
 made whenever a person draws, moves or resizes a box: it is answered at once, without the model,
 with the box's share of the photo against the coverage rule (`rules.box_words`).
 
-Each other answer holds the product's box and the object count as the machine estimated them when the
-photo was pushed, and a note in words: the rule verdicts and the model's three likeliest products
-with their scores. The photo is read from the store by the hash in the task, never fetched over
-HTTP. The model is the one in production; a promotion replaces it on disk, and the next request
-answers with it under its version.
+Each other answer holds the product's box and the object count as the machine estimated them when
+the photo was pushed, and a note in words: the rule verdicts and the model's three likeliest
+products with their scores, as `reviewlens predict` names them (`Finder.answer`, the index
+included). The photo is read from the store by the hash in the task, never fetched over HTTP. The
+model is the one in production; a promotion replaces it on disk, and the next request answers with
+it under its version.
 
 Every request must carry the login kept in DATA_DIR/services/ml-backend-login (HTTP basic auth):
 `label connect-backend` gives it to Label Studio for its calls and for the webhook's header, so a
 stranger on the machine can neither read answers nor queue label pulls. The doors of
-reviewlens/doors.py stand in front: its own Host names, a bounded queue, header and body deadlines.
+core/doors.py stand in front: its own Host names, a bounded queue, header and body deadlines.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core import queries as q
+from core.bodies import Refused, read_json
 from core.boxes import parse_box
+from core.doors import Queue, guarded, own_hosts, run
 from core.kept_secret import kept_secret
 from core.layout import Layout
 from core.manifest import Manifest, open_manifest
@@ -50,53 +53,70 @@ from curation.labeling.report import VerdictAgreement, verdict_records
 from curation.labeling.rules import box_words
 from curation.labeling.shapes import box_region, note_region, objects_region, your_box_region
 from curation.preannotate.estimates import photo_verdict, queue_score
-from reviewlens.bodies import Refused, read_json
-from reviewlens.doors import Queue, guarded, own_hosts, run
-from training.bundle import Ensemble
-from training.predict import predict_many
+from search.answers import answer_files
+from search.finder import Finder
+from search.indexing import index_folder
 
 log = logging.getLogger(__name__)
 NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted
 # Label Studio's webhook actions that change a decision, and the Prefect event they become.
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 ANNOTATION_SAVED = "label-studio.annotation.saved"
-# What one call may ask: Label Studio sends a task or a page of them, a push asks again a hundred
+# What one call may ask: Label Studio sends a task or a page of them, a push asks again 25
 # at a time (curation/labeling/sync.py); each task's data is a few hundred bytes.
 MAX_TASKS = 200
 MAX_BODY = 2_000_000
 
 
 class Production:
-    """The model in production, loaded again whenever a promotion replaces its file."""
+    """The model in production and its index, loaded again whenever a promotion or an index run
+    replaces their files."""
 
     def __init__(self, layout: Layout) -> None:
+        self.layout = layout
         self.file = layout.production_dir / "model.pt"
-        self.ensemble: Ensemble | None = None
-        # The file as loaded: a promotion renames a new folder into place, so its inode changes.
-        self.loaded_from: tuple[int, int, int] | None = None
+        self.index_file = index_folder(layout) / "index.json"
+        self.finder: Finder | None = None
+        # The files as loaded: a promotion renames a new folder into place, so its inode changes;
+        # an index run writes its index.json last.
+        self.loaded_from: tuple[tuple[int, int, int], tuple[int, int, int] | None] | None = None
         self.lock = threading.Lock()
 
-    def current(self) -> Ensemble | None:
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int, int] | None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Finder | None:
         with self.lock:
-            try:
-                stat = self.file.stat()
-            except FileNotFoundError:
-                self.ensemble, self.loaded_from = None, None
+            model = self._stamp(self.file)
+            if model is None:
+                self.finder, self.loaded_from = None, None
                 return None
-            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != self.loaded_from:
-                self.ensemble = Ensemble.load(self.file.parent)
-                self.loaded_from = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-                log.info("model %s loaded from %s", self.ensemble.version, self.file.parent)
-            return self.ensemble
+            stamp = (model, self._stamp(self.index_file))
+            if stamp != self.loaded_from:
+                self.finder = Finder.load(self.layout, self.file.parent)
+                self.loaded_from = stamp
+                index = self.finder.index
+                log.info(
+                    "model %s loaded from %s, %s",
+                    self.finder.ensemble.version,
+                    self.file.parent,
+                    f"its index of {len(index)} photos" if index is not None else "no index of it yet",
+                )
+            return self.finder
 
     def version(self) -> str:
-        ensemble = self.current()
-        return ensemble.version if ensemble is not None else NO_MODEL
+        finder = self.current()
+        return finder.ensemble.version if finder is not None else NO_MODEL
 
     def loaded_version(self) -> str:
         """The version of the model last loaded, without looking at the disk: for answers that use no model."""
-        ensemble = self.ensemble
-        return ensemble.version if ensemble is not None else NO_MODEL
+        finder = self.finder
+        return finder.ensemble.version if finder is not None else NO_MODEL
 
 
 @dataclass(frozen=True)
@@ -119,20 +139,23 @@ class Verdicts:
                               min_coverage, records.get(self.verdict))  # fmt: skip
 
 
-def model_words(ensemble: Ensemble | None, photos: list[Path], claimed: list[str]) -> list[list[str]]:
-    """The model's three likeliest products for each photo, in words: one load of the models."""
-    if ensemble is None:
+def model_words(finder: Finder | None, photos: list[Path], claimed: list[str]) -> list[list[str]]:
+    """The three likeliest products for each photo in words, as `reviewlens predict` names them
+    (its first object): one load of the models."""
+    if finder is None:
         return [["Model: none in production yet."] for _ in photos]
+    version = finder.ensemble.version
     out = []
-    for answer, product in zip(predict_many(ensemble, photos, k=3), claimed, strict=True):
+    for (answer, _), product in zip(answer_files(finder, photos, k=3), claimed, strict=True):
         if answer.problem:
-            out.append([f"Model {ensemble.version}: cannot read the photo ({answer.problem})."])
+            out.append([f"Model {version}: cannot read the photo ({answer.problem})."])
             continue
-        ranked = ", ".join(f"{n}. {g.product.name} ({g.score:.2f})" for n, g in enumerate(answer.guesses, start=1))
-        lines = [f"Model {ensemble.version}: {ranked}" + ("" if answer.sure else " - not sure.")]
-        best = answer.guesses[0].product.name
-        if answer.sure and best != product:
-            lines.append(f"The model takes it for {best}, not {product}: check which product it shows.")
+        best = answer.objects[0]
+        ranked = ", ".join(f"{n}. {m.product.name} ({m.score:.2f})" for n, m in enumerate(best.matches, start=1))
+        lines = [f"Model {version}: {ranked}" + ("" if best.sure else " - not sure.")]
+        named = best.matches[0].product.name
+        if best.sure and named != product:
+            lines.append(f"The model takes it for {named}, not {product}: check which product it shows.")
         out.append(lines)
     return out
 
@@ -195,13 +218,13 @@ def build_backend(layout: Layout, min_coverage: float, hosts: list[str], login: 
 
     def predict_tasks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         with answering, open_manifest(layout) as manifest:
-            ensemble = production.current()
-            version = ensemble.version if ensemble is not None else NO_MODEL
+            finder = production.current()
+            version = finder.ensemble.version if finder is not None else NO_MODEL
             data = [t.get("data") or {} for t in tasks]
             found = [look_up(manifest, layout, str(d.get("sha256") or "")) for d in data]
             records = verdict_records(manifest)
             known = [(f.path, str(d.get("product") or "")) for f, d in zip(found, data, strict=True) if f.path]
-            words = iter(model_words(ensemble, [path for path, _ in known], [product for _, product in known]))
+            words = iter(model_words(finder, [path for path, _ in known], [product for _, product in known]))
             results = [answer(f, next(words) if f.path else [], min_coverage, version, records) for f in found]
         log.info("predicted %d tasks with model %s", len(tasks), version)
         return {"results": results, "model_version": version}

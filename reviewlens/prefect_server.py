@@ -1,5 +1,5 @@
 """The Prefect server `reviewlens up` runs: Prefect's own app, as `prefect server start` serves it,
-behind a Host check (reviewlens/doors.py). Prefect has no setting for the names it answers to, so
+behind a Host check (core/doors.py). Prefect has no setting for the names it answers to, so
 a page that points its own domain at this machine (DNS rebinding) would otherwise reach it.
 
 Run as `python -m reviewlens.prefect_server --host H --port P`, with the environment
@@ -14,7 +14,7 @@ import os
 import uvicorn
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from reviewlens.doors import HeadersInTime, own_hosts
+from core.doors import HeadersInTime, own_hosts
 
 
 def main() -> None:

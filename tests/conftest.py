@@ -32,8 +32,8 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.locations import locate_products
 from curation.preannotate.colocalise import CoLocaliser
-from reviewlens.demoshop.generate import GeneratorConfig, generate
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.generate import GeneratorConfig, generate
+from demo.shop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.db import run, run_many
 from tests.postgres import NoPostgres, PostgresServer

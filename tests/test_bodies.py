@@ -1,4 +1,4 @@
-"""Request bodies read within a budget (reviewlens/bodies.py): the size, the depth, and the time."""
+"""Request bodies read within a budget (core/bodies.py): the size, the depth, and the time."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from reviewlens import bodies
-from reviewlens.bodies import Refused, read_json
+from core import bodies
+from core.bodies import Refused, read_json
 
 
 async def _echo(request: Request) -> Response:

@@ -18,12 +18,12 @@ from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import TrainConfig
 from curation.labeling.rules import decide
-from reviewlens.demoshop.annotator import answer
-from reviewlens.demoshop.generate import PhotoTruth, load_truth
+from demo.shop.annotator import answer
+from demo.shop.generate import PhotoTruth, load_truth
+from search.indexing import update_index
 from tests.db import run
 from training.bundle import Ensemble
 from training.data import BOX_VIEW_MAX_AREA, load_image, make_snapshot
-from training.indexing import update_index
 from training.loading import PhotoRef, Photos
 from training.photo_cache import PhotoCache
 from training.train import train

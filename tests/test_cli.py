@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from core.settings import CrawlConfig, TrainConfig
+from demo.cli import main as demo_main
 from reviewlens.cli import build_parser, config_from_flags, main
 
 SUBCOMMANDS = [
-    ["demo-shop"],
     ["crawl"],
     ["dedupe"],
     ["label", "push"],
@@ -27,7 +27,8 @@ SUBCOMMANDS = [
     ["evaluate"],
     ["predict", "x.jpg"],
     ["pipeline"],
-    ["demo"],
+    ["index"],
+    ["serve"],
 ]
 
 
@@ -39,12 +40,24 @@ def test_every_subcommand_has_help(words: list[str], capsys: pytest.CaptureFixtu
     assert "usage: reviewlens " + words[0] in capsys.readouterr().out
 
 
-def test_installed_command_runs() -> None:
-    # The console script pip installed beside this interpreter, as a person types it.
-    command = Path(sys.executable).parent / "reviewlens"
-    assert command.is_file(), f"{command} is not installed (make env)"
-    out = subprocess.run([str(command), "--help"], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("usage: reviewlens ") and "pipeline" in out.stdout and "predict" in out.stdout
+@pytest.mark.parametrize("words", [["run"], ["shop"], ["stop"]], ids=lambda w: w[0])
+def test_every_demo_subcommand_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        demo_main([*words, "--help"])
+    assert done.value.code == 0
+    assert "usage: reviewlens-demo " + words[0] in capsys.readouterr().out
+
+
+def test_installed_commands_run() -> None:
+    # The console scripts pip installed beside this interpreter, as a person types them.
+    for name, words in (("reviewlens", ("pipeline", "predict")), ("reviewlens-demo", ("run", "stop"))):
+        command = Path(sys.executable).parent / name
+        assert command.is_file(), f"{command} is not installed (make env)"
+        out = subprocess.run([str(command), "--help"], capture_output=True, text=True, check=True)
+        assert out.stdout.startswith(f"usage: {name} ") and all(w in out.stdout for w in words)
+    # The production command knows nothing of the demo.
+    out = subprocess.run([str(Path(sys.executable).parent / "reviewlens"), "demo"], capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice: 'demo'" in out.stderr
 
 
 def test_predict_without_a_model_or_with_a_bad_photo_says_why(

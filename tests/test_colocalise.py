@@ -16,8 +16,8 @@ from curation.labeling.rule_tasks import machine_prediction
 from curation.labeling.shapes import SEVERAL
 from curation.preannotate.colocalise import MIN_PHOTOS, CoLocaliser, Location, locate_in
 from curation.preannotate.estimates import Thresholds, estimate
+from demo.shop.generate import load_truth
 from models.coco_detector import Detection
-from reviewlens.demoshop.generate import load_truth
 from tests.db import run
 
 

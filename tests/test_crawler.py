@@ -31,9 +31,9 @@ from crawler.ohouse import (
 )
 from crawler.store import PhotoStore
 from curation.dedupe.grouping import dedupe
+from demo.shop.generate import GeneratorConfig, generate, load_truth
+from demo.shop.server import DemoShop
 from reviewlens.cli import main
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
-from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config, free_port
 from tests.db import count, run
 

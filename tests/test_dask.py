@@ -21,8 +21,8 @@ from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from curation.dedupe.grouping import dedupe
+from demo.shop.server import DemoShop
 from flows.dask import TASKS, cluster_extractor
-from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import crawled, run
 from tests.procs import ROOT

@@ -19,7 +19,7 @@ from core.settings import DedupeConfig
 from curation.dedupe.grouping import dedupe, group_pairs
 from curation.dedupe.hashing import hamming_matrix
 from curation.dedupe.neardup import MultiIndex, near_pairs, pairs_brute, pairs_indexed
-from reviewlens.demoshop.generate import load_truth
+from demo.shop.generate import load_truth
 from tests.db import count, run
 from tests.procs import alive, descendants
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import requests
 
-from reviewlens.demoshop.generate import generate, load_catalog, load_truth
-from reviewlens.demoshop.server import REVIEWS_PER_PAGE, DemoShop
+from demo.shop.generate import generate, load_catalog, load_truth
+from demo.shop.server import REVIEWS_PER_PAGE, DemoShop
 from tests.conftest import SMALL_SHOP
 
 

@@ -1,4 +1,4 @@
-"""The doors every listening service stands behind (reviewlens/doors.py), held shut for real: a
+"""The doors every listening service stands behind (core/doors.py), held shut for real: a
 uvicorn server on loopback, spoken to over sockets and HTTP as a stranger would."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from reviewlens.bodies import Refused, read_body
-from reviewlens.doors import HeadersInTime, Queue, guarded, own_hosts
+from core.bodies import Refused, read_body
+from core.doors import HeadersInTime, Queue, guarded, own_hosts
 from tests.procs import free_port
 
 LOGIN = "reviewlens:a-secret-of-the-test"

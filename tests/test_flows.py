@@ -10,9 +10,9 @@ from prefect.exceptions import ParameterTypeError
 from core.layout import Layout
 from core.manifest import Manifest, open_manifest
 from crawler.errors import LayoutChanged
+from demo.shop.faults import FaultPlan
+from demo.shop.server import DemoShop
 from flows.pipeline import crawl_flow
-from reviewlens.demoshop.faults import FaultPlan
-from reviewlens.demoshop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import run
 from tests.shoplog import read_log

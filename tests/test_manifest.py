@@ -19,7 +19,7 @@ from core.layout import Layout
 from core.manifest import open_manifest
 from core.manifest_postgres import ManifestUnreachable
 from crawler.crawl import crawl
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import count, crawled
 from tests.postgres import PostgresServer

@@ -26,7 +26,10 @@ from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.shapes import MACHINE_NOTE, PRODUCT_BOX, box_region, your_box_region
 from curation.labeling.sync import connect_backend, predict_again, push
 from curation.preannotate.estimates import photo_verdict, queue_score
+from reviewlens.cli import main
 from reviewlens.labelstudio_server import LabelStudioServer
+from reviewlens.ml_backend import look_up
+from search.indexing import update_index
 from tests.conftest import with_locations
 from tests.db import run
 from tests.procs import backend_login, ml_backend
@@ -76,13 +79,17 @@ def connected(
         names = {r[0] for r in run(m, "SELECT name FROM products")}
         project = int(run(m, "SELECT project_id FROM labels LIMIT 1").fetchone()[0])
     promote(train(TrainConfig(mode="quick", **SMALL), layout), layout)  # type: ignore[arg-type]
+    # Indexed, as the retrain flow does after a promotion: the backend answers as `predict` does.
+    update_index(layout, Ensemble.load(layout.production_dir))
     log = tmp_path_factory.mktemp("ml-backend") / "backend.log"
     with ml_backend(layout.data_dir, log) as url, requests.Session() as http:
         http.auth = backend_login(layout.data_dir)
         yield Connected(layout, label, client, project, url, http, log, names)
 
 
-def test_a_task_opened_without_predictions_gets_the_production_models_answer(connected: Connected) -> None:
+def test_a_task_opened_without_predictions_gets_the_production_models_answer(
+    connected: Connected, capsys: pytest.CaptureFixture[str]
+) -> None:
     c = connected
     production = Ensemble.load(c.layout.production_dir).version
     assert c.http.get(f"{c.backend}/health", timeout=10).json()["model_version"] == production
@@ -107,8 +114,11 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
 
     with open_manifest(c.layout) as m:
         row = run(
-            m, "SELECT l.task_id, e.box FROM labels l JOIN estimates e USING (sha256) WHERE e.box IS NOT NULL LIMIT 1"
+            m,
+            "SELECT l.task_id, e.box, l.sha256 FROM labels l JOIN estimates e USING (sha256) "
+            "WHERE e.box IS NOT NULL LIMIT 1",
         ).fetchone()
+        photo = look_up(m, c.layout, row[2]).path
     task_id = int(row[0])
     for kept in c.client.predictions(task_id):  # the push's pre-annotation, made before any model
         c.client.sdk.predictions.delete(id=kept["id"])
@@ -129,6 +139,12 @@ def test_a_task_opened_without_predictions_gets_the_production_models_answer(con
     named = re.findall(r"\d\. (.+?) \((0\.\d\d|1\.00)\)", said)
     assert len(named) == 3 and {name for name, _ in named} <= c.names
     assert _backend_lines(c.log, production) == [1]
+    # The annotator is told the products a shopper is: `reviewlens predict`'s first object's.
+    assert photo is not None and main(["predict", str(photo), "--json", "--data-dir", str(c.layout.data_dir)]) == 0
+    (predicted,) = json.loads(capsys.readouterr().out)
+    first = predicted["objects"][0]["products"]
+    assert [name for name, _ in named] == [p["name"] for p in first]
+    assert [float(score) for _, score in named] == [pytest.approx(p["score"], abs=0.006) for p in first]
 
 
 def test_a_promotion_asks_again_about_every_open_task_in_batches(

@@ -19,8 +19,8 @@ from curation.labeling.report import labeling_report
 from curation.labeling.rules import decide
 from curation.labeling.shapes import objects_region
 from curation.labeling.sync import push
-from reviewlens.demoshop.annotator import answer, photo_id
-from reviewlens.demoshop.generate import load_truth
+from demo.shop.annotator import answer, photo_id
+from demo.shop.generate import load_truth
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.conftest import leave_to_label
 from tests.db import run

@@ -24,18 +24,17 @@ from curation.labeling.client import LabelStudioError, connect
 from curation.labeling.report import labeling_report
 from curation.labeling.sync import push
 from curation.preannotate.colocalise import LOCALISER_VERSION
+from demo.flow import ANNOTATOR_KEY, SCRIPTED_ANNOTATOR, SECOND_ANNOTATOR, SECOND_ANNOTATOR_KEY, demo_flow
+from demo.shop.faults import bomb_png
+from demo.shop.generate import PhotoTruth, load_truth
+from demo.shop.server import DemoShop
 from flows.pipeline import PipelineResult, pipeline_flow, retrain_flow
 from flows.tasks import Evaluation
-from reviewlens.demo import ANNOTATOR_KEY, SCRIPTED_ANNOTATOR, SECOND_ANNOTATOR, SECOND_ANNOTATOR_KEY, demo_flow
-from reviewlens.demoshop.faults import bomb_png
-from reviewlens.demoshop.generate import PhotoTruth, load_truth
-from reviewlens.demoshop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
+from search.answers import answer_files
+from search.finder import Finder
 from tests.conftest import crawl_config
 from tests.db import count, run
-from training.bundle import Ensemble
-from training.data import UnreadablePhoto
-from training.predict import predict
 
 pytestmark = pytest.mark.integration
 
@@ -234,16 +233,19 @@ def test_the_pipeline_again_changes_nothing_and_trains_only_when_forced(ran: Ran
 
 
 def test_predict_names_three_catalog_products_and_refuses_a_bomb(ran: Ran) -> None:
-    # Three catalog products with their links, best first.
+    # What `reviewlens predict` calls: three catalog products with their links, best first.
+    finder = Finder.load(ran.layout, ran.layout.production_dir)
+    assert finder.index is not None and len(finder.index)  # the pipeline indexed the promoted model
     photo = ran.shop_dir / "photos" / f"{next(iter(ran.truth))}.jpg"
-    guesses = predict(Ensemble.load(ran.layout.production_dir), photo)
-    assert len(guesses) == 3 and guesses[0].score >= guesses[1].score >= guesses[2].score
-    assert all(g.product.name in ran.products and g.product.url.endswith("/selling") for g in guesses)
+    ((answer, image),) = list(answer_files(finder, [photo]))
+    matches = answer.objects[0].matches
+    assert image is not None and len(matches) == 3 and matches[0].score >= matches[1].score >= matches[2].score
+    assert all(m.product.name in ran.products and m.product.url.endswith("/selling") for m in matches)
     # ... and refuses a photo claiming 400 megapixels before decoding it.
     bomb = ran.layout.data_dir / "bomb.png"
     bomb.write_bytes(bomb_png())
-    with pytest.raises(UnreadablePhoto):
-        predict(Ensemble.load(ran.layout.production_dir), bomb)
+    ((refused, nothing),) = list(answer_files(finder, [bomb]))
+    assert nothing is None and refused.objects == [] and "pixels" in refused.problem
 
 
 def test_a_photo_lost_from_the_store_is_left_out_of_the_push_and_recorded_as_failed(ran: Ran) -> None:

@@ -16,9 +16,9 @@ from core.manifest import open_manifest
 from crawler.crawl import crawl
 from crawler.errors import LayoutChanged
 from crawler.polite import WINDOW_S, RateLimiter, retry_after_seconds
-from reviewlens.demoshop.faults import FaultPlan
-from reviewlens.demoshop.generate import load_truth
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.faults import FaultPlan
+from demo.shop.generate import load_truth
+from demo.shop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import count, run
 from tests.shoplog import max_in_window, read_log

@@ -27,18 +27,18 @@ from prefect_dask import DaskTaskRunner
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import TrainConfig
+from demo.shop.faults import bomb_png
 from flows.dask import cluster_embedder
 from reviewlens.cli import main
-from reviewlens.demoshop.faults import bomb_png
+from search.finder import Finder
+from search.indexing import IndexSummary, index_folder, update_index
+from search.objects import Scored, grid_regions, select
+from search.product_index import Entry, IndexMismatch, ProductIndex
 from tests.conftest import free_port
 from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
 from training.calibrate import SURE_FLOOR
-from training.indexing import IndexSummary, index_folder, update_index
-from training.objects import Scored, grid_regions, select
-from training.product_index import Entry, IndexMismatch, ProductIndex
-from training.search import Finder
 from training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,13 +155,18 @@ def test_a_product_never_trained_on_is_found_through_the_index(searchable: Searc
     for path in s.photos[s.left_out][:5]:
         photo = ImageOps.mirror(Image.open(path).convert("RGB"))
         photo = photo.crop((5, 5, photo.width - 5, photo.height - 5))
-        hits += finder.answer_photo(photo).matches[0].product.product_id == s.left_out
+        hits += finder.answer([photo], objects=False)[0].best.matches[0].product.product_id == s.left_out
     assert hits >= 4
     # The classifier and the index agree on products both know.
     agree = 0
     for product, paths in s.photos.items():
         if product != s.left_out:
-            agree += finder.answer_photo(Image.open(paths[0]).convert("RGB")).matches[0].product.product_id == product
+            agree += (
+                finder.answer([Image.open(paths[0]).convert("RGB")], objects=False)[0]
+                .best.matches[0]
+                .product.product_id
+                == product
+            )
     assert agree >= len(s.photos) - 2
 
 
@@ -188,8 +193,8 @@ def _side_by_side(a: Path, b: Path) -> Image.Image:
 
 def _answered_alone(finder: Finder, path: Path, product: str) -> bool:
     """Named first, and an object by the rule a region is held to: its three likeliest products
-    hold a sure share of the probability (training/search.py)."""
-    answer = finder.answer_photo(Image.open(path).convert("RGB"))
+    hold a sure share of the probability (search/finder.py)."""
+    answer = finder.answer([Image.open(path).convert("RGB")], objects=False)[0].best
     held = sum(m.score for m in answer.matches[: finder.object_top])
     return held >= finder.threshold and answer.matches[0].product.product_id == product
 
@@ -213,7 +218,7 @@ def test_predict_answers_every_object_in_a_photo_as_text_json_and_a_picture(
         first, second = products[i], products[-1 - i]
         picture = _side_by_side(known[first], known[second])
         picture.save(tmp_path / f"pair{i}.jpg")
-        objects = finder.find(picture)
+        objects = finder.answer([picture])[0].objects
         left = [o for o in objects if (o.box[0] + o.box[2]) / 2 < 0.5]
         right = [o for o in objects if (o.box[0] + o.box[2]) / 2 >= 0.5]
         found_both += bool(
@@ -284,15 +289,17 @@ def test_a_photo_unlike_any_product_is_not_sure_and_a_product_photo_is(searchabl
     assert finder.threshold >= SURE_FLOOR
     wall = Image.new("RGB", (400, 300), (236, 232, 224))
     for picture in (_chart(), wall):
-        assert not finder.answer_photo(picture).sure
-        assert not any(found.sure for found in finder.find(picture))
+        assert not finder.answer([picture], objects=False)[0].best.sure
+        assert not any(found.sure for found in finder.answer([picture])[0].objects)
     # A product's own photo whose score clears the threshold stays sure: the look-alike rule
     # refuses charts and walls, not the shop's photos ("not sure" is not simply always said).
     answers = []
     for paths in s.photos.values():
         for path in paths[:3]:  # new photos of the products: the stored ones mirrored and cut
             photo = ImageOps.mirror(Image.open(path).convert("RGB"))
-            answers.append(finder.answer_photo(photo.crop((5, 5, photo.width - 5, photo.height - 5))))
+            answers.append(
+                finder.answer([photo.crop((5, 5, photo.width - 5, photo.height - 5))], objects=False)[0].best
+            )
     confident = [a for a in answers if a.matches[0].score >= finder.threshold]
     assert confident and all(a.sure for a in confident)
 

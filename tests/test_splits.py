@@ -17,7 +17,7 @@ from core.manifest import open_manifest, utc_now
 from core.settings import DedupeConfig, TrainConfig
 from crawler.crawl import crawl
 from curation.dedupe.neardup import near_pairs
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import run
 from training.data import make_snapshot

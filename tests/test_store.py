@@ -23,7 +23,7 @@ from core.store import SharedStore, localise
 from crawler.crawl import crawl
 from crawler.store import PhotoStore
 from curation.dedupe.grouping import dedupe
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.server import DemoShop
 from tests.conftest import crawl_config
 from tests.db import run
 from tests.procs import ROOT

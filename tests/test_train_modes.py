@@ -18,12 +18,13 @@ from core.manifest import open_manifest, utc_now
 from core.settings import TrainConfig
 from crawler.collection import BadCollection, import_collection
 from reviewlens.cli import main
+from search.answers import answer_files
+from search.finder import Finder
 from tests.db import count, run, run_many
 from training.bundle import Ensemble
 from training.data import make_snapshot
 from training.evaluate import evaluate, promote
 from training.members import get_member
-from training.predict import predict_many
 from training.train import resolve_mode, train, train_snapshot
 
 SMALL = {"members": ("efficientnet_lite0",), "image_size": 64, "batch_size": 16, "head_epochs": 20}
@@ -94,11 +95,13 @@ def test_quick_mode_trains_reports_and_a_retrain_embeds_only_new_photos(
     (layout.data_dir / "empty").mkdir()
     assert main(["predict", str(layout.data_dir / "empty"), "--model", str(second)]) == 1
     assert "no photos in" in capsys.readouterr().err
-    answers = predict_many(Ensemble.load(second), sorted(folder.iterdir()))
-    scores = [g.score for a in answers for g in a.guesses]
-    assert all(0 <= s <= 1 for s in scores)
-    threshold = Ensemble.load(second).calibration.sure_threshold
-    assert all(a.sure == (a.guesses[0].score >= threshold) for a in answers if a.guesses)
+    finder = Finder.load(layout, second)
+    answers = [answer for answer, _ in answer_files(finder, sorted(folder.iterdir()))]
+    scores = [m.score for a in answers for o in a.objects for m in o.matches]
+    assert scores and all(0 <= s <= 1 for s in scores)
+    # No index of this model: the classifier alone decides, under its own threshold.
+    assert finder.index is None and finder.threshold == Ensemble.load(second).calibration.sure_threshold
+    assert all(o.sure == (o.matches[0].score >= finder.threshold) for a in answers for o in a.objects)
 
 
 def test_full_mode_fine_tunes_and_keeps_its_time_budget(deduped: Layout, monkeypatch: pytest.MonkeyPatch) -> None:

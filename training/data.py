@@ -54,6 +54,8 @@ class Snapshot:
     snapshot_id: str
     classes: list[ProductClass]
     examples: list[Example]
+    # Products with accepted photos, but too few to train on: the index alone finds them.
+    searched_only: int = 0
 
     def split(self, name: str) -> list[Example]:
         return [e for e in self.examples if e.split == name]
@@ -108,7 +110,9 @@ def make_snapshot(
         for r in accepted:
             if r["sha256"] not in damaged:
                 by_product.setdefault(r["product_id"], []).append(r)
-        kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= min_photos}
+        # A product with one photo never enters a classifier head, whatever min_photos says: it has
+        # nothing to validate or test on, and the index finds it from that photo alone.
+        kept = {pid: rs for pid, rs in by_product.items() if len(rs) >= max(min_photos, 2)}
         classes = [ProductClass(pid, rs[0]["name"], rs[0]["url"]) for pid, rs in sorted(kept.items())]
         label_of = {cls.product_id: label for label, cls in enumerate(classes)}
         rows = [r for cls in classes for r in kept[cls.product_id]]
@@ -133,7 +137,7 @@ def make_snapshot(
         boxed = [r for r in boxed if splits.get(group_of[r["sha256"]], "train") == "train"]
         examples += _box_examples(manifest, layout, boxed, label_of, group_of)
         digest = hashlib.sha256(json.dumps([(e.key, e.label, e.split) for e in examples]).encode()).hexdigest()[:12]
-        snapshot = Snapshot(f"snap-{digest}", classes, examples)
+        snapshot = Snapshot(f"snap-{digest}", classes, examples, len(by_product) - len(kept))
         with manifest.transaction() as db:
             db.run_many(q.RECORD_SPLIT, [(snapshot.snapshot_id, e.key, e.split) for e in examples])
     return snapshot

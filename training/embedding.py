@@ -43,7 +43,7 @@ class Embedding:
     members: list[str]
     mean: torch.Tensor
     std: torch.Tensor
-    weight: torch.Tensor  # (DIM, joined feature width)
+    weight: torch.Tensor | None  # (DIM, joined feature width); None: the standardised features themselves
     temperature: float = 0.05  # of the softmax over products' best similarities, fitted on validation
     sure_threshold: float = 0.5  # the merged answer's, fitted on validation as the classifier's is
     # A region of a photo is an object when its nearest product photo is at least this similar:
@@ -53,7 +53,12 @@ class Embedding:
     @torch.inference_mode()
     def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         joined = torch.cat([features[name].float() for name in self.members], 1)
-        return F.normalize(((joined - self.mean) / self.std) @ self.weight.T, dim=1)
+        z = (joined - self.mean) / self.std
+        return F.normalize(z if self.weight is None else z @ self.weight.T, dim=1)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[-1] if self.weight is None else self.weight.shape[0])
 
     def state(self) -> dict[str, Any]:
         return {

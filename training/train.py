@@ -414,8 +414,16 @@ def train(config: TrainConfig, layout: Layout, extract: FeatureExtractor | None 
     )
     if len(snapshot.classes) < 2:
         raise NotEnoughData(
-            f"{len(snapshot.classes)} products have {config.min_photos} or more accepted photos: "
-            "at least 2 are needed to train"
+            f"{len(snapshot.classes)} products have {max(config.min_photos, 2)} or more accepted photos: "
+            "at least 2 are needed to train; `reviewlens index` makes every product searchable without training"
+        )
+    if snapshot.searched_only:
+        progress.info(
+            "training %d products; %d with fewer than %d accepted photos are searched, not trained on "
+            "(`reviewlens index` holds their photos)",
+            len(snapshot.classes),
+            snapshot.searched_only,
+            max(config.min_photos, 2),
         )
     if not config.force and (version := same_as_production(layout, snapshot, config)):
         raise NothingNew(

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from core.layout import Layout
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_catalog, load_truth
+from demo.shop.generate import GeneratorConfig, generate, load_catalog, load_truth
 from tests.benchmarks._smoke import SMOKE
 
 REAL_GROCERY = Path(__file__).resolve().parents[3] / "shared" / "data" / "grocery-store" / "dataset"

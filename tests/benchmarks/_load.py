@@ -29,7 +29,7 @@ from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.photos import store_name
 from core.settings import TrainConfig
-from reviewlens.demoshop.generate import GeneratorConfig
+from demo.shop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot
 from tests.benchmarks._smoke import parser, sized, train_settings
 from tests.conftest import free_port

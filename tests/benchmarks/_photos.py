@@ -10,14 +10,14 @@ import numpy as np
 from PIL import Image
 
 from core.layout import Layout
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
+from demo.shop.generate import GeneratorConfig, generate, load_truth
+from search.finder import Finder
+from search.indexing import Product
+from search.product_index import Entry, ProductIndex
 from training.bundle import Ensemble
 from training.data import Example, ProductClass, Snapshot
 from training.groups import assign_splits
-from training.indexing import Product
 from training.loading import PhotoRef
-from training.product_index import Entry, ProductIndex
-from training.search import Finder
 
 
 def show_progress() -> None:

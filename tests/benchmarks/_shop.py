@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 from core.settings import CrawlConfig, from_mapping
-from reviewlens.demoshop.generate import GeneratorConfig, generate
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.generate import GeneratorConfig, generate
+from demo.shop.server import DemoShop
 from reviewlens.labelstudio_server import Credentials, LabelStudioServer
 from tests.benchmarks._smoke import sized
 from tests.procs import free_port

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from core.layout import Layout
-from reviewlens.demoshop.faults import bomb_png
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.faults import bomb_png
+from demo.shop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks import _bad_inputs_doors as doors
 from tests.benchmarks._cases import CASES, Case, case, cli, refused

@@ -27,12 +27,12 @@ import os
 import random
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageFilter
 
 from core.boxes import Box, box_text
 from core.layout import Layout
 from core.settings import TrainConfig
+from search.finder import Answer, Finder
 from tests.benchmarks._grocery import GROCERY
 from tests.benchmarks._photos import finder_over, show_progress
 from tests.benchmarks._shop import workdir
@@ -42,7 +42,6 @@ from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, Snapshot, load_image
 from training.loading import PhotoRef
-from training.search import Finder
 from training.train import train_snapshot
 
 SCENE = (1024, 768)
@@ -82,10 +81,9 @@ def scenes_of(
     return out
 
 
-def top_k(probs: torch.Tensor, labels: list[int], finder: Finder, snapshot: Snapshot, k: int) -> float:
-    columns = probs.topk(k, 1).indices
+def top_k(answers: list[Answer], labels: list[int], snapshot: Snapshot, k: int) -> float:
     wanted = [snapshot.classes[label].product_id for label in labels]
-    hits = [wanted[i] in [finder.products[int(c)].product_id for c in row] for i, row in enumerate(columns)]
+    hits = [w in [m.product.product_id for m in a.best.matches[:k]] for w, a in zip(wanted, answers, strict=True)]
     return 100 * sum(hits) / len(hits)
 
 
@@ -123,9 +121,9 @@ def main() -> None:
         ensemble = Ensemble.load(run_dir)
         finder = finder_over(ensemble, layout, snapshot, [*train_set, *val])
 
-        def merged(found: list[Example], finder: Finder = finder, ensemble: Ensemble = ensemble) -> torch.Tensor:
+        def merged(found: list[Example], finder: Finder = finder, ensemble: Ensemble = ensemble) -> list[Answer]:
             refs = [PhotoRef(layout.store_dir / e.path, e.sha256, e.box) for e in found]
-            return finder.probabilities_of_features(ensemble.photo_features(refs, layout))
+            return finder.answer_features(ensemble.photo_features(refs, layout), k=3)
 
         whole, cut = merged(test), merged(test_scenes)
         labels = [e.label for e in test]
@@ -133,7 +131,7 @@ def main() -> None:
         sample = test_scenes[:: max(1, len(test_scenes) // args.scenes)][: args.scenes]
         for e in sample:
             left, top, right, bottom = (float(v) for v in e.box.split(","))
-            answered = finder.find(load_image(layout.store_dir / e.path))
+            answered = finder.answer([load_image(layout.store_dir / e.path)])[0].objects
             answers += len(answered)
             sure += sum(a.sure for a in answered)
             inside = [
@@ -144,9 +142,9 @@ def main() -> None:
             wanted = snapshot.classes[e.label].product_id
             found += any(wanted in [m.product.product_id for m in a.matches] for a in inside)
         results[name] = {
-            "whole top1": top_k(whole, labels, finder, snapshot, 1),
-            "cut top1": top_k(cut, labels, finder, snapshot, 1),
-            "cut top3": top_k(cut, labels, finder, snapshot, 3),
+            "whole top1": top_k(whole, labels, snapshot, 1),
+            "cut top1": top_k(cut, labels, snapshot, 1),
+            "cut top3": top_k(cut, labels, snapshot, 3),
             "scene found": 100 * found / len(sample),
             "answers per scene": answers / len(sample),
             "sure answers per scene": sure / len(sample),

@@ -17,9 +17,9 @@ from core.layout import Layout
 from core.manifest import open_manifest
 from crawler.crawl import crawl
 from crawler.errors import LayoutChanged
-from reviewlens.demoshop.faults import FaultPlan
-from reviewlens.demoshop.generate import load_truth
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.faults import FaultPlan
+from demo.shop.generate import load_truth
+from demo.shop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, make_shop, read_log, workdir
 from tests.benchmarks._smoke import parser
 from tests.db import count

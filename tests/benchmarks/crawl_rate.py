@@ -20,8 +20,8 @@ from crawler.crawl import _Crawl, _Job, crawl  # the photo path alone is timed, 
 from crawler.fetch import Fetcher
 from crawler.ohouse import Review, get_adapter
 from crawler.store import PhotoStore
-from reviewlens.demoshop.faults import FaultPlan
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.faults import FaultPlan
+from demo.shop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, make_shop, max_in_window, read_log, workdir
 from tests.benchmarks._smoke import parser
 from tests.db import count

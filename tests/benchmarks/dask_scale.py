@@ -29,13 +29,13 @@ from prefect_dask import DaskTaskRunner
 from core.settings import DedupeConfig, TrainConfig
 from curation.dedupe.hashing import check_photos
 from flows.dask import cluster_embedder, cluster_hasher
+from search.indexing import embed_here
 from tests.benchmarks._grocery import grocery_layout, grocery_photos
 from tests.benchmarks._shop import workdir
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import train_settings
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
-from training.indexing import embed_here
 from training.loading import PhotoRef
 from training.train import train_snapshot
 

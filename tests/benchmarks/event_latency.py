@@ -30,9 +30,9 @@ from crawler.crawl import crawl
 from curation.dedupe.grouping import dedupe
 from curation.labeling.client import LabelStudioClient, connect
 from curation.labeling.sync import connect_backend, push
-from reviewlens.demoshop.annotator import answer, photo_id
-from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.annotator import answer, photo_id
+from demo.shop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
+from demo.shop.server import DemoShop
 from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import sized

@@ -34,6 +34,7 @@ from training.data import Example, ProductClass, Snapshot
 from training.evaluate import evaluate, markdown_table
 from training.features import StoredRows, feature_store
 from training.head import Probe, Rows, fit_head, settings_of
+from training.loading import PhotoRef
 from training.members import get_member
 from training.metrics import scores
 from training.top_tune import top_features
@@ -142,6 +143,21 @@ def frozen_features_from_activations(snapshot: Snapshot, layout: Layout, config:
             frozen.add(part, top_features(split, StoredRows(acts, part, shape))[:, None].half().numpy())
 
 
+def keep_logits(snapshot: Snapshot, layout: Layout, run_dir: Path) -> None:
+    """Each member's validation and test logits beside the run, so a vote can be weighed again
+    without training again; read from the tuned features the run stored, so it costs seconds."""
+    ensemble = Ensemble.load(run_dir / "model.pt")
+    kept = {}
+    for split in ("val", "test"):
+        examples = snapshot.split(split)
+        photos = [PhotoRef(layout.store_dir / e.path, e.sha256, e.box) for e in examples]
+        kept[split] = {
+            "logits": ensemble.member_logits(photos, layout),
+            "labels": torch.tensor([e.label for e in examples]),
+        }
+    torch.save(kept, run_dir / "logits.pt")
+
+
 def main() -> None:
     parser = smoke_parser(__doc__)
     parser.add_argument("--mode", choices=["auto", "quick", "top", "full"], default=sized("auto", "quick"))
@@ -162,6 +178,7 @@ def main() -> None:
     train_s = time.monotonic() - started
     report = evaluate(run_dir, layout)
     total_s = time.monotonic() - started
+    keep_logits(snapshot, layout, run_dir)
     results = dict(report.results)
     if not args.no_baseline:
         if mode == "top":  # quick mode beside it, on the same frozen features

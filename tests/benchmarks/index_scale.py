@@ -22,11 +22,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from search.indexing import BATCH
+from search.product_index import Entry, ProductIndex
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import sized
 from training.embedding import DIM
-from training.indexing import BATCH
-from training.product_index import Entry, ProductIndex
 
 PHOTOS_PER_PRODUCT = 50
 QUERIES = 1_000

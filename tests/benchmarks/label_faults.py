@@ -27,9 +27,9 @@ from curation.labeling.pull import pull
 from curation.labeling.rules import decide
 from curation.labeling.shapes import rules_view
 from curation.labeling.sync import push
-from reviewlens.demoshop.annotator import answer, photo_id
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
-from reviewlens.demoshop.server import DemoShop
+from demo.shop.annotator import answer, photo_id
+from demo.shop.generate import GeneratorConfig, generate, load_truth
+from demo.shop.server import DemoShop
 from reviewlens.labelstudio_server import LabelStudioServer
 from tests.benchmarks._shop import crawl_config, local_label_studio, workdir
 from tests.benchmarks._smoke import parser as smoke_parser

@@ -87,7 +87,7 @@ def main() -> None:
     found = objects = answers = 0
     for i, case in enumerate(cases):
         picture, cells = mosaic([layout.store_dir / e.path for e in case])
-        answered = finder.find(picture)
+        answered = finder.answer([picture])[0].objects
         answers += len(answered)
         for e, (left, top, right, bottom) in zip(case, cells, strict=True):
             objects += 1
@@ -106,13 +106,13 @@ def main() -> None:
     singles = list({e.sha256: e for case in cases for e in case}.values())
     alone = 0
     for e in singles:
-        matches = finder.answer_photo(load_image(layout.store_dir / e.path)).matches
+        matches = finder.answer([load_image(layout.store_dir / e.path)], objects=False)[0].best.matches
         alone += product(e) in [m.product.product_id for m in matches]
     # The same photos alone through the object search, as `predict` answers them (a sample: it is slow).
     sample = singles[::4] if len(singles) > 300 else singles
     first_object = objects_alone = 0
     for e in sample:
-        answered_alone = finder.find(load_image(layout.store_dir / e.path))
+        answered_alone = finder.answer([load_image(layout.store_dir / e.path)])[0].objects
         objects_alone += len(answered_alone)
         first_object += product(e) in [m.product.product_id for m in answered_alone[0].matches]
     searched_alone = len(sample)

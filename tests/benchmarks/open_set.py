@@ -27,6 +27,9 @@ import torch.nn.functional as F
 
 from core.layout import Layout
 from core.settings import TrainConfig
+from search.finder import Finder
+from search.indexing import Product
+from search.product_index import Entry, ProductIndex
 from tests.benchmarks._grocery import grocery_layout
 from tests.benchmarks._photos import show_progress
 from tests.benchmarks._shop import workdir
@@ -35,10 +38,7 @@ from tests.benchmarks._smoke import sized
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, Snapshot
-from training.indexing import Product
 from training.loading import PhotoRef
-from training.product_index import Entry, ProductIndex
-from training.search import Finder
 from training.train import train_snapshot
 
 SEEN = sized(60, 2)  # of the grocery set's 81 products (of the stand-in's 4 at smoke size)
@@ -115,21 +115,14 @@ def one_split(snapshot: Snapshot, layout: Layout, seed: int) -> dict[str, float]
     )
     catalog = {c.product_id: Product(c.product_id, c.name, c.url) for c in snapshot.classes}
     finder = Finder(ensemble, full_index, catalog)
-    merged = finder.probabilities_of_features(test_features).argmax(1)
+    merged = [a.best.matches[0].product.product_id for a in finder.answer_features(test_features, k=1)]
     expected = [seen_snapshot.classes[int(y)].product_id for y in labels]
-    out["closed merged top1"] = 100 * float(
-        np.mean([finder.products[int(i)].product_id == p for i, p in zip(merged, expected, strict=True)])
-    )
+    out["closed merged top1"] = 100 * float(np.mean([m == p for m, p in zip(merged, expected, strict=True)]))
     # Open set as predict meets it: the unseen products' queries against that index, merged.
     query_features = {name: f[rows(queries)] for name, f in features.items()}
-    found = finder.probabilities_of_features(query_features).argmax(1)
+    found = [a.best.matches[0].product.product_id for a in finder.answer_features(query_features, k=1)]
     out["open merged top1"] = 100 * float(
-        np.mean(
-            [
-                finder.products[int(i)].product_id == snapshot.classes[e.label].product_id
-                for i, e in zip(found, queries, strict=True)
-            ]
-        )
+        np.mean([f == snapshot.classes[e.label].product_id for f, e in zip(found, queries, strict=True)])
     )
     return out
 

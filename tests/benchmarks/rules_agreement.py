@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from curation.preannotate.colocalise import CoLocaliser, Location
 from curation.preannotate.estimates import RuleEstimate, estimate
+from demo.shop.annotator import product_of
+from demo.shop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from models.coco_detector import Detector
-from reviewlens.demoshop.annotator import product_of
-from reviewlens.demoshop.generate import GeneratorConfig, PhotoTruth, generate, load_truth
 from tests.benchmarks._shop import workdir
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import sized

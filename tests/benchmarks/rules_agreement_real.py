@@ -41,9 +41,9 @@ from PIL import Image, ImageFilter
 from curation.preannotate.colocalise import MIN_PHOTOS, SECOND_OBJECT_SPLIT, CoLocaliser, Location, locate_in
 from curation.preannotate.estimates import Thresholds, estimate
 from curation.preannotate.plain_background import on_plain_background
+from demo.shop.annotator import product_of
+from demo.shop.generate import GeneratorConfig, generate, load_truth
 from models.coco_detector import Detection, Detector
-from reviewlens.demoshop.annotator import product_of
-from reviewlens.demoshop.generate import GeneratorConfig, generate, load_truth
 from tests.benchmarks._grocery import GROCERY, grocery_photos
 from tests.benchmarks._shop import workdir
 from tests.benchmarks._smoke import parser as smoke_parser

@@ -16,7 +16,7 @@ import time
 import torch
 
 from core.settings import TrainConfig
-from reviewlens.demoshop.generate import GeneratorConfig
+from demo.shop.generate import GeneratorConfig
 from tests.benchmarks._photos import shop_snapshot, show_progress
 from tests.benchmarks._shop import workdir
 from tests.benchmarks._smoke import parser as smoke_parser

@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from core.bodies import Refused
 from core.kept_secret import basic_header
-from reviewlens.bodies import Refused
 
 # Headers are a few hundred bytes; a client that has not sent them in this long is holding the
 # connection open (slowloris), not sending a request.

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from reviewlens.demoshop.faults import FaultPlan, bomb_png
-from reviewlens.demoshop.generate import PhotoTruth, Product, load_catalog
+from demo.shop.faults import FaultPlan, bomb_png
+from demo.shop.generate import PhotoTruth, Product, load_catalog
 from reviewlens.processes import note
 
 log = logging.getLogger(__name__)
@@ -329,10 +329,10 @@ class DemoShop:
 def serve_in_background(shop_dir: Path, port: int, image_port: int) -> int:
     """Serves a generated shop from a process of its own session, so it outlives the command
     that started it (the demo's answers link to its product pages); returns the process id,
-    noted in the shop folder's pid file for `reviewlens stop`."""
+    noted in the shop folder's pid file for `reviewlens-demo stop`."""
     log = open(Path(shop_dir) / "server.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reviewlens.demoshop.server", str(shop_dir), str(port), str(image_port)],
+        [sys.executable, "-m", "demo.shop.server", str(shop_dir), str(port), str(image_port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -345,6 +345,6 @@ def pid_file(shop_dir: Path) -> Path:
     return Path(shop_dir) / "server.pid"
 
 
-if __name__ == "__main__":  # python -m reviewlens.demoshop.server SHOP_DIR PORT IMAGE_PORT
+if __name__ == "__main__":  # python -m demo.shop.server SHOP_DIR PORT IMAGE_PORT
     with DemoShop(Path(sys.argv[1]), port=int(sys.argv[2]), image_port=int(sys.argv[3])):
         threading.Event().wait()

@@ -1,4 +1,5 @@
-"""The index stage: every usable photo of every product embedded with the production model.
+"""The index stage: every usable photo of every product embedded with the production model, or,
+before any model is trained, with the members' pretrained bodies (training/pretrained.py).
 
 Beside each whole photo, the index holds the view cut to the box a person drew around its one
 product (training/data.py's box views): the object search looks for products in cuts of a
@@ -13,12 +14,14 @@ vectors do not compare with the new model's.
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core import queries as q
 from core.boxes import VIEW_MARK, view_key
@@ -26,10 +29,12 @@ from core.errors import ReviewlensError
 from core.layout import Layout
 from core.manifest import open_manifest
 from core.photos import find_damaged
+from core.settings import TrainConfig
+from search.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
+from training import pretrained
 from training.bundle import Ensemble
 from training.data import box_views
 from training.loading import PhotoRef
-from training.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
 
 BATCH = 2048  # photos embedded, added and saved (appended as a shard) at a time
 # Embeds batches of photos: one array of search vectors per batch, in the batches' order.
@@ -38,6 +43,10 @@ Embedder = Callable[[list[list[PhotoRef]]], Iterable[np.ndarray]]
 
 class NoEmbedding(ReviewlensError):
     """A model trained before the search embedding existed."""
+
+
+class NothingToIndex(ReviewlensError):
+    """A data folder with no usable photo yet."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def update_index(
         if index.model_version != ensemble.version:
             index = None  # another model's vectors: start again
     if index is None:
-        index = ProductIndex(int(ensemble.embedding.weight.shape[0]), ensemble.version, approximate_from)
+        index = ProductIndex(ensemble.embedding.dim, ensemble.version, approximate_from)
     with open_manifest(layout) as manifest:
         rows = manifest.rows(q.INDEXABLE_PHOTOS)
         boxed = manifest.rows(q.BOXED_PHOTOS)
@@ -118,11 +127,12 @@ def update_index(
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     refs = [[ref for ref, _ in batch] for batch in batches]
     embedded = embed(refs) if embed else (embed_here(ensemble, layout, photos) for photos in refs)
-    for batch, vectors in zip(batches, embedded, strict=True):
+    for n, (batch, vectors) in enumerate(zip(batches, embedded, strict=True)):
         index.add([Entry(str(ref.key), product) for ref, product in batch], vectors)
         # Only the batch's vectors are written: a killed run keeps what it indexed.
         index.save(folder, approximate_index=False)
-        save_products(folder, products)
+        if n == 0:  # every product of the run is known from the start: their list is written once
+            save_products(folder, products)
     index.save(folder)  # the approximate index, once a run
     save_products(folder, products)
     return IndexSummary(
@@ -140,6 +150,42 @@ def update_index(
 def save_products(folder: Path, products: dict[str, Product]) -> None:
     (folder / ".products.json").write_text(json.dumps({k: vars(p) for k, p in products.items()}))
     (folder / ".products.json").replace(folder / "products.json")
+
+
+def pretrained_file(layout: Layout) -> Path:
+    return layout.index_dir / "pretrained.pt"
+
+
+def load_pretrained(layout: Layout) -> Ensemble | None:
+    """The pretrained ensemble the index was built with before any training; None where there is none."""
+    file = pretrained_file(layout)
+    if not file.exists():
+        return None
+    try:
+        return pretrained.from_state(torch.load(file, map_location="cpu", weights_only=True))
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
+        raise IndexMismatch(f"{file} is unreadable or stale ({exc}): run `reviewlens index --rebuild`") from exc
+
+
+def update_pretrained_index(
+    layout: Layout, config: TrainConfig, rebuild: bool = False, approximate_from: int = APPROXIMATE_FROM
+) -> IndexSummary:
+    """The index stage with no trained model: the pretrained bodies standardised on the shop's
+    photos when the index is first built (or rebuilt), then kept, so later runs only add photos."""
+    ensemble = None if rebuild else load_pretrained(layout)
+    if ensemble is None:
+        with open_manifest(layout) as manifest:
+            rows = manifest.rows(q.INDEXABLE_PHOTOS)
+            damaged = find_damaged(manifest, layout, rows)
+        photos = [PhotoRef(layout.store_dir / r["path"], r["sha256"]) for r in rows if r["sha256"] not in damaged]
+        if not photos:
+            raise NothingToIndex(f"no usable photo in {layout.data_dir}: import or crawl, then dedupe, first")
+        ensemble = pretrained.fit_pretrained(config, layout, photos)
+        file = pretrained_file(layout)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
+        file.with_suffix(".tmp").replace(file)
+    return update_index(layout, ensemble, rebuild, approximate_from)
 
 
 def load_index(layout: Layout, ensemble: Ensemble) -> tuple[ProductIndex, dict[str, Product]] | None:

@@ -1,4 +1,4 @@
-"""`reviewlens demo`: the pipeline end to end on the demo shop, on this machine, with real servers.
+"""`reviewlens-demo run`: the pipeline end to end on the demo shop, on this machine, with real servers.
 
 Generates the shop, serves it, starts Label Studio, runs the demo's flow (the pipeline's tasks
 with the scripted annotator answering in Label Studio where people would), and says where to look.
@@ -20,12 +20,12 @@ from core.settings import CrawlConfig, DedupeConfig, LabelConfig, TrainConfig, f
 from curation.dedupe.contact_sheet import write_contact_sheet
 from curation.labeling.client import connect
 from curation.labeling.shapes import CHOICE_VIEW, rules_view
+from demo.shop.annotator import annotate_all, answer_again, choose_all
+from demo.shop.generate import GeneratorConfig, generate
+from demo.shop.server import DemoShop, pid_file, serve_in_background
 from flows.labeling import label_pull_task, labeling_report_task
 from flows.pipeline import PipelineResult, Stopwatch, retrain_flow
 from flows.tasks import crawl_task, dedupe_task, label_push_task
-from reviewlens.demoshop.annotator import annotate_all, answer_again, choose_all
-from reviewlens.demoshop.generate import GeneratorConfig, generate
-from reviewlens.demoshop.server import DemoShop, pid_file, serve_in_background
 from reviewlens.labelstudio_server import LabelStudioServer
 from reviewlens.processes import stop_noted
 

@@ -76,6 +76,20 @@ class ProductIndex:
             self._chunks = [np.concatenate(self._chunks) if self._chunks else np.empty((0, self.dim), np.float32)]
         return self._chunks[0]
 
+    def _rows_from(self, start: int) -> np.ndarray:
+        """The vectors from row `start` on, gathered from the last chunks only: a save after each
+        batch copies that batch, not the whole index (which made building it quadratic)."""
+        parts, end = [], len(self)
+        for chunk in reversed(self._chunks):
+            if end <= start:
+                break
+            parts.append(chunk[max(0, start - (end - len(chunk))) :])
+            end -= len(chunk)
+        parts.reverse()
+        if not parts:
+            return np.empty((0, self.dim), np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     @property
     def approximate(self) -> bool:
         return not isinstance(self._faiss, faiss.IndexFlatIP)
@@ -167,7 +181,7 @@ class ProductIndex:
         if self._saved_rows == len(self):
             return
         name = f"{len(self._shards):06d}"
-        np.save(folder / "shards" / f"{name}.npy", self.vectors[self._saved_rows :])
+        np.save(folder / "shards" / f"{name}.npy", self._rows_from(self._saved_rows))
         lines = "".join(f"{e.key}\t{e.product_id}\n" for e in self.entries[self._saved_rows :])
         (folder / "shards" / f"{name}.tsv").write_text(lines)
         self._shards.append(name)
@@ -201,8 +215,13 @@ class ProductIndex:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "index.json").read_text())
+            # Mapped, not read: the approximate index holds its own copy of the vectors, and a load
+            # reads only the rows saved after it.
             shards = [
-                (np.load(folder / "shards" / f"{s}.npy"), (folder / "shards" / f"{s}.tsv").read_text().splitlines())
+                (
+                    np.load(folder / "shards" / f"{s}.npy", mmap_mode="r"),
+                    (folder / "shards" / f"{s}.tsv").read_text().splitlines(),
+                )
                 for s in meta["shards"]
             ]
         except (OSError, ValueError, KeyError) as exc:
@@ -225,9 +244,9 @@ class ProductIndex:
             faiss.extract_index_ivf(index._faiss).nprobe = index.probe
             index._faiss_file, index._faiss_rows = meta["faiss"], int(meta["faiss_rows"])
             index._clustered_at = int(meta.get("clustered_at", index._faiss_rows))
-            index._faiss.add(index.vectors[index._faiss_rows :])
+            index._faiss.add(np.ascontiguousarray(index._rows_from(index._faiss_rows), dtype=np.float32))
         elif len(index) >= index.approximate_from:
             index._faiss = index._build_ivf()
         elif len(index):
-            index._faiss.add(index.vectors)
+            index._faiss.add(np.ascontiguousarray(index.vectors, dtype=np.float32))
         return index

@@ -13,7 +13,7 @@ from typing import Any
 from core.progress import Bar
 from curation.labeling.client import LabelStudioClient
 from curation.labeling.shapes import NONE_OF_THESE, PRODUCT_CHOICE, box_region, choice_region, objects_region
-from reviewlens.demoshop.generate import PhotoTruth, load_catalog, load_truth
+from demo.shop.generate import PhotoTruth, load_catalog, load_truth
 
 
 def answer(truth: PhotoTruth) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from reviewlens.demoshop.render import RGB, SHAPES, draw_product
+from demo.shop.render import RGB, SHAPES, draw_product
 
 # The real shop's category ids (../shared/docs/ohouse.md) with the shapes sold in each.
 CATEGORIES: list[tuple[int, str, list[str]]] = [

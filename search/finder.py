@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.boxes import Box, crop
+from core.boxes import WHOLE, Box, crop
 from core.layout import Layout
 from models.coco_detector import Detector
+from search.indexing import Product, load_index, load_pretrained
+from search.objects import Scored, proposals, select
+from search.product_index import ProductIndex
 from training.bundle import Ensemble
 from training.embedding import best_by_product, merge
-from training.indexing import Product, load_index
-from training.objects import Scored, proposals, select
-from training.product_index import ProductIndex
 
 NEIGHBOURS = 100  # photos fetched per query: the products among them get the index's probability
 MOST_OBJECTS = 8
@@ -40,6 +40,19 @@ class FoundObject:
     box: Box
     matches: list[Match]  # best first
     sure: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One photo's answer, the same wherever it is asked (`predict`, `serve`, the ML backend, the
+    evaluation of search): each object found, best first; the photo as one object when it is
+    answered whole or nothing in it is sure."""
+
+    objects: list[FoundObject]
+
+    @property
+    def best(self) -> FoundObject:
+        return self.objects[0]
 
 
 class Finder:
@@ -64,10 +77,20 @@ class Finder:
 
     @classmethod
     def load(cls, layout: Layout, model: Path) -> Finder:
-        ensemble = Ensemble.load(model)
+        return cls.of(layout, Ensemble.load(model))
+
+    @classmethod
+    def of(cls, layout: Layout, ensemble: Ensemble) -> Finder:
+        """The Finder of `ensemble` and its index in `layout`, if the index stage built one for it."""
         found = load_index(layout, ensemble) if ensemble.embedding is not None else None
         index, products = found if found else (None, {})
         return cls(ensemble, index, products)
+
+    @classmethod
+    def before_training(cls, layout: Layout) -> Finder | None:
+        """The Finder of the index built with the pretrained bodies, where no model is trained yet."""
+        ensemble = load_pretrained(layout)
+        return cls.of(layout, ensemble) if ensemble is not None else None
 
     @property
     def threshold(self) -> float:
@@ -89,19 +112,33 @@ class Finder:
     def is_sure(self, score: float, nearest: float) -> bool:
         return score >= self.threshold and nearest >= self.like_a_product
 
-    def probabilities(self, images: list[Image.Image]) -> torch.Tensor:
-        """(N, products) merged probabilities of in-memory images (photos or crops)."""
-        return self.probabilities_of_features(self.ensemble.image_features(images))
+    def answer(self, images: list[Image.Image], k: int = 3, objects: bool = True) -> list[Answer]:
+        """Each photo's `k` likeliest products for each object in it (`objects`), or for the whole
+        photo; the one answering function every caller asks."""
+        if objects:
+            return [Answer(self._objects(image, k)) for image in images]
+        return self.answer_features(self.ensemble.image_features(images), k)
 
-    def probabilities_of_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, products) merged probabilities from each member's features (N, width)."""
-        return self.search(features)[0]
+    def answer_features(self, features: dict[str, torch.Tensor], k: int = 3) -> list[Answer]:
+        """Whole photos answered from each member's features (N, width), as `answer` answers them:
+        for an evaluation that reads stored features instead of decoding every photo again."""
+        probs, nearest = self.search(features)
+        out = []
+        for row, near in zip(probs, nearest, strict=True):
+            matches = self.matches(row, k)
+            out.append(Answer([FoundObject(WHOLE, matches, self.is_sure(matches[0].score, float(near)))]))
+        return out
 
     def search(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Merged probabilities (N, products) and each query's similarity to its nearest photo
         (N; 1 where there is no index, so that every region may count)."""
         n = len(next(iter(features.values())))
-        classifier = self.ensemble.ensemble_probs(self.ensemble.logits_of_features(features))
+        # Before any training (training/pretrained.py) there is no classifier: the index alone answers.
+        classifier = (
+            self.ensemble.ensemble_probs(self.ensemble.logits_of_features(features))
+            if self.n_known
+            else torch.zeros(n, 0)
+        )
         merged = torch.zeros(n, len(self.products))
         merged[:, : self.n_known] = classifier
         embedding = self.ensemble.embedding
@@ -120,13 +157,7 @@ class Finder:
         top = row.topk(min(k, len(self.products)))
         return [Match(self.products[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]
 
-    def answer_photo(self, image: Image.Image, k: int = 3) -> FoundObject:
-        """The photo as one object."""
-        probs, nearest = self.search(self.ensemble.image_features([image]))
-        matches = self.matches(probs[0], k)
-        return FoundObject((0.0, 0.0, 1.0, 1.0), matches, self.is_sure(matches[0].score, float(nearest[0])))
-
-    def find(self, image: Image.Image, k: int = 3, most: int = MOST_OBJECTS) -> list[FoundObject]:
+    def _objects(self, image: Image.Image, k: int, most: int = MOST_OBJECTS) -> list[FoundObject]:
         """One entry per object found, best first; the photo's best guess when nothing is sure."""
         boxes = proposals(image, self.detector)
         probs, nearest = self.search(self.ensemble.image_features([crop(image, b) for b in boxes]))

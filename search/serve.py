@@ -1,7 +1,7 @@
 """`reviewlens serve`: the page a shopper uses. Drop a photo, see each product found in it.
 
 A Starlette app (the web stack Prefect already installs) run by uvicorn, behind the doors of
-reviewlens/doors.py (its own Host names, a bounded queue, header and body deadlines). It is the
+core/doors.py (its own Host names, a bounded queue, header and body deadlines). It is the
 shop's public page, so it asks no login: it is meant to sit behind the shop's web server. The
 models and the index are loaded once; each photo is answered in a worker thread, one at a time,
 so a slow answer never blocks the page and two answers never share the network at once.
@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from core.bodies import Refused, read_body
+from core.doors import Queue, guarded, own_hosts, run
 from core.images import UPLOAD
 from core.layout import Layout
-from reviewlens.bodies import Refused, read_body
-from reviewlens.doors import Queue, guarded, own_hosts, run
+from search.answers import PhotoAnswer, as_json
+from search.finder import Finder
 from training.data import UnreadablePhoto, decode_image
-from training.predict import PhotoObjects, as_json
-from training.search import Finder
 
 MAX_UPLOAD = 25_000_000  # bytes: a phone's largest photos are well under this
 PAGE = (Path(__file__).parent / "page.html").read_text()
@@ -42,8 +42,8 @@ def build_app(layout: Layout, finder: Finder, hosts: list[str], queue: int = 16)
         # Decoded under the lock too: however many uploads arrive at once, one image is held decoded.
         with lock:
             image = decode_image(io.BytesIO(data), "the photo", UPLOAD)
-            objects = finder.find(image)
-        return {**as_json(PhotoObjects(Path("upload"), objects)), "photo": None}
+            (answer,) = finder.answer([image])
+        return {**as_json(PhotoAnswer(Path("upload"), answer.objects)), "photo": None}
 
     async def page(_: Request) -> Response:
         return HTMLResponse(PAGE)
@@ -89,8 +89,7 @@ def _refuse(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def serve(layout: Layout, model: Path, host: str, port: int, allowed_hosts: list[str], queue: int) -> None:
-    finder = Finder.load(layout, model)
+def serve(layout: Layout, finder: Finder, host: str, port: int, allowed_hosts: list[str], queue: int) -> None:
     hosts = own_hosts(host, allowed_hosts)
     print(f"reviewlens serve: http://{host}:{port}/ (model {finder.ensemble.version}, {len(finder.products)} products; "
           f"answers requests for {', '.join(hosts)}; {queue} may wait)")  # fmt: skip

@@ -1,0 +1,176 @@
+"""From a shop's catalog photo alone to its customers' photos, on ../shared/data/grocery-store.
+
+The index holds only each product's iconic photo (the shop's own, on white): 81 photos. The
+queries are the real test photos. Recall@K: the share of queries whose product is among the K
+products answered. Two runs, side by side:
+
+1. No trained model: the members' pretrained bodies, standardised on the 81 catalog photos the
+   index holds (training/pretrained.py), as `reviewlens index` builds it before any training;
+   queries: all test photos.
+2. The search embedding trained (quick mode) on the review photos of 60 products, the index the
+   same 81 catalog photos; queries: the 21 unseen products' test photos, answered among all 81.
+
+Each is asked as `predict` asks: `Finder.answer` on the whole photo (stored features, all
+queries) and through the object search (decoded photos, a sample of `--objects` queries).
+Beside them, on the same queries: the frozen features of the same members, each L2-normalized and
+joined, without standardising.
+
+    .venv/bin/python -m tests.benchmarks.catalog_to_photo [--workdir DIR] [--objects N]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.layout import Layout
+from core.settings import TrainConfig
+from search.finder import Answer, Finder
+from search.indexing import Product
+from search.product_index import Entry, ProductIndex
+from tests.benchmarks._grocery import GROCERY, grocery_layout, grocery_photos
+from tests.benchmarks._photos import show_progress
+from tests.benchmarks._shop import workdir
+from tests.benchmarks._smoke import parser as smoke_parser
+from tests.benchmarks._smoke import sized
+from tests.benchmarks.grocery_accuracy import grocery_snapshot
+from training.bundle import Ensemble
+from training.data import Example, Snapshot, load_image
+from training.loading import PhotoRef
+from training.pretrained import fit_pretrained
+from training.train import train_snapshot
+
+SEEN = sized(60, 2)  # products the embedding is trained on (of the stand-in's 4 at smoke size)
+
+
+def catalog_refs(snapshot: Snapshot) -> list[tuple[PhotoRef, str]]:
+    """Each product's iconic photo (a store path under the dataset) and its product id."""
+    paths = {}
+    for line in (GROCERY / "classes.csv").read_text().splitlines()[1:]:
+        cols = line.split(",")
+        paths[cols[1]] = cols[4].strip().lstrip("/")
+    refs = []
+    for c in snapshot.classes:
+        file = GROCERY / paths[c.product_id]
+        refs.append((PhotoRef(file, hashlib.sha256(file.read_bytes()).hexdigest()), c.product_id))
+    return refs
+
+
+def recall(answers: list[Answer], truth: list[str], k: int) -> float:
+    hits = [t in [m.product.product_id for m in a.best.matches[:k]] for a, t in zip(answers, truth, strict=True)]
+    return 100 * float(np.mean(hits))
+
+
+def frozen_recall(catalog: dict[str, torch.Tensor], queries: dict[str, torch.Tensor], ids: list[str],
+                  truth: list[str], k: int) -> float:  # fmt: skip
+    """The baseline: frozen features, each member's L2-normalized, joined; cosine to each catalog photo."""
+    gallery = torch.cat([F.normalize(catalog[m], dim=1) for m in catalog], 1)
+    asked = torch.cat([F.normalize(queries[m], dim=1) for m in catalog], 1)
+    top = (asked @ gallery.T).topk(k, 1).indices
+    return 100 * float(np.mean([t in [ids[int(i)] for i in row] for row, t in zip(top, truth, strict=True)]))
+
+
+def finder_over_catalog(ensemble: Ensemble, layout: Layout, snapshot: Snapshot) -> Finder:
+    assert ensemble.embedding is not None
+    refs = catalog_refs(snapshot)
+    vectors = ensemble.embedding(ensemble.photo_features([r for r, _ in refs], layout)).numpy()
+    index = ProductIndex(vectors.shape[1], ensemble.version)
+    index.add([Entry(str(r.key), p) for r, p in refs], vectors)
+    names = {c.product_id: c.name for c in snapshot.classes}
+    products = {p: Product(p, names[p], "", str(r.path)) for r, p in refs}
+    return Finder(ensemble, index, products)
+
+
+def measure(
+    name: str, finder: Finder, layout: Layout, snapshot: Snapshot, queries: list[Example], objects: int
+) -> dict[str, float]:
+    ensemble = finder.ensemble
+    truth = [snapshot.classes[e.label].product_id for e in queries]
+    refs = [PhotoRef(layout.store_dir / e.path, e.sha256) for e in queries]
+    features = ensemble.photo_features(refs, layout)
+    whole = finder.answer_features(features, k=3)
+    catalog = ensemble.photo_features([r for r, _ in catalog_refs(snapshot)], layout)
+    ids = [p for _, p in catalog_refs(snapshot)]
+    sample = random.Random(0).sample(range(len(queries)), min(objects, len(queries)))
+    started = time.monotonic()
+    found = [finder.answer([load_image(refs[i].path)], k=3)[0] for i in sample]
+    seconds = (time.monotonic() - started) / max(1, len(sample))
+    # An object search answers several objects: the query counts as found where any object's
+    # answers hold its product, as a shopper looks through them.
+    objects_hit = [
+        any(truth[i] in [m.product.product_id for m in o.matches[:k]] for o in a.objects)
+        for a, i in zip(found, sample, strict=True)
+        for k in (1, 3)
+    ]
+    out = {
+        "queries": len(queries),
+        "whole R@1": recall(whole, truth, 1),
+        "whole R@3": recall(whole, truth, 3),
+        "objects R@1": 100 * float(np.mean(objects_hit[0::2])) if sample else float("nan"),
+        "objects R@3": 100 * float(np.mean(objects_hit[1::2])) if sample else float("nan"),
+        "objects per photo": float(np.mean([len(a.objects) for a in found])) if sample else float("nan"),
+        "seconds per object search": seconds,
+        "frozen joined R@1": frozen_recall(catalog, features, ids, truth, 1),
+        "frozen joined R@3": frozen_recall(catalog, features, ids, truth, 3),
+    }
+    print(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in out.items()), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = smoke_parser(__doc__)
+    parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
+    parser.add_argument("--objects", type=int, default=sized(200, 4), help="queries asked through the object search")
+    parser.add_argument("--seed", type=int, default=0, help="which 60 products the embedding is trained on")
+    args = parser.parse_args()
+    show_progress()
+    grocery_photos()  # exits with a reason when ../shared is absent
+    snapshot = grocery_snapshot()
+    layout = grocery_layout(args.workdir or workdir("catalog"))
+    config = TrainConfig(mode="quick", seed=args.seed)
+    test = snapshot.split("test")
+
+    # 1. Before any training: the pretrained bodies, standardised on the catalog photos.
+    pretrained = fit_pretrained(config, layout, [r for r, _ in catalog_refs(snapshot)])
+    before = measure("no trained model", finder_over_catalog(pretrained, layout, snapshot), layout, snapshot,
+                     test, args.objects)  # fmt: skip
+
+    # 2. The embedding trained on 60 products' review photos; the 21 others' test photos asked.
+    products = list(range(len(snapshot.classes)))
+    random.Random(args.seed).shuffle(products)
+    seen = set(products[:SEEN])
+    relabel = {p: i for i, p in enumerate(sorted(seen))}
+    seen_snapshot = Snapshot(
+        f"catalog-seen-{args.seed}",
+        [snapshot.classes[p] for p in sorted(seen)],
+        [
+            Example(e.sha256, e.path, e.group_id, relabel[e.label], e.split)
+            for e in snapshot.examples
+            if e.label in seen
+        ],
+    )
+    trained = Ensemble.load(train_snapshot(seen_snapshot, config, layout))
+    unseen_test = [e for e in test if e.label not in seen]
+    after = measure("embedding trained on 60 products, unseen queries", finder_over_catalog(trained, layout, snapshot),
+                    layout, snapshot, unseen_test, args.objects)  # fmt: skip
+    before_finder = finder_over_catalog(pretrained, layout, snapshot)
+    frozen_unseen = measure("no trained model, unseen queries", before_finder, layout, snapshot, unseen_test, 0)
+
+    print("| index: 81 catalog photos | queries | whole R@1 | R@3 | objects R@1 | R@3 | frozen joined R@1 | R@3 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in (("no trained model, all test photos", before), ("no trained model, unseen products", frozen_unseen),
+                    ("trained on 60 products, unseen products", after)):  # fmt: skip
+        cells = " | ".join(f"{r[k]:.1f}" for k in ("whole R@1", "whole R@3", "objects R@1", "objects R@3",
+                                                  "frozen joined R@1", "frozen joined R@3"))  # fmt: skip
+        print(f"| {name} | {r['queries']:.0f} | {cells} |")
+    print(f"catalog_to_photo_unseen_recall_at_3: {after['whole R@3']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
