@@ -45,10 +45,6 @@ class NoEmbedding(ReviewlensError):
     """A model trained before the search embedding existed."""
 
 
-class NothingToIndex(ReviewlensError):
-    """A data folder with no usable photo yet."""
-
-
 @dataclass(frozen=True)
 class Product:
     product_id: str
@@ -170,21 +166,13 @@ def load_pretrained(layout: Layout) -> Ensemble | None:
 def update_pretrained_index(
     layout: Layout, config: TrainConfig, rebuild: bool = False, approximate_from: int = APPROXIMATE_FROM
 ) -> IndexSummary:
-    """The index stage with no trained model: the pretrained bodies standardised on the shop's
-    photos when the index is first built (or rebuilt), then kept, so later runs only add photos."""
-    ensemble = None if rebuild else load_pretrained(layout)
-    if ensemble is None:
-        with open_manifest(layout) as manifest:
-            rows = manifest.rows(q.INDEXABLE_PHOTOS)
-            damaged = find_damaged(manifest, layout, rows)
-        photos = [PhotoRef(layout.store_dir / r["path"], r["sha256"]) for r in rows if r["sha256"] not in damaged]
-        if not photos:
-            raise NothingToIndex(f"no usable photo in {layout.data_dir}: import or crawl, then dedupe, first")
-        ensemble = pretrained.fit_pretrained(config, layout, photos)
-        file = pretrained_file(layout)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
-        file.with_suffix(".tmp").replace(file)
+    """The index stage with no trained model: the members' pretrained bodies, kept beside the
+    index (which bodies, at which side), so `predict` and `serve` load the same ones."""
+    ensemble = pretrained.pretrained_ensemble(config)
+    file = pretrained_file(layout)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
+    file.with_suffix(".tmp").replace(file)
     return update_index(layout, ensemble, rebuild, approximate_from)
 
 

@@ -12,6 +12,7 @@ size. Saves append (ProductIndex's docstring), so a killed save leaves the previ
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -227,12 +228,20 @@ class ProductIndex:
         except (OSError, ValueError, KeyError) as exc:
             raise IndexMismatch(f"no readable product index at {folder} ({exc}): run `reviewlens index`") from exc
         index = cls(int(meta["dim"]), str(meta["model_version"]), int(meta["approximate_from"]), int(meta["probe"]))
-        for vectors, lines in shards:
-            if len(lines) != len(vectors):
-                raise IndexMismatch(f"the product index at {folder} is damaged: run `reviewlens index --rebuild`")
-            index.entries += [Entry(*line.split("\t")) for line in lines]
-            index._chunks.append(vectors)
-        index._known = {e.key for e in index.entries}
+        # A million entries are a million new objects, none in a cycle: the cyclic collector would
+        # walk them all again and again as they are made (two thirds of a load's time at 1M).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for vectors, lines in shards:
+                if len(lines) != len(vectors):
+                    raise IndexMismatch(f"the product index at {folder} is damaged: run `reviewlens index --rebuild`")
+                index.entries += [Entry(*line.split("\t")) for line in lines]
+                index._chunks.append(vectors)
+            index._known = {e.key for e in index.entries}
+        finally:
+            if collecting:
+                gc.enable()
         index._folder, index._shards, index._saved_rows = folder, list(meta["shards"]), len(index)
         if meta.get("faiss"):  # the approximate index as saved, and the rows saved after it
             try:

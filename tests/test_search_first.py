@@ -54,7 +54,7 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     assert "index of the pretrained bodies (pretrained-" in said
     assert f": {len(products)} photos of {len(products)} products" in said
     assert (layout.index_dir / "pretrained.pt").is_file()
-    # A second run keeps the statistics and the vectors: nothing is embedded again.
+    # A second run keeps the vectors: nothing is embedded again.
     assert main(["index", *data, *MEMBER]) == 0
     assert ", 0 added in " in capsys.readouterr().out
 

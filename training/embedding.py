@@ -43,7 +43,9 @@ class Embedding:
     members: list[str]
     mean: torch.Tensor
     std: torch.Tensor
-    weight: torch.Tensor | None  # (DIM, joined feature width); None: the standardised features themselves
+    # (DIM, joined feature width). None: no map was learned (training/pretrained.py), and each
+    # member's features are made unit vectors and joined; mean and std then only give the width.
+    weight: torch.Tensor | None
     temperature: float = 0.05  # of the softmax over products' best similarities, fitted on validation
     sure_threshold: float = 0.5  # the merged answer's, fitted on validation as the classifier's is
     # A region of a photo is an object when its nearest product photo is at least this similar:
@@ -52,9 +54,10 @@ class Embedding:
 
     @torch.inference_mode()
     def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.weight is None:  # the frozen bodies' own view: each member's features a unit vector, joined
+            return F.normalize(torch.cat([F.normalize(features[n].float(), dim=1) for n in self.members], 1), dim=1)
         joined = torch.cat([features[name].float() for name in self.members], 1)
-        z = (joined - self.mean) / self.std
-        return F.normalize(z if self.weight is None else z @ self.weight.T, dim=1)
+        return F.normalize(((joined - self.mean) / self.std) @ self.weight.T, dim=1)
 
     @property
     def dim(self) -> int:

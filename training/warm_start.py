@@ -52,7 +52,8 @@ def warm_start(layout: Layout, snapshot: Snapshot, config: TrainConfig) -> WarmS
     model_path = layout.production_dir / "model.pt"
     if config.force or not model_path.exists():
         return None
-    made: dict[str, Any] = torch.load(model_path, map_location="cpu", weights_only=True)
+    # Mapped, as same_as_production reads it too: only the tops taken from it are read whole.
+    made: dict[str, Any] = torch.load(model_path, map_location="cpu", weights_only=True, mmap=True)
     version = str(made.get("version", "production"))
     settings = made.get("config", {})
     if made.get("mode") != "top" or any(settings.get(k) != getattr(config, k) for k in SAME):

@@ -4,16 +4,15 @@ The index holds only each product's iconic photo (the shop's own, on white): 81 
 queries are the real test photos. Recall@K: the share of queries whose product is among the K
 products answered. Two runs, side by side:
 
-1. No trained model: the members' pretrained bodies, standardised on the 81 catalog photos the
-   index holds (training/pretrained.py), as `reviewlens index` builds it before any training;
-   queries: all test photos.
+1. No trained model: the members' pretrained bodies (training/pretrained.py), as `reviewlens
+   index` builds it before any training; queries: all test photos.
 2. The search embedding trained (quick mode) on the review photos of 60 products, the index the
    same 81 catalog photos; queries: the 21 unseen products' test photos, answered among all 81.
 
 Each is asked as `predict` asks: `Finder.answer` on the whole photo (stored features, all
 queries) and through the object search (decoded photos, a sample of `--objects` queries).
 Beside them, on the same queries: the frozen features of the same members, each L2-normalized and
-joined, without standardising.
+joined, matched to the catalog photos by cosine alone (no index, no Finder).
 
     .venv/bin/python -m tests.benchmarks.catalog_to_photo [--workdir DIR] [--objects N]
 """
@@ -43,7 +42,7 @@ from tests.benchmarks.grocery_accuracy import grocery_snapshot
 from training.bundle import Ensemble
 from training.data import Example, Snapshot, load_image
 from training.loading import PhotoRef
-from training.pretrained import fit_pretrained
+from training.pretrained import pretrained_ensemble
 from training.train import train_snapshot
 
 SEEN = sized(60, 2)  # products the embedding is trained on (of the stand-in's 4 at smoke size)
@@ -136,8 +135,8 @@ def main() -> None:
     config = TrainConfig(mode="quick", seed=args.seed)
     test = snapshot.split("test")
 
-    # 1. Before any training: the pretrained bodies, standardised on the catalog photos.
-    pretrained = fit_pretrained(config, layout, [r for r, _ in catalog_refs(snapshot)])
+    # 1. Before any training: the pretrained bodies.
+    pretrained = pretrained_ensemble(config)
     before = measure("no trained model", finder_over_catalog(pretrained, layout, snapshot), layout, snapshot,
                      test, args.objects)  # fmt: skip
 
