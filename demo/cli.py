@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from core.layout import DEFAULT_DATA_DIR, Layout
-from reviewlens.cli import add_data_dir, run
+from reviewlens.cli import add_data_dir, command_parser, run
 from reviewlens.labelstudio_server import LabelStudioServer, port_of
 
 
@@ -69,10 +69,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reviewlens-demo", description=__doc__)
-    parser.set_defaults(prog="reviewlens-demo")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("reviewlens-demo", __doc__)
 
     p = sub.add_parser("run", help="set up and run the pipeline on the demo shop")
     add_data_dir(p)

@@ -374,11 +374,16 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reviewlens", description=__doc__)
-    parser.set_defaults(prog="reviewlens")
+def command_parser(prog: str, description: str | None) -> tuple[argparse.ArgumentParser, Any]:
+    """A command's parser with -v and its subcommands' place; `run` names the command in errors."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.set_defaults(prog=prog)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub = command_parser("reviewlens", __doc__)
 
     p = sub.add_parser("crawl", help="crawl the shop's best sellers and their review photos")
     add_data_dir(p)

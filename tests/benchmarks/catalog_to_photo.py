@@ -39,13 +39,12 @@ from tests.benchmarks._shop import workdir
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import sized
 from tests.benchmarks.grocery_accuracy import grocery_snapshot
+from tests.benchmarks.open_set import seen_products
 from training.bundle import Ensemble
 from training.data import Example, Snapshot, load_image
 from training.loading import PhotoRef
 from training.pretrained import pretrained_ensemble
 from training.train import train_snapshot
-
-SEEN = sized(60, 2)  # products the embedding is trained on (of the stand-in's 4 at smoke size)
 
 
 def catalog_refs(snapshot: Snapshot) -> list[tuple[PhotoRef, str]]:
@@ -141,19 +140,7 @@ def main() -> None:
                      test, args.objects)  # fmt: skip
 
     # 2. The embedding trained on 60 products' review photos; the 21 others' test photos asked.
-    products = list(range(len(snapshot.classes)))
-    random.Random(args.seed).shuffle(products)
-    seen = set(products[:SEEN])
-    relabel = {p: i for i, p in enumerate(sorted(seen))}
-    seen_snapshot = Snapshot(
-        f"catalog-seen-{args.seed}",
-        [snapshot.classes[p] for p in sorted(seen)],
-        [
-            Example(e.sha256, e.path, e.group_id, relabel[e.label], e.split)
-            for e in snapshot.examples
-            if e.label in seen
-        ],
-    )
+    seen_snapshot, seen = seen_products(snapshot, args.seed, f"catalog-seen-{args.seed}")
     trained = Ensemble.load(train_snapshot(seen_snapshot, config, layout))
     unseen_test = [e for e in test if e.label not in seen]
     after = measure("embedding trained on 60 products, unseen queries", finder_over_catalog(trained, layout, snapshot),

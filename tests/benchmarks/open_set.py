@@ -60,21 +60,21 @@ def index_of(examples: list[Example], vectors: np.ndarray, name: str) -> Product
     return index
 
 
-def one_split(snapshot: Snapshot, layout: Layout, seed: int) -> dict[str, float]:
+def seen_products(snapshot: Snapshot, seed: int, name: str) -> tuple[Snapshot, set[int]]:
+    """SEEN products drawn at random (by `seed`), relabelled 0..SEEN-1 for training, and their labels."""
     products = list(range(len(snapshot.classes)))
     random.Random(seed).shuffle(products)
-    seen, unseen = set(products[:SEEN]), set(products[SEEN:])
-    # The seen products, relabelled 0..59 for training.
+    seen = set(products[:SEEN])
     relabel = {p: i for i, p in enumerate(sorted(seen))}
-    seen_snapshot = Snapshot(
-        f"open-set-{seed}",
-        [snapshot.classes[p] for p in sorted(seen)],
-        [
-            Example(e.sha256, e.path, e.group_id, relabel[e.label], e.split)
-            for e in snapshot.examples
-            if e.label in seen
-        ],
-    )
+    examples = [
+        Example(e.sha256, e.path, e.group_id, relabel[e.label], e.split) for e in snapshot.examples if e.label in seen
+    ]
+    return Snapshot(name, [snapshot.classes[p] for p in sorted(seen)], examples), seen
+
+
+def one_split(snapshot: Snapshot, layout: Layout, seed: int) -> dict[str, float]:
+    seen_snapshot, seen = seen_products(snapshot, seed, f"open-set-{seed}")
+    unseen = set(range(len(snapshot.classes))) - seen
     started = time.monotonic()
     run_dir = train_snapshot(seen_snapshot, TrainConfig(mode="quick", seed=seed), layout)
     train_seconds = time.monotonic() - started
