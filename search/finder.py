@@ -90,7 +90,9 @@ class Finder:
     def before_training(cls, layout: Layout) -> Finder | None:
         """The Finder of the index built with the pretrained bodies, where no model is trained yet."""
         ensemble = load_pretrained(layout)
-        return cls.of(layout, ensemble) if ensemble is not None else None
+        finder = cls.of(layout, ensemble) if ensemble is not None else None
+        # Without its index (since moved to a model) the bodies know no product to answer with.
+        return finder if finder is not None and finder.index is not None else None
 
     @property
     def threshold(self) -> float:

@@ -42,6 +42,18 @@ SCHEDULED_PULL_S = 600  # prefect.yaml's label-pull interval: the fallback when 
 FAST = {"backoff_s": 0.01, "api_rate": 200.0, "image_rate": 500.0}
 
 
+def prefect_api(method: str, url: str, body: object) -> requests.Response:
+    """One call of the Prefect server's API, asked again while it answers 503 or 429, as Prefect's
+    own client does: its SQLite database answers 503 while another writer holds it."""
+    for attempt in range(8):
+        answer = requests.request(method, url, json=body, timeout=10)
+        if answer.status_code not in (429, 503):
+            break
+        time.sleep(float(answer.headers.get("Retry-After") or 0.5 * 2**attempt))
+    answer.raise_for_status()
+    return answer
+
+
 def decided(layout: Layout, sha256: str) -> bool:
     with open_manifest(layout) as m:
         row = m.conn.execute("SELECT decision FROM labels WHERE sha256 = ?", (sha256,)).fetchone()
@@ -51,7 +63,7 @@ def decided(layout: Layout, sha256: str) -> bool:
 def pulls_in_flight(api: str) -> int:
     """Flow runs not finished yet (scheduled, pending, running, or waiting for the concurrency slot)."""
     states = {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}}}
-    return len(requests.post(f"{api}/flow_runs/filter", json={"flow_runs": states}, timeout=10).json())
+    return len(prefect_api("POST", f"{api}/flow_runs/filter", {"flow_runs": states}).json())
 
 
 def stamp(text: str) -> float:
@@ -60,7 +72,7 @@ def stamp(text: str) -> float:
 
 def latest_pull(api: str) -> dict[str, float]:
     """Where the last flow run's time went: created, started (its engine running) and ended, as Unix times."""
-    runs = requests.post(f"{api}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_DESC", "limit": 1}, timeout=10)
+    runs = prefect_api("POST", f"{api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC", "limit": 1})
     run = runs.json()[0]
     return {"created": stamp(run["created"]), "started": stamp(run["start_time"]), "ended": stamp(run["end_time"])}
 
@@ -112,13 +124,13 @@ def main() -> None:
         # No scheduled run: every pull measured is one the event started.
         with prefect_server(root / "prefect", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as env:
             api = env["PREFECT_API_URL"]
-            deployments = requests.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+            deployments = prefect_api("POST", f"{api}/deployments/filter", {}).json()
             pull_id = next(d["id"] for d in deployments if d["name"] == "reviewlens-label-pull")
-            requests.patch(
+            prefect_api(
+                "PATCH",
                 f"{api}/deployments/{pull_id}",
-                json={"parameters": {"data_dir": str(layout.data_dir), "retrain_after": 0}},
-                timeout=10,
-            ).raise_for_status()
+                {"parameters": {"data_dir": str(layout.data_dir), "retrain_after": 0}},
+            )
             with ml_backend(layout.data_dir, root / "backend.log", env) as backend:
                 connect_backend(label, layout, client, backend)
                 # The worker asks for runs every second (its default is 10 s).
