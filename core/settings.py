@@ -157,6 +157,10 @@ class TrainConfig:
     # the smallest scale), and for how many epochs at most; the epoch best on validation is kept.
     top_blocks: Count = 5
     top_epochs: Count = 8
+    # Top mode: augmented views (random resized crop, flip, colour) of each training photo whose
+    # activations are kept beside its centre crop's, each a pass of the lower blocks over the
+    # training photos, taken only where the epochs still fit the budget after them (0: none).
+    top_views: NonNegativeInt = 2
     # A retrain in top mode starts from the production model's tuned top where that is safe
     # (training/warm_start.py) and tunes it this many epochs more.
     top_retrain_epochs: Count = 1

@@ -10,7 +10,16 @@ import torch
 from models.efficientnet_lite import EfficientNetLite
 from training.features import embed_batch
 from training.members import get_member
-from training.top_tune import Split, activations, top_features, top_logits, tune_top
+from training.top_tune import (
+    Split,
+    activations,
+    crop_maps,
+    draw_views,
+    epoch_seconds,
+    top_features,
+    top_logits,
+    tune_top,
+)
 
 
 def _model(n_classes: int) -> EfficientNetLite:
@@ -69,3 +78,44 @@ def test_tuning_stops_at_its_deadline_with_the_probe_in_place() -> None:
     result = tune_top(split, (acts, y), (acts, y), epochs=5, deadline=time.monotonic() - 1)
     assert result.best_epoch == 0 and len(result.val_top1) == 1
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_each_photo_is_drawn_from_one_of_its_views_in_order() -> None:
+    # Three sources of 10 photos each; row r of source v holds 100 * v + r everywhere.
+    sources = [torch.full((10, 2, 3, 3), 100.0 * v).add(torch.arange(10.0).view(10, 1, 1, 1)) for v in range(3)]
+    index = torch.tensor([7, 2, 9, 0, 5, 5, 1, 3, 8, 4, 6, 2])
+    drawn = draw_views(sources, index, torch.Generator().manual_seed(0))
+    values = drawn.flatten(1)
+    assert torch.equal(values.min(1).values, values.max(1).values)  # each row comes whole from one source
+    assert torch.equal(values[:, 0] % 100, index.float())  # in the order asked
+    assert len(set((values[:, 0] // 100).tolist())) == 3  # all three sources were drawn from
+    assert torch.equal(draw_views(sources[:1], index, torch.Generator()), sources[0][index])
+
+
+def test_views_train_the_top_and_an_epoch_is_estimated_without_a_step() -> None:
+    torch.manual_seed(0)
+    model = _model(3)
+    split = Split(model, 2)
+    (x_train, y_train), (x_val, y_val) = _photos(48, seed=1), _photos(24, seed=2)
+    train = (activations(split, [x_train]), y_train)
+    view = activations(split, [x_train.flip(-2)])  # another view of the same photos
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert epoch_seconds(split, train, activations(split, [x_val]), batch_size=16) > 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    val = (activations(split, [x_val]), y_val)
+    result = tune_top(split, train, val, epochs=6, views=(view,), lr=1e-3, batch_size=16)
+    assert result.val_top1[0] < 0.5 and max(result.val_top1) > 0.8
+
+
+def test_a_cropped_map_is_a_window_of_the_map() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(4 * 2 * 10 * 10, dtype=torch.float32).view(4, 2, 10, 10)
+    sides = set()
+    for _ in range(40):
+        cropped = crop_maps(x, gen)
+        sides.add(cropped.shape[-1])
+        h, w = cropped.shape[-2:]
+        for m, c in zip(x, cropped, strict=True):
+            top, left = divmod(int(c[0, 0, 0] - m[0, 0, 0]), 10)  # where its first cell lay in the map
+            assert torch.equal(c, m[:, top : top + h, left : left + w])
+    assert sides == {10, 9, 7}  # kept whole, or cut to 85% or 70% of its side

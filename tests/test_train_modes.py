@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from core.boxes import view_key
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import TrainConfig
@@ -128,6 +129,13 @@ def test_top_mode_tunes_the_last_blocks_and_keeps_the_epoch_best_on_validation(d
     run = train(TrainConfig(mode="top", top_blocks=2, top_epochs=2, **SMALL), deduped)  # type: ignore[arg-type]
     tuned = _history(run)["efficientnet_lite0"]["top_tune"]
     assert tuned["blocks"] == 2 and len(tuned["val_top1"]) == 3  # the probe, then two epochs
+    assert tuned["views"] == 2  # the centre crop's activations and two augmented views of each photo
+    views = sorted((deduped.cache_dir / "activations" / "efficientnet_lite0").glob("*-view*"))
+    assert [v.name[-6:] for v in views] == ["-view1", "-view2"]
+    examples = json.loads((run / "snapshot.json").read_text())["examples"]
+    train_keys = {view_key(e["sha256"], e["box"]) for e in examples if e["split"] == "train"}
+    for folder in views:
+        assert {k for listing in folder.glob("*.sha") for k in listing.read_text().split()} == train_keys
     assert tuned["val_top1"][tuned["best_epoch"]] == max(tuned["val_top1"])
     report = evaluate(run, deduped)
     assert report.results["ensemble"]["top1"] > 40 and "top (the last blocks fine-tuned" in report.markdown
@@ -146,6 +154,9 @@ def test_top_mode_tunes_the_last_blocks_and_keeps_the_epoch_best_on_validation(d
     again = train(TrainConfig(mode="top", top_blocks=2, top_epochs=2, force=True, **SMALL), deduped)  # type: ignore[arg-type]
     assert _history(again)["efficientnet_lite0"]["embedded"] == 0
     assert evaluate(again, deduped).results["ensemble"]["top1"] > 40
+    # A budget too short for any epoch takes no view either: the epochs come first.
+    rushed = train(TrainConfig(mode="top", top_blocks=1, budget_minutes=0.001, **SMALL), deduped)  # type: ignore[arg-type]
+    assert _history(rushed)["efficientnet_lite0"]["top_tune"]["views"] == 0
 
 
 def test_a_top_mode_retrain_continues_from_production_unless_its_photos_moved_to_test(deduped: Layout) -> None:

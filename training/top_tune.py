@@ -5,8 +5,15 @@ precision, on disk: training/features.activation_store, so a retrain decodes onl
 each epoch then runs only the last blocks, the head convolution and the
 classifier, a fraction of the network's cost. The classifier starts from the linear probe (the
 probe-then-fine-tune recipe full mode follows), batch-norm statistics stay as ImageNet left them,
-and a mirrored activation map stands in for a mirrored photo. The epoch kept is the one best on
-validation; the blocks are the model's own modules, so the model comes out tuned in place.
+and a mirrored activation map stands in for a mirrored photo. A few augmented views of each
+training photo (random resized crops, colour: what full mode draws afresh every epoch) are kept
+beside its centre crop, and each step draws one of them per photo, then crops its activation map
+at random. On the grocery photos (Lite0, 8 epochs) the tuned top scored 79.1 Top-1 on the centre
+crop alone, 80.0 with the maps cropped, 80.9 with two views and 81.3 with both (81.9 with a crop
+side drawn from every size, whose new shapes slowed each epoch); the views cost two more passes of
+the lower blocks over the training photos, the crops nothing. The epoch kept is the
+one best on validation; the blocks are the model's own modules, so the model comes out tuned in
+place.
 """
 
 from __future__ import annotations
@@ -108,11 +115,65 @@ class TopTuneResult:
     seconds: float
 
 
+# A training map is cut to one of these shares of its side (1: kept whole), the same for a batch:
+# a few sizes, so the convolutions' kernels chosen for each size are reused.
+CROP_SIDES = (1.0, 0.85, 0.7)
+CROP_SHARE = 0.7  # of the batches
+
+
+def crop_maps(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random crop of each activation map in `x` (n, C, H, W): the top pools over what is left,
+    so it stands in for a closer crop of the photo at no cost."""
+    if float(torch.rand((), generator=gen)) >= CROP_SHARE:
+        return x
+    share = CROP_SIDES[int(torch.randint(len(CROP_SIDES), (), generator=gen))]
+    (height, width), (h, w) = x.shape[-2:], (math.ceil(share * x.shape[-2]), math.ceil(share * x.shape[-1]))
+    if (h, w) == (height, width):
+        return x
+    tops = torch.randint(height - h + 1, (len(x),), generator=gen).tolist()
+    lefts = torch.randint(width - w + 1, (len(x),), generator=gen).tolist()
+    return torch.stack([m[:, t : t + h, left : left + w] for m, t, left in zip(x, tops, lefts, strict=True)])
+
+
+def draw_views(sources: list[Inputs], index: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rows `index` of the training activations, each from one of `sources` (the centre crop's,
+    then each kept view's) drawn at random; only the rows drawn are read."""
+    if len(sources) == 1:
+        return sources[0][index].float()
+    pick = torch.randint(len(sources), (len(index),), generator=gen)
+    drawn = torch.cat([rows[index[pick == v]] for v, rows in enumerate(sources) if bool((pick == v).any())])
+    x = torch.empty_like(drawn)
+    x[torch.argsort(pick, stable=True)] = drawn  # back in the order of `index`
+    return x.float()
+
+
+def epoch_seconds(split: Split, train: tuple[Inputs, torch.Tensor], val: Inputs, batch_size: int = 64) -> float:
+    """What one epoch of tune_top is expected to take: a timed training step times the steps, and
+    a pass of the top over validation. Takes no step: the model is left as it was."""
+    x_train, y_train = train
+    if not len(y_train):
+        return 0.0
+    top_logits(split, val[:batch_size])  # warms up; the second pass is timed
+    started = time.monotonic()
+    top_logits(split, val[:batch_size])
+    val_seconds = (time.monotonic() - started) * math.ceil(len(val) / batch_size)
+    split.train_mode()
+    for _ in range(2):  # the second step is timed (the first pays for warming up)
+        timed = time.monotonic()
+        x = x_train[torch.arange(min(batch_size, len(y_train)))].float()
+        F.cross_entropy(split.top(x), y_train[: len(x)]).backward()
+        split.model.zero_grad(set_to_none=True)
+    step = time.monotonic() - timed
+    split.model.eval()
+    return step * math.ceil(len(y_train) / batch_size) + val_seconds
+
+
 def tune_top(
     split: Split,
     train: tuple[Inputs, torch.Tensor],
     val: tuple[Inputs, torch.Tensor],
     epochs: int,
+    views: tuple[Inputs, ...] = (),
     lr: float = 3e-4,
     head_lr_scale: float = 10.0,
     weight_decay: float = 1e-4,
@@ -122,7 +183,8 @@ def tune_top(
     deadline: float = math.inf,
 ) -> TopTuneResult:
     """Trains the top on cached (activations, labels) for up to `epochs`, as many as fit before
-    `deadline` (time.monotonic()); keeps the epoch best on validation Top-1.
+    `deadline` (time.monotonic()); keeps the epoch best on validation Top-1. `views` are more
+    activations of the training photos, row for row (augmented views of each).
 
     The epochs that fit are planned before the first, from a timed step and the validation pass,
     so the learning rate's schedule always runs its whole course: a schedule cut off at its peak
@@ -136,22 +198,16 @@ def tune_top(
         return float((top_logits(split, x_val).argmax(-1) == y_val).float().mean()) if len(y_val) else 0.0
 
     def step_loss(index: torch.Tensor) -> torch.Tensor:
-        x = x_train[index].float()
+        x = draw_views([x_train, *views], index, gen)
         flip = torch.rand(len(index), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)  # the mirrored photo's map, near enough for the top's few layers
-        return F.cross_entropy(split.top(x), y_train[index], label_smoothing=label_smoothing)
+        return F.cross_entropy(split.top(crop_maps(x, gen)), y_train[index], label_smoothing=label_smoothing)
 
     scores = [val_top1()]
-    val_seconds = time.monotonic() - started
     best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     if not math.isinf(deadline) and len(y_train):
-        split.train_mode()
-        for _ in range(2):  # the second step is timed (the first pays for warming up); none is taken
-            timed = time.monotonic()
-            step_loss(torch.arange(min(batch_size, len(y_train)))).backward()
-            split.model.zero_grad(set_to_none=True)
-        epoch_guess = (time.monotonic() - timed) * steps_per_epoch + val_seconds
+        epoch_guess = epoch_seconds(split, train, x_val, batch_size)
         epochs = min(epochs, int((deadline - time.monotonic()) / epoch_guess))
     if epochs < 1 or not len(y_train):
         split.model.eval()
@@ -162,10 +218,10 @@ def tune_top(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, [lr, lr * head_lr_scale], total_steps=epochs * steps_per_epoch, pct_start=0.1, anneal_strategy="cos"
     )
-    epoch_seconds = 0.0
+    last_epoch = 0.0
     with Bar(epochs * len(y_train), f"tuning the top, {epochs} epochs") as bar:
         for epoch in range(1, epochs + 1):
-            if time.monotonic() + epoch_seconds > deadline:
+            if time.monotonic() + last_epoch > deadline:
                 break
             epoch_started = time.monotonic()
             split.train_mode()
@@ -180,7 +236,7 @@ def tune_top(
             scores.append(val_top1())
             if scores[-1] > best[0]:
                 best = (scores[-1], epoch, copy.deepcopy(split.model.state_dict()))
-            epoch_seconds = time.monotonic() - epoch_started
+            last_epoch = time.monotonic() - epoch_started
     split.model.load_state_dict(best[2])
     split.model.eval()
     return TopTuneResult(best[1], [round(s, 4) for s in scores], round(time.monotonic() - started, 1))
