@@ -520,6 +520,11 @@ def run(args: argparse.Namespace) -> int:
     except ReviewlensError as exc:  # what the user can fix; anything else is a bug and keeps its traceback
         print(f"{args.prog} {args.command}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`reviewlens predict FOLDER | head`): stop quietly, as a Unix tool
+        # does. Python's own flush at exit would raise again, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -123,6 +123,24 @@ def test_a_bad_value_is_a_user_error_and_a_bug_is_not(
         main(["train", "--data-dir", str(tmp_path)])
 
 
+def test_a_reader_that_goes_away_stops_a_command_quietly() -> None:
+    # `reviewlens predict FOLDER | head`: the command's answers go on after the reader has closed.
+    script = (
+        "import argparse, sys\n"
+        "from reviewlens.cli import run\n"
+        "def answers(args):\n"
+        "    for i in range(10**6):\n"
+        "        print('photo', i, 'answer')\n"
+        "sys.exit(run(argparse.Namespace(func=answers, verbose=False, prog='reviewlens', command='predict')))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"photo 0 answer\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and err == ""  # no traceback, nor Python's "Exception ignored"
+
+
 @pytest.mark.parametrize("stage", [["dedupe"], ["contact-sheet"], ["train"]], ids=lambda w: w[0])
 def test_a_stage_after_the_crawl_refuses_a_folder_without_a_manifest(
     stage: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
