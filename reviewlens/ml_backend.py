@@ -55,10 +55,12 @@ from curation.labeling.shapes import box_region, note_region, objects_region, yo
 from curation.preannotate.estimates import photo_verdict, queue_score
 from search.answers import answer_files
 from search.finder import Finder
-from search.indexing import index_folder
+from search.indexing import index_folder, pretrained_file
 
 log = logging.getLogger(__name__)
-NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted
+NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted or index built
+NO_MODEL_WORDS = "Model: none yet (promote one, or `reviewlens index` to search with the pretrained bodies)."
+Stamp = tuple[str, int, int, int] | None  # a file's path, inode, change time and size; None: absent
 # Label Studio's webhook actions that change a decision, and the Prefect event they become.
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 ANNOTATION_SAVED = "label-studio.annotation.saved"
@@ -70,7 +72,8 @@ MAX_BODY = 2_000_000
 
 class Production:
     """The model in production and its index, loaded again whenever a promotion or an index run
-    replaces their files."""
+    replaces their files. Before any promotion, the index built with the pretrained bodies
+    answers, as it does for `reviewlens predict`."""
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -79,32 +82,36 @@ class Production:
         self.finder: Finder | None = None
         # The files as loaded: a promotion renames a new folder into place, so its inode changes;
         # an index run writes its index.json last.
-        self.loaded_from: tuple[tuple[int, int, int], tuple[int, int, int] | None] | None = None
+        self.loaded_from: tuple[Stamp, Stamp] | None = None
         self.lock = threading.Lock()
 
     @staticmethod
-    def _stamp(path: Path) -> tuple[int, int, int] | None:
+    def _stamp(path: Path) -> Stamp:
         try:
             stat = path.stat()
         except FileNotFoundError:
             return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+        return str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def current(self) -> Finder | None:
         with self.lock:
-            model = self._stamp(self.file)
-            if model is None:
-                self.finder, self.loaded_from = None, None
-                return None
-            stamp = (model, self._stamp(self.index_file))
-            if stamp != self.loaded_from:
+            promoted = self._stamp(self.file) is not None
+            stamp = (self._stamp(self.file if promoted else pretrained_file(self.layout)), self._stamp(self.index_file))
+            if stamp == self.loaded_from:
+                return self.finder
+            if self.finder is not None and self.loaded_from is not None and stamp[0] == self.loaded_from[0]:
+                self.finder = Finder.of(self.layout, self.finder.ensemble)  # only the index changed
+            elif promoted:
                 self.finder = Finder.load(self.layout, self.file.parent)
-                self.loaded_from = stamp
+            else:
+                self.finder = Finder.before_training(self.layout)
+            self.loaded_from = stamp
+            if self.finder is not None:
                 index = self.finder.index
                 log.info(
                     "model %s loaded from %s, %s",
                     self.finder.ensemble.version,
-                    self.file.parent,
+                    self.file.parent if promoted else pretrained_file(self.layout),
                     f"its index of {len(index)} photos" if index is not None else "no index of it yet",
                 )
             return self.finder
@@ -143,7 +150,7 @@ def model_words(finder: Finder | None, photos: list[Path], claimed: list[str]) -
     """The three likeliest products for each photo in words, as `reviewlens predict` names them
     (its first object): one load of the models."""
     if finder is None:
-        return [["Model: none in production yet."] for _ in photos]
+        return [[NO_MODEL_WORDS] for _ in photos]
     version = finder.ensemble.version
     out = []
     for (answer, _), product in zip(answer_files(finder, photos, k=3), claimed, strict=True):

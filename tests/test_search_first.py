@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from PIL import Image, ImageOps
 from core.layout import Layout
 from demo.shop.generate import GeneratorConfig, generate, load_catalog, load_truth
 from reviewlens.cli import main
+from reviewlens.ml_backend import Production, model_words
+from training.bundle import Ensemble
 
 MEMBER = ["--members", "efficientnet_lite0"]
 
@@ -72,6 +75,15 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     assert all(str(p.product_id) in named[str(p.product_id)] for p in products)
     # Nothing was held out to say how far a score can be trusted: no answer is sure.
     assert not any(o["sure"] for a in answers for o in a["objects"])
+    # The annotators' view names the same products from the same index.
+    production = Production(layout)
+    before = production.current()
+    assert before is not None and before.ensemble.version.startswith("pretrained-")
+    first = products[0]
+    (said_in_view,) = model_words(before, [queries / f"{first.product_id}.jpg"], [first.name])
+    assert said_in_view[0].startswith(f"Model {before.ensemble.version}: 1. {first.name} (")
+    assert said_in_view[0].endswith(" - not sure.")
+    assert production.current() is before  # nothing changed on disk: nothing is loaded again
 
     # Reviews arrive for two products: those two are trained on, and training says the rest are searched.
     reviews = tmp_path / "reviews.csv"
@@ -99,3 +111,12 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     assert main(["predict", str(untrained), "--json", *data]) == 0
     (answer,) = json.loads(capsys.readouterr().out)
     assert str(products[5].product_id) in [m["product_id"] for m in answer["objects"][0]["products"]]
+    # The labeling view moves to the promoted model too; an index run alone keeps its networks.
+    promoted = production.current()
+    in_production = Ensemble.load(layout.production_dir / "model.pt").version
+    assert promoted is not None and promoted.ensemble.version == in_production
+    assert promoted.index is not None and len(promoted.index) >= len(products)
+    index_json = layout.index_dir / "products" / "index.json"
+    os.utime(index_json, ns=(index_json.stat().st_atime_ns, index_json.stat().st_mtime_ns + 10**9))
+    again = production.current()
+    assert again is not promoted and again is not None and again.ensemble is promoted.ensemble
