@@ -171,9 +171,18 @@ def update_pretrained_index(
     ensemble = pretrained.pretrained_ensemble(config)
     file = pretrained_file(layout)
     file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
-    file.with_suffix(".tmp").replace(file)
+    # Written only when the bodies change: the ML backend loads them again when this file changes.
+    if not file.exists() or _saved_state(file) != pretrained.state(ensemble):
+        torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
+        file.with_suffix(".tmp").replace(file)
     return update_index(layout, ensemble, rebuild, approximate_from)
+
+
+def _saved_state(file: Path) -> object:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError):
+        return None
 
 
 def load_index(layout: Layout, ensemble: Ensemble) -> tuple[ProductIndex, dict[str, Product]] | None:

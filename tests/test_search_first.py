@@ -57,9 +57,11 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     assert "index of the pretrained bodies (pretrained-" in said
     assert f": {len(products)} photos of {len(products)} products" in said
     assert (layout.index_dir / "pretrained.pt").is_file()
-    # A second run keeps the vectors: nothing is embedded again.
+    # A second run keeps the vectors: nothing is embedded again, and the bodies' file is left as it was.
+    bodies = (layout.index_dir / "pretrained.pt").stat().st_mtime_ns
     assert main(["index", *data, *MEMBER]) == 0
     assert ", 0 added in " in capsys.readouterr().out
+    assert (layout.index_dir / "pretrained.pt").stat().st_mtime_ns == bodies
 
     # Shoppers' photos of the products: the catalog photo mirrored and cut, as a new photo of it.
     queries = tmp_path / "queries"
