@@ -137,7 +137,8 @@ def frozen_features_from_activations(snapshot: Snapshot, layout: Layout, config:
             continue
         split, acts, shape = top_inputs(layout, member, model, size, config)
         frozen = feature_store(layout, member, model, size, config.resize_ratio)
-        todo = frozen.missing(keys)
+        # A member the budget left out kept no activations: quick mode embeds its photos itself.
+        todo = [k for k in frozen.missing(keys) if k in acts.index]
         for i in range(0, len(todo), 1024):
             part = todo[i : i + 1024]
             frozen.add(part, top_features(split, StoredRows(acts, part, shape))[:, None].half().numpy())
