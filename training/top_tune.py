@@ -174,6 +174,7 @@ def tune_top(
     val: tuple[Inputs, torch.Tensor],
     epochs: int,
     views: tuple[Inputs, ...] = (),
+    crop: bool = True,
     lr: float = 3e-4,
     head_lr_scale: float = 10.0,
     weight_decay: float = 1e-4,
@@ -184,7 +185,8 @@ def tune_top(
 ) -> TopTuneResult:
     """Trains the top on cached (activations, labels) for up to `epochs`, as many as fit before
     `deadline` (time.monotonic()); keeps the epoch best on validation Top-1. `views` are more
-    activations of the training photos, row for row (augmented views of each).
+    activations of the training photos, row for row (augmented views of each); `crop` cuts the
+    maps at random (crop_maps).
 
     The epochs that fit are planned before the first, from a timed step and the validation pass,
     so the learning rate's schedule always runs its whole course: a schedule cut off at its peak
@@ -201,7 +203,8 @@ def tune_top(
         x = draw_views([x_train, *views], index, gen)
         flip = torch.rand(len(index), generator=gen) < 0.5
         x[flip] = x[flip].flip(-1)  # the mirrored photo's map, near enough for the top's few layers
-        return F.cross_entropy(split.top(crop_maps(x, gen)), y_train[index], label_smoothing=label_smoothing)
+        x = crop_maps(x, gen) if crop else x
+        return F.cross_entropy(split.top(x), y_train[index], label_smoothing=label_smoothing)
 
     scores = [val_top1()]
     best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
