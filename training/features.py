@@ -155,12 +155,14 @@ def activation_store(
     resize_ratio: float,
     top_blocks: int,
     shape: tuple[int, ...],
-    view: int = 0,
 ) -> FeatureStore:
     """The store of the inputs of `model`'s last `top_blocks` blocks (top mode), each row one photo's
-    activation map of `shape`: of its centre crop, or of its augmented `view` (1, 2, ...). Keyed by
-    the weights the model starts from: the blocks below the top never learn, so a retrain finds
-    here every photo it has seen."""
+    activation map of `shape`. Keyed by the weights the model starts from: the blocks below the top
+    never learn, so a retrain finds here every photo it has seen."""
     key = f"{size}px-r{resize_ratio:g}-top{top_blocks}-{body_digest(model, member.head)}"
-    key += f"-view{view}" if view else ""
     return FeatureStore(layout.cache_dir / "activations" / member.name / key, math.prod(shape))
+
+
+def view_store(store: FeatureStore, view: int) -> FeatureStore:
+    """Beside an activation store, the one of its photos' augmented `view` (1, 2, ...)."""
+    return FeatureStore(store.root.with_name(f"{store.root.name}-view{view}"), store.dim)

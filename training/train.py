@@ -51,6 +51,7 @@ from training.features import (
     embed_batch,
     embed_missing,
     feature_store,
+    view_store,
 )
 from training.finetune import Schedule, autocast, finetune
 from training.head import BALANCES, Probe, Rows, fit_head, settings_of
@@ -292,14 +293,10 @@ def train_member_top(
     photo come from them too: no photo is decoded twice. Returns what train_member does."""
     config, n_classes = ctx.config, len(ctx.snapshot.classes)
     split, store, shape = top_inputs(ctx.layout, member, model, size, config)
-    view_stores = [
-        activation_store(ctx.layout, member, model, size, config.resize_ratio, config.top_blocks, shape, view)
-        for view in range(1, config.top_views + 1)
-    ]
     by_key = {e.key: e for e in ctx.snapshot.examples}
     examples = list(by_key.values())
     warm_from = ctx.warm.version if ctx.warm and member.name in ctx.warm.states else ""
-    if ctx.warm and warm_from:  # after the stores are named: their activations are the ImageNet body's
+    if ctx.warm and warm_from:  # after the store is named: its activations are the ImageNet body's
         model.load_state_dict(ctx.warm.states[member.name], strict=False)
         progress.info("%s: its top starts from production %s's", member.name, warm_from)
 
@@ -347,7 +344,8 @@ def train_member_top(
     train_set = (rows(train), torch.tensor([e.label for e in train]))
     epochs = config.top_retrain_epochs if warm_from else config.top_epochs
     # The views come second to the epochs: each is taken only if every planned epoch still fits.
-    reserve = final_pass + epochs * epoch_seconds(split, train_set, rows(val))
+    reserve = final_pass + epochs * epoch_seconds(split, train_set, rows(val)) if math.isfinite(deadline) else 0.0
+    view_stores = [view_store(store, view) for view in range(1, config.top_views + 1)]
     views = augmented_views(ctx, member, split, size, shape, view_stores, train, lower_seconds, deadline - reserve)
     started = time.monotonic()
     result = tune_top(
