@@ -95,8 +95,9 @@ class Production:
 
     def current(self) -> Finder | None:
         with self.lock:
-            promoted = self._stamp(self.file) is not None
-            stamp = (self._stamp(self.file if promoted else pretrained_file(self.layout)), self._stamp(self.index_file))
+            model = self._stamp(self.file)
+            promoted = model is not None
+            stamp = (model if promoted else self._stamp(pretrained_file(self.layout)), self._stamp(self.index_file))
             if stamp == self.loaded_from:
                 return self.finder
             if self.finder is not None and self.loaded_from is not None and stamp[0] == self.loaded_from[0]:

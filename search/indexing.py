@@ -172,8 +172,9 @@ def update_pretrained_index(
     file = pretrained_file(layout)
     file.parent.mkdir(parents=True, exist_ok=True)
     # Written only when the bodies change: the ML backend loads them again when this file changes.
-    if not file.exists() or _saved_state(file) != pretrained.state(ensemble):
-        torch.save(pretrained.state(ensemble), file.with_suffix(".tmp"))
+    state = pretrained.state(ensemble)
+    if _saved_state(file) != state:
+        torch.save(state, file.with_suffix(".tmp"))
         file.with_suffix(".tmp").replace(file)
     return update_index(layout, ensemble, rebuild, approximate_from)
 
@@ -181,7 +182,7 @@ def update_pretrained_index(
 def _saved_state(file: Path) -> object:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError):
+    except (OSError, pickle.UnpicklingError, RuntimeError, EOFError):  # absent or unreadable: written again
         return None
 
 
