@@ -48,6 +48,7 @@ from flows.tasks import (
 )
 from search.indexing import IndexSummary, update_index
 from training.bundle import Ensemble
+from training.runs import serving_model
 
 
 @flow(name="crawl", task_runner=task_runner())
@@ -104,11 +105,11 @@ def retrain_flow(
 
 @flow(name="index", task_runner=task_runner())
 def index_flow(data_dir: str = DATA_DIR) -> IndexSummary:
-    """Every usable photo of every product into the production model's index (the pretrained
-    bodies' before any promotion): no retrain."""
+    """Every usable photo of every product into the serving model's index (production's, else the
+    newest run's, else the pretrained bodies'): no retrain."""
     layout = Layout(Path(data_dir))
-    model = layout.production_dir
-    if dask_address() and (model / "model.pt").exists():  # embedded by tasks on the cluster, kept here
+    model = serving_model(layout)
+    if dask_address() and model is not None:  # embedded by tasks on the cluster, kept here
         return update_index(layout, Ensemble.load(model), embed=cluster_embedder(layout, model))
     return index_task(data_dir)
 

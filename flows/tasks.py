@@ -24,6 +24,7 @@ from curation.labeling.sync import PushSummary, predict_again, push
 from search.indexing import IndexSummary, update_index, update_pretrained_index
 from training.bundle import Ensemble
 from training.evaluate import evaluate, promote
+from training.runs import serving_model
 from training.train import FeatureExtractor, NotEnoughData, NothingNew, train
 
 
@@ -162,11 +163,12 @@ def evaluate_task(run_dir: str, data_dir: str, promote_if_better: bool) -> Evalu
 
 @task
 def index_task(data_dir: str) -> IndexSummary:
-    """Embeds the usable photos the production model's index lacks: new products become findable.
-    Before any model is promoted, the members' pretrained bodies embed them."""
+    """Embeds the usable photos the serving model's index lacks: new products become findable.
+    Before any model is trained, the members' pretrained bodies embed them."""
     layout = Layout(Path(data_dir))
-    if (layout.production_dir / "model.pt").exists():
-        summary = update_index(layout, Ensemble.load(layout.production_dir))
+    model = serving_model(layout)
+    if model is not None:
+        summary = update_index(layout, Ensemble.load(model))
     else:
         summary = update_pretrained_index(layout, TrainConfig())
     get_run_logger().info(

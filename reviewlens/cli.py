@@ -228,26 +228,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"promoted to {promote(run_dir, layout)}")
 
 
-def _production_or_latest(layout: Layout, model: str | None) -> Path:
-    from training.runs import latest_run
+def _model_asked(layout: Layout, model: str | None) -> Path | None:
+    """The model asked for, else the one that serves (training/runs.py); None before any training."""
+    from training.runs import serving_model
 
-    if model:
-        return Path(model)
-    return layout.production_dir if (layout.production_dir / "model.pt").exists() else latest_run(layout)
+    return Path(model) if model else serving_model(layout)
 
 
 def cmd_index(args: argparse.Namespace) -> None:
     from search.indexing import update_index, update_pretrained_index
     from training.bundle import Ensemble
-    from training.runs import NoTrainedModel
 
     layout = Layout(args.data_dir)
-    try:
-        ensemble = Ensemble.load(_production_or_latest(layout, args.model))
-    except NoTrainedModel:
-        if args.model:
-            raise
-        ensemble = None  # no model yet: the members' pretrained bodies embed the photos
+    model = _model_asked(layout, args.model)
+    # With no model yet, the members' pretrained bodies embed the photos.
+    ensemble = Ensemble.load(model) if model is not None else None
     if ensemble is None:
         config = from_mapping(TrainConfig, {"members": args.members} if args.members else {})
         summary = update_pretrained_index(layout, config, rebuild=args.rebuild, approximate_from=args.approximate_from)
@@ -268,18 +263,20 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def _finder(layout: Layout, model: str | None) -> Finder:
-    """The Finder of the model asked for, else production's, else the newest run's; before any
-    training, that of the index built with the pretrained bodies."""
+    """The Finder of the model asked for, else of the one that serves; before any training, that
+    of the index built with the pretrained bodies."""
     from search.finder import Finder
     from training.runs import NoTrainedModel
 
-    try:
-        path = _production_or_latest(layout, model)
-    except NoTrainedModel as exc:
-        if model is None and (before := Finder.before_training(layout)) is not None:
-            return before
-        raise NoTrainedModel(f"{exc}, or `reviewlens index` to search with the pretrained bodies") from exc
-    return Finder.load(layout, path)
+    path = _model_asked(layout, model)
+    if path is not None:
+        return Finder.load(layout, path)
+    if (before := Finder.before_training(layout)) is not None:
+        return before
+    raise NoTrainedModel(
+        f"no trained run under {layout.runs_dir}: run `reviewlens train` first, "
+        "or `reviewlens index` to search with the pretrained bodies"
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""`reviewlens ml-backend`: the model in production, live in Label Studio's labeling view.
+"""`reviewlens ml-backend`: the model that serves, live in Label Studio's labeling view.
 
 It speaks the protocol of HumanSignal's label-studio-ml-backend: GET /health, POST /setup (the
 model version), POST /predict (one answer per task, in the order asked) and POST /webhook.
@@ -16,8 +16,8 @@ Each other answer holds the product's box and the object count as the machine es
 the photo was pushed, and a note in words: the rule verdicts and the model's three likeliest
 products with their scores, as `reviewlens predict` names them (`Finder.answer`, the index
 included). The photo is read from the store by the hash in the task, never fetched over HTTP. The
-model is the one in production; a promotion replaces it on disk, and the next request answers with
-it under its version.
+model is the one that serves `predict` (production's, else the newest run's); a promotion or a
+training replaces it on disk, and the next request answers with it under its version.
 
 Every request must carry the login kept in DATA_DIR/services/ml-backend-login (HTTP basic auth):
 `label connect-backend` gives it to Label Studio for its calls and for the webhook's header, so a
@@ -56,6 +56,7 @@ from curation.preannotate.estimates import photo_verdict, queue_score
 from search.answers import answer_files
 from search.finder import Finder
 from search.indexing import index_folder, pretrained_file
+from training.runs import serving_model
 
 log = logging.getLogger(__name__)
 NO_MODEL = "no-model-yet"  # the version of answers given before any model is promoted or index built
@@ -70,14 +71,13 @@ MAX_TASKS = 200
 MAX_BODY = 2_000_000
 
 
-class Production:
-    """The model in production and its index, loaded again whenever a promotion or an index run
-    replaces their files. Before any promotion, the index built with the pretrained bodies
-    answers, as it does for `reviewlens predict`."""
+class Serving:
+    """The model that serves (training/runs.py: production's, else the newest run's) and its index,
+    loaded again whenever a promotion, a training or an index run replaces their files. Before any
+    training, the index built with the pretrained bodies answers: what `reviewlens predict` uses."""
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.file = layout.production_dir / "model.pt"
         self.index_file = index_folder(layout) / "index.json"
         self.finder: Finder | None = None
         # The files as loaded: a promotion renames a new folder into place, so its inode changes;
@@ -95,15 +95,15 @@ class Production:
 
     def current(self) -> Finder | None:
         with self.lock:
-            model = self._stamp(self.file)
-            promoted = model is not None
-            stamp = (model if promoted else self._stamp(pretrained_file(self.layout)), self._stamp(self.index_file))
+            model = serving_model(self.layout)
+            source = model / "model.pt" if model is not None else pretrained_file(self.layout)
+            stamp = (self._stamp(source), self._stamp(self.index_file))
             if stamp == self.loaded_from:
                 return self.finder
             if self.finder is not None and self.loaded_from is not None and stamp[0] == self.loaded_from[0]:
                 self.finder = Finder.of(self.layout, self.finder.ensemble)  # only the index changed
-            elif promoted:
-                self.finder = Finder.load(self.layout, self.file.parent)
+            elif model is not None:
+                self.finder = Finder.load(self.layout, model)
             else:
                 self.finder = Finder.before_training(self.layout)
             self.loaded_from = stamp
@@ -112,7 +112,7 @@ class Production:
                 log.info(
                     "model %s loaded from %s, %s",
                     self.finder.ensemble.version,
-                    self.file.parent if promoted else pretrained_file(self.layout),
+                    source,
                     f"its index of {len(index)} photos" if index is not None else "no index of it yet",
                 )
             return self.finder
@@ -219,14 +219,14 @@ def measure_drawn(drawn: list[dict[str, Any]], min_coverage: float, version: str
 
 
 def build_backend(layout: Layout, min_coverage: float, hosts: list[str], login: str, queue: int = 16) -> Starlette:
-    production = Production(layout)
+    serving = Serving(layout)
     waiting, telling = Queue(queue), Queue(queue)
-    production.current()  # loaded before the first request: Label Studio's health check waits seconds, not minutes
+    serving.current()  # loaded before the first request: Label Studio's health check waits seconds, not minutes
     answering = threading.Lock()  # one /predict at a time: the models are not shared between threads
 
     def predict_tasks(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         with answering, open_manifest(layout) as manifest:
-            finder = production.current()
+            finder = serving.current()
             version = finder.ensemble.version if finder is not None else NO_MODEL
             data = [t.get("data") or {} for t in tasks]
             found = [look_up(manifest, layout, str(d.get("sha256") or "")) for d in data]
@@ -238,18 +238,18 @@ def build_backend(layout: Layout, min_coverage: float, hosts: list[str], login: 
         return {"results": results, "model_version": version}
 
     async def health(_: Request) -> Response:
-        version = await run_in_threadpool(production.version)
+        version = await run_in_threadpool(serving.version)
         return JSONResponse({"status": "UP", "model_class": "reviewlens", "model_version": version})
 
     async def setup(_: Request) -> Response:
-        return JSONResponse({"model_version": await run_in_threadpool(production.version)})
+        return JSONResponse({"model_version": await run_in_threadpool(serving.version)})
 
     async def predict(request: Request) -> Response:
         try:
             async with waiting.place():
                 tasks, context = predict_request(await read_json(request, MAX_BODY))
                 if context is not None:
-                    return JSONResponse(measure_drawn(context, min_coverage, production.loaded_version()))
+                    return JSONResponse(measure_drawn(context, min_coverage, serving.loaded_version()))
                 return JSONResponse(await run_in_threadpool(predict_tasks, tasks))
         except Refused as refused:
             return refused.response()

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from core.layout import Layout
 from demo.shop.generate import GeneratorConfig, generate, load_catalog, load_truth
 from reviewlens.cli import main
-from reviewlens.ml_backend import Production, model_words
+from reviewlens.ml_backend import Serving, model_words
 from training.bundle import Ensemble
 from training.evaluate import promote
 from training.runs import latest_run
@@ -80,14 +80,14 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     # Nothing was held out to say how far a score can be trusted: no answer is sure.
     assert not any(o["sure"] for a in answers for o in a["objects"])
     # The annotators' view names the same products from the same index.
-    production = Production(layout)
-    before = production.current()
+    serving = Serving(layout)
+    before = serving.current()
     assert before is not None and before.ensemble.version.startswith("pretrained-")
     first = products[0]
     (said_in_view,) = model_words(before, [queries / f"{first.product_id}.jpg"], [first.name])
     assert said_in_view[0].startswith(f"Model {before.ensemble.version}: 1. {first.name} (")
     assert said_in_view[0].endswith(" - not sure.")
-    assert production.current() is before  # nothing changed on disk: nothing is loaded again
+    assert serving.current() is before  # nothing changed on disk: nothing is loaded again
 
     # Reviews arrive for two products: those two are trained on, and training says the rest are searched.
     reviews = tmp_path / "reviews.csv"
@@ -105,6 +105,20 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     small = ["--mode", "quick", "--image-size", "64", "--head-epochs", "5"]
     assert main(["train", *data, *MEMBER, *small]) == 0
     assert f"training 2 products; {len(products) - 2} with fewer than 5 accepted photos are searched" in caplog.text
+    # Trained, not promoted: `predict` and the labeling view both answer with the newest run.
+    newest = latest_run(layout)
+    trained = serving.current()
+    assert trained is not None and trained.ensemble.version == Ensemble.load(newest).version
+    assert main(["index", *data]) == 0
+    assert "index of model " in capsys.readouterr().out
+    indexed = serving.current()
+    assert indexed is not None and indexed.ensemble is trained.ensemble and indexed.index is not None
+    first_photo = shop / "catalog" / f"{products[0].product_id}.jpg"
+    assert main(["predict", str(first_photo), "--json", *data]) == 0
+    (by_predict,) = json.loads(capsys.readouterr().out)
+    (in_view,) = model_words(indexed, [first_photo], [products[0].name])
+    top = next(p for p in products if str(p.product_id) == by_predict["objects"][0]["products"][0]["product_id"])
+    assert in_view[0].startswith(f"Model {trained.ensemble.version}: 1. {top.name} (")
     assert main(["evaluate", "--promote", *data]) == 0
     capsys.readouterr()
     # Two products' few test photos may not clear the gate's bar over chance: promoted by hand.
@@ -118,11 +132,11 @@ def test_a_catalog_alone_is_searchable_before_any_training(
     (answer,) = json.loads(capsys.readouterr().out)
     assert str(products[5].product_id) in [m["product_id"] for m in answer["objects"][0]["products"]]
     # The labeling view moves to the promoted model too; an index run alone keeps its networks.
-    promoted = production.current()
+    promoted = serving.current()
     in_production = Ensemble.load(layout.production_dir / "model.pt").version
     assert promoted is not None and promoted.ensemble.version == in_production
     assert promoted.index is not None and len(promoted.index) >= len(products)
     index_json = layout.index_dir / "products" / "index.json"
     os.utime(index_json, ns=(index_json.stat().st_atime_ns, index_json.stat().st_mtime_ns + 10**9))
-    again = production.current()
+    again = serving.current()
     assert again is not promoted and again is not None and again.ensemble is promoted.ensemble

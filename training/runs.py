@@ -1,4 +1,5 @@
-"""Run folders: how they are named, the newest finished one, and the labels that came after it.
+"""Run folders: how they are named, the newest finished one, the model that serves, and the labels
+that came after the newest.
 
 A run folder is `<UTC start time>-<snapshot id>`. It is built under a hidden temporary name and
 renamed once complete, so a folder with a plain name always holds a whole run.
@@ -70,6 +71,16 @@ def latest_run(layout: Layout) -> Path:
     if not runs:
         raise NoTrainedModel(f"no trained run under {layout.runs_dir}: run `reviewlens train` first")
     return runs[-1]
+
+
+def serving_model(layout: Layout) -> Path | None:
+    """The model every answer comes from, the same for `predict`, `serve`, the index stage and the
+    ML backend: production's, else the newest finished run's (a shop that trained but promoted
+    nothing yet), else None: the members' pretrained bodies and their index answer."""
+    if (layout.production_dir / "model.pt").exists():
+        return layout.production_dir
+    runs = finished_runs(layout)
+    return runs[-1] if runs else None
 
 
 def started_at(run_dir: Path) -> datetime:
