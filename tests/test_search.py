@@ -19,20 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import torch
 from distributed import LocalCluster
 from PIL import Image, ImageDraw, ImageOps
 from prefect import flow
 from prefect_dask import DaskTaskRunner
 
+from core.boxes import crop
 from core.layout import Layout
 from core.manifest import open_manifest, utc_now
 from core.settings import TrainConfig
 from demo.shop.faults import bomb_png
 from flows.dask import cluster_embedder
 from reviewlens.cli import main
-from search.finder import Finder
+from search.finder import SCREENED, Finder
 from search.indexing import IndexSummary, index_folder, update_index
-from search.objects import Scored, grid_regions, select
+from search.objects import Scored, grid_regions, proposals, select
 from search.product_index import Entry, IndexMismatch, ProductIndex
 from tests.conftest import free_port
 from tests.db import run, run_many
@@ -241,6 +243,37 @@ def test_predict_answers_every_object_in_a_photo_as_text_json_and_a_picture(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "index of " in out and " objects" in out and "object 1 at (" in out and "  1. " in out
+
+
+def test_the_whole_ensemble_searches_the_regions_its_cheapest_member_screened(
+    searchable: Searchable, tmp_path: Path
+) -> None:
+    layout = Layout(tmp_path / "data", database_url=None)
+    shutil.copytree(searchable.layout.data_dir, layout.data_dir, ignore=shutil.ignore_patterns("runs", "index"))
+    two = {**SMALL, "members": ("efficientnet_lite0", "efficientnet_lite1")}
+    model = train(TrainConfig(mode="quick", **two), layout)  # type: ignore[arg-type]
+    update_index(layout, Ensemble.load(model))
+    finder = Finder.load(layout, model)
+    photos = [paths[0] for paths in searchable.photos.values()]
+    picture = _side_by_side(photos[0], photos[-1])
+    everywhere = proposals(picture, finder.detector)
+    boxes, features = finder._screened(picture, everywhere)
+    # The photo itself and the SCREENED regions, no more, each with what every member gives it alone.
+    assert boxes[0] == everywhere[0] and len(boxes) == SCREENED + 1 < len(everywhere)
+    assert set(boxes) <= set(everywhere)
+    alone = finder.ensemble.image_features([crop(picture, b) for b in boxes])
+    assert set(features) == set(alone) == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert all(torch.allclose(features[m], alone[m], atol=1e-5) for m in alone)
+    # The regions kept are those Lite0, the cheaper, is surest of.
+    lite0 = finder.ensemble.members[[t.member.name for t in finder.ensemble.members].index("efficientnet_lite0")]
+    every = finder.ensemble.image_features([crop(picture, b) for b in everywhere], members=["efficientnet_lite0"])
+    with torch.inference_mode():
+        logits = lite0.model.get_submodule(lite0.member.head)(every["efficientnet_lite0"]).unsqueeze(1)
+    probs = finder.ensemble.member_probs({"efficientnet_lite0": logits})["efficientnet_lite0"]
+    held = probs.topk(3, 1).values.sum(1)[1:]
+    assert min(float(held[everywhere.index(b) - 1]) for b in boxes[1:]) >= float(held.sort().values[-SCREENED])
+    (answer,) = finder.answer([picture])
+    assert answer.objects and all(o.box in boxes for o in answer.objects)
 
 
 def test_predict_on_a_folder_prints_each_answer_as_it_comes(searchable: Searchable, tmp_path: Path) -> None:

@@ -131,11 +131,16 @@ class Ensemble:
         return self._inference[key]
 
     @torch.inference_mode()
-    def image_features(self, images: list[Image.Image], batch: int = 32) -> dict[str, torch.Tensor]:
-        """Each member's features (N, width) of in-memory images (crops of a photo): the centre view."""
+    def image_features(
+        self, images: list[Image.Image], batch: int = 32, members: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each member's features (N, width) of in-memory images (crops of a photo): the centre
+        view; of the named `members` only, when given."""
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         out = {}
         for trained in self.members:
+            if members is not None and trained.member.name not in members:
+                continue
             member, size = trained.member, trained.size
             model = self._answering(trained, dev)
             resize = round(size * self.config.resize_ratio)
