@@ -18,7 +18,6 @@ from models import efficientnet_lite
 from training.augment import augment, normalize
 from training.calibrate import SURE_FLOOR, calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
 from training.confusion_image import LEGEND_HEIGHT, RIGHT, WRONG, shade, write_confusion_png
-from training.embedding import LEARNED_SHARE, Embedding, fit_embedding, own_view
 from training.features import VIEWS, FeatureStore
 from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
@@ -240,30 +239,3 @@ def test_the_confusion_picture_shades_shares_of_each_row_and_carries_its_scale(t
     # The scale runs from white to both colours: every shade a cell can take is on it.
     assert sum(1 for c in colours if c in {shade(RIGHT, v / 100) for v in range(101)}) > 50
     assert width > 400 and height >= LEGEND_HEIGHT  # room for the names, the numbers and the scale
-
-
-def test_the_search_vector_joins_the_learned_map_and_the_untrained_view() -> None:
-    g = torch.Generator().manual_seed(0)
-    features = {"a": torch.randn(60, 24, generator=g) + 3, "b": torch.randn(60, 16, generator=g)}
-    labels = torch.arange(60) % 6
-    embedding = fit_embedding(features, labels)
-    again = own_view(features, ["a", "b"])  # the untrained half is seeded: one training set, one view
-    assert embedding.own_centre is not None and embedding.own_axes is not None
-    assert torch.equal(again[0], embedding.own_centre) and torch.equal(again[1], embedding.own_axes)
-    vectors = embedding(features)
-    assert vectors.shape == (60, embedding.dim) and torch.allclose(vectors.norm(dim=1), torch.ones(60))
-    # A cosine is the learned map's and the untrained view's cosines, weighed by their shares ...
-    learned_only = Embedding(embedding.members, embedding.mean, embedding.std, embedding.weight)
-    both = replace(embedding, joined_axes=None)
-    width = learned_only.dim
-    own = torch.nn.functional.normalize(both(features)[:, width:], dim=1)
-    learned = learned_only(features)
-    joined = both(features) @ both(features).T
-    assert torch.allclose(joined, LEARNED_SHARE * learned @ learned.T + (1 - LEARNED_SHARE) * own @ own.T, atol=1e-5)
-    # ... and the final projection keeps the cosines of the photos it was fitted on (60 photos span 60 axes).
-    assert embedding.dim == 60 < both.dim and torch.allclose(vectors @ vectors.T, joined, atol=1e-4)
-    # A model saved before the untrained view keeps its vectors, so its index still fits it.
-    old_state = {k: v for k, v in embedding.state().items() if k not in ("own_centre", "own_axes", "joined_axes")}
-    old = Embedding.from_state(old_state)
-    assert old.dim == width and torch.allclose(old(features), learned)
-    assert torch.equal(Embedding.from_state(embedding.state())(features), vectors)

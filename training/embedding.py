@@ -10,17 +10,7 @@ with cross-entropy. The map starts at the principal components of the training f
 it begins as the frozen features' own best 256-d view and learns from there; dropout on its
 input keeps it from leaning on a few channels that only the trained products need.
 
-The learned map still leans toward the products it was trained on. So the search vector joins
-it with the features' own view, left untrained: each member's features made a unit vector,
-joined, and projected on their first 256 principal components. Both halves are unit vectors,
-weighed so that a cosine of the two joined is 3/4 the learned map's and 1/4 the untrained
-view's, then projected on the joined training vectors' first 256 principal axes, which keeps
-the index as wide as before. Measured on the grocery photos with an embedding trained on 60
-products (tests/benchmarks/catalog_to_photo.py, open_set.py), the nearest catalog photo, Recall@1 /
-@3: the 21 unseen products 46.1 / 72.3 with the learned map alone, 50.4 / 76.5 joined; the 60 seen
-products 53.7 / 80.2 and 53.8 / 81.1; open_set's Recall@1 89.2 and 89.8. Half and half found the
-unseen products a little better (53.6 / 76.5) but made a chart or a bare wall look like a product
-to the object search (tests/test_search.py).
+Measured on unseen products in tests/benchmarks/open_set.py.
 """
 
 from __future__ import annotations
@@ -33,8 +23,6 @@ import torch
 import torch.nn.functional as F
 
 DIM = 256
-OWN_VIEW_DIM = 256  # principal components of the untrained half
-LEARNED_SHARE = 0.75  # of a cosine, the learned map's; the rest is the untrained view's
 SCALE = 16.0  # the cosine's scale: NormFace's range for a few hundred classes
 DROPOUT = 0.5
 EPOCHS = 100
@@ -63,32 +51,17 @@ class Embedding:
     # A region of a photo is an object when its nearest product photo is at least this similar:
     # what 95% of validation photos reach to their own product's nearest photo.
     object_similarity: float = 0.0
-    # The untrained half (the module's docstring): the centre and (OWN_VIEW_DIM, joined width)
-    # principal axes of the joined unit features. None in a model trained before it, whose vectors
-    # are the learned map's alone.
-    own_centre: torch.Tensor | None = None
-    own_axes: torch.Tensor | None = None
-    joined_axes: torch.Tensor | None = None  # (DIM, both halves' width): the final projection
 
     @torch.inference_mode()
     def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.weight is None:  # the frozen bodies' own view, whole
-            return F.normalize(unit_joined(features, self.members), dim=1)
+        if self.weight is None:  # the frozen bodies' own view: each member's features a unit vector, joined
+            return F.normalize(torch.cat([F.normalize(features[n].float(), dim=1) for n in self.members], 1), dim=1)
         joined = torch.cat([features[name].float() for name in self.members], 1)
-        learned = F.normalize(((joined - self.mean) / self.std) @ self.weight.T, dim=1)
-        if self.own_axes is None or self.own_centre is None:
-            return learned
-        own = F.normalize((unit_joined(features, self.members) - self.own_centre) @ self.own_axes.T, dim=1)
-        both = torch.cat([math.sqrt(LEARNED_SHARE) * learned, math.sqrt(1 - LEARNED_SHARE) * own], 1)
-        return both if self.joined_axes is None else F.normalize(both @ self.joined_axes.T, dim=1)
+        return F.normalize(((joined - self.mean) / self.std) @ self.weight.T, dim=1)
 
     @property
     def dim(self) -> int:
-        if self.weight is None:
-            return int(self.mean.shape[-1])
-        if self.joined_axes is not None:
-            return int(self.joined_axes.shape[0])
-        return int(self.weight.shape[0] + (self.own_axes.shape[0] if self.own_axes is not None else 0))
+        return int(self.mean.shape[-1] if self.weight is None else self.weight.shape[0])
 
     def state(self) -> dict[str, Any]:
         return {
@@ -99,9 +72,6 @@ class Embedding:
             "temperature": self.temperature,
             "sure_threshold": self.sure_threshold,
             "object_similarity": self.object_similarity,
-            "own_centre": self.own_centre,
-            "own_axes": self.own_axes,
-            "joined_axes": self.joined_axes,
         }
 
     @classmethod
@@ -114,28 +84,7 @@ class Embedding:
             float(state["temperature"]),
             float(state["sure_threshold"]),
             float(state["object_similarity"]),
-            state.get("own_centre"),
-            state.get("own_axes"),
-            state.get("joined_axes"),
         )
-
-
-def unit_joined(features: dict[str, torch.Tensor], members: list[str]) -> torch.Tensor:
-    """Each member's features made a unit vector, joined (N, joined width)."""
-    return torch.cat([F.normalize(features[name].float(), dim=1) for name in members], 1)
-
-
-def own_view(features: dict[str, torch.Tensor], members: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The untrained half's centre and principal axes, from the training photos' features."""
-    joined = unit_joined(features, members)
-    centre = joined.mean(0)
-    dim = min(OWN_VIEW_DIM, joined.shape[1], max(1, len(joined) - 1))
-    # A randomized SVD: the first components of 20,000 x 4,000 features in seconds, not a minute;
-    # seeded, so that one training set gives one model.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        _, _, axes = torch.pca_lowrank(joined - centre, q=dim, center=False, niter=4)
-    return centre, axes.T.contiguous()
 
 
 SIMILARITY_BLOCK = 16_000_000  # similarities computed at once (64 MB)
@@ -169,12 +118,7 @@ def fit_embedding(features: dict[str, torch.Tensor], labels: torch.Tensor, seed:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-    centre, axes = own_view(features, members)
-    embedding = Embedding(members, mean, std, projection.weight.detach().clone(), own_centre=centre, own_axes=axes)
-    both = embedding(features)
-    # Uncentred: a projection of unit vectors, so a cosine keeps its scale.
-    embedding.joined_axes = torch.linalg.svd(both, full_matrices=False)[2][: min(DIM, *both.shape)].contiguous()
-    return embedding
+    return Embedding(members, mean, std, projection.weight.detach().clone())
 
 
 def best_by_product(similarity: torch.Tensor, products: torch.Tensor, n_products: int) -> torch.Tensor:
