@@ -191,7 +191,7 @@ class Finder:
         only on the regions that may hold an object (tests/benchmarks/predict_latency.py: 1.57 to
         1.78 s a photo before, 1.16 s after). The screen knows only the trained products, so a
         region of an untrained one may be left out: on the grocery catalog benchmark's unseen
-        products, 12 regions found 79 of 100 where all found 80. With one member, or no classifier
+        products, 12 regions found 77 of 100 where all found 79. With one member, or no classifier
         to screen with, every region is searched.
         """
         crops = [crop(image, b) for b in boxes]
