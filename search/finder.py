@@ -202,8 +202,7 @@ class Finder:
         name = cheap.member.name
         first = self.ensemble.image_features(crops, members=[name])[name]
         with torch.inference_mode():
-            logits = cheap.model.get_submodule(cheap.member.head)(first).unsqueeze(1)
-        probs = self.ensemble.member_probs({name: logits})[name]
+            probs = self.ensemble.member_probs(self.ensemble.logits_of_features({name: first}))[name]
         held = probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
         chosen = [0, *(1 + held[1:].topk(SCREENED).indices).sort().values.tolist()]
         others = [t.member.name for t in members if t is not cheap]

@@ -265,11 +265,9 @@ def test_the_whole_ensemble_searches_the_regions_its_cheapest_member_screened(
     assert set(features) == set(alone) == {"efficientnet_lite0", "efficientnet_lite1"}
     assert all(torch.allclose(features[m], alone[m], atol=1e-5) for m in alone)
     # The regions kept are those Lite0, the cheaper, is surest of.
-    lite0 = finder.ensemble.members[[t.member.name for t in finder.ensemble.members].index("efficientnet_lite0")]
     every = finder.ensemble.image_features([crop(picture, b) for b in everywhere], members=["efficientnet_lite0"])
     with torch.inference_mode():
-        logits = lite0.model.get_submodule(lite0.member.head)(every["efficientnet_lite0"]).unsqueeze(1)
-    probs = finder.ensemble.member_probs({"efficientnet_lite0": logits})["efficientnet_lite0"]
+        probs = finder.ensemble.member_probs(finder.ensemble.logits_of_features(every))["efficientnet_lite0"]
     held = probs.topk(3, 1).values.sum(1)[1:]
     assert min(float(held[everywhere.index(b) - 1]) for b in boxes[1:]) >= float(held.sort().values[-SCREENED])
     (answer,) = finder.answer([picture])

@@ -179,10 +179,12 @@ class Ensemble:
 
     @torch.inference_mode()
     def logits_of_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each member's logits (N, 1, classes) from its features: the centre view alone."""
+        """Each member's logits (N, 1, classes) from its features: the centre view alone; of the
+        members `features` holds."""
         return {
             t.member.name: t.model.get_submodule(t.member.head)(features[t.member.name]).unsqueeze(1)
             for t in self.members
+            if t.member.name in features
         }
 
     def member_probs(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
