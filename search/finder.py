@@ -189,7 +189,7 @@ class Finder:
 
         Every member on every region cost most of an answer's time; the rest of the members now run
         only on the regions that may hold an object (tests/benchmarks/predict_latency.py: 1.57 to
-        1.78 s a photo before, 1.16 s after). The screen knows only the trained products, so a
+        1.78 s a photo before, 0.78 to 0.96 s after). The screen knows only the trained products, so a
         region of an untrained one may be left out: on the grocery catalog benchmark's unseen
         products, 12 regions found 77 of 100 where all found 79. With one member, or no classifier
         to screen with, every region is searched.
