@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from search.indexing import BATCH
-from search.product_index import Entry, ProductIndex
+from search.product_index import Entry, ProductIndex, ivf_lists
 from tests.benchmarks._smoke import parser as smoke_parser
 from tests.benchmarks._smoke import sized
 from training.embedding import DIM
@@ -77,7 +77,7 @@ def main() -> None:
         speedup = exact_s / approx_s
         print(
             f"{size:>9,} photos: exact {1000 * exact_s / QUERIES:.3f} ms/query, approximate (IVF, "
-            f"{index.probe} of {int(4 * np.sqrt(size))} lists) {1000 * approx_s / QUERIES:.3f} ms/query, "
+            f"{index.probe} of {ivf_lists(size):,} lists) {1000 * approx_s / QUERIES:.3f} ms/query, "
             f"{speedup:.1f}x; recall@10 {recall:.3f}; one add of them all {build:.1f} s"
         )
         with tempfile.TemporaryDirectory(prefix="reviewlens-index-") as folder:
