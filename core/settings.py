@@ -164,6 +164,11 @@ class TrainConfig:
     # A retrain in top mode starts from the production model's tuned top where that is safe
     # (training/warm_start.py) and tunes it this many epochs more.
     top_retrain_epochs: Count = 1
+    # ... at this share of a first training's learning rate. A tuned top is near where it should
+    # be; at the full rate, the one short epoch of a retrain threw it away (validation Top-1 fell
+    # 7 to 15 points in tests/benchmarks/retrain_cost.py, so the retrain kept the probe); at a
+    # tenth, it held.
+    top_retrain_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.1
     # Customers' photos of one product are often mislabeled or show it barely: smoothed targets
     # keep the model from betting everything on one class (torchvision's references use 0.1).
     label_smoothing: Share = 0.1

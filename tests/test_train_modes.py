@@ -166,13 +166,15 @@ def test_a_top_mode_retrain_continues_from_production_unless_its_photos_moved_to
     promote(first, deduped)
     snapshot = make_snapshot(deduped, 0.2, 0.2, 0, config.min_photos, config.train_on_boxes)
     retrained = _history(train_snapshot(snapshot, config, deduped))["efficientnet_lite0"]["top_tune"]
-    # Production's top was tuned in top mode: the retrain goes on from it, for one epoch.
+    # Production's top was tuned in top mode: the retrain goes on from it, for one epoch, slower.
     assert retrained["warm_from"] == first.name and len(retrained["val_top1"]) == 2
+    first_lr = _history(first)["efficientnet_lite0"]["top_tune"]["lr"]
+    assert retrained["lr"] < first_lr and retrained["lr"] == pytest.approx(first_lr * config.top_retrain_lr_scale)
     # One photo production trained on is a test photo now: its top would have seen the test.
     moved = [replace(e, split="test") if i == 0 else e for i, e in enumerate(snapshot.split("train"))]
     shuffled = replace(snapshot, examples=moved + snapshot.split("val") + snapshot.split("test"))
     cold = _history(train_snapshot(shuffled, config, deduped))["efficientnet_lite0"]["top_tune"]
-    assert cold["warm_from"] == "" and len(cold["val_top1"]) == 4
+    assert cold["warm_from"] == "" and len(cold["val_top1"]) == 4 and cold["lr"] == first_lr
 
 
 def test_a_cpu_gets_top_mode_and_a_gpu_full_mode_by_default() -> None:

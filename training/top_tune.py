@@ -119,6 +119,8 @@ class TopTuneResult:
 # a few sizes, so the convolutions' kernels chosen for each size are reused.
 CROP_SIDES = (1.0, 0.85, 0.7)
 CROP_SHARE = 0.7  # of the batches
+# The body's peak learning rate (the classifier's is `head_lr_scale` times it).
+LR = 3e-4
 
 
 def crop_maps(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -175,18 +177,19 @@ def tune_top(
     epochs: int,
     views: tuple[Inputs, ...] = (),
     crop: bool = True,
-    lr: float = 3e-4,
+    lr: float = LR,
     head_lr_scale: float = 10.0,
     weight_decay: float = 1e-4,
     label_smoothing: float = 0.1,
     batch_size: int = 64,
     seed: int = 0,
     deadline: float = math.inf,
+    epoch_guess: float | None = None,
 ) -> TopTuneResult:
     """Trains the top on cached (activations, labels) for up to `epochs`, as many as fit before
     `deadline` (time.monotonic()); keeps the epoch best on validation Top-1. `views` are more
     activations of the training photos, row for row (augmented views of each); `crop` cuts the
-    maps at random (crop_maps).
+    maps at random (crop_maps). `epoch_guess`: what epoch_seconds gave, where the caller has it.
 
     The epochs that fit are planned before the first, from a timed step and the validation pass,
     so the learning rate's schedule always runs its whole course: a schedule cut off at its peak
@@ -210,7 +213,7 @@ def tune_top(
     best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     if not math.isinf(deadline) and len(y_train):
-        epoch_guess = epoch_seconds(split, train, x_val, batch_size)
+        epoch_guess = epoch_guess or epoch_seconds(split, train, x_val, batch_size)
         epochs = min(epochs, int((deadline - time.monotonic()) / epoch_guess))
     if epochs < 1 or not len(y_train):
         split.model.eval()

@@ -61,6 +61,7 @@ from training.photo_cache import PhotoCache
 from training.progress import Bar
 from training.progress import log as progress
 from training.runs import building_run
+from training.top_tune import LR as TOP_LR
 from training.top_tune import Split, epoch_seconds, top_features, top_logits, tune_top
 from training.warm_start import WarmStart, warm_start
 
@@ -343,8 +344,10 @@ def train_member_top(
     log_probe(member, probe)
     train_set = (rows(train), torch.tensor([e.label for e in train]))
     epochs = config.top_retrain_epochs if warm_from else config.top_epochs
+    lr = TOP_LR * (config.top_retrain_lr_scale if warm_from else 1.0)
     # The views come second to the epochs: each is taken only if every planned epoch still fits.
-    reserve = final_pass + epochs * epoch_seconds(split, train_set, rows(val)) if math.isfinite(deadline) else 0.0
+    epoch_guess = epoch_seconds(split, train_set, rows(val)) if math.isfinite(deadline) else None
+    reserve = final_pass + epochs * epoch_guess if epoch_guess is not None else 0.0
     view_stores = [view_store(store, view) for view in range(1, config.top_views + 1)]
     views = augmented_views(ctx, member, split, size, shape, view_stores, train, lower_seconds, deadline - reserve)
     started = time.monotonic()
@@ -354,9 +357,11 @@ def train_member_top(
         (rows(val), torch.tensor([e.label for e in val])),
         epochs,
         views=views,
+        lr=lr,
         label_smoothing=config.label_smoothing,
         seed=config.seed,
         deadline=deadline - final_pass,
+        epoch_guess=epoch_guess,
     )
     progress.info("%s: last %d blocks tuned in %.0f s on %d views of each photo, val top-1 by epoch %s, kept epoch %d",
                   member.name, config.top_blocks, time.monotonic() - started, 1 + len(views), result.val_top1,
@@ -365,7 +370,7 @@ def train_member_top(
     features_into(feature_store(ctx.layout, member, model, size, config.resize_ratio), examples)
     record: dict[str, Any] = {"image_size": size, "embedded": embedded, **probe, "epochs": [],
               "top_tune": {"blocks": config.top_blocks, "views": len(views), **asdict(result),
-                           "warm_from": warm_from}}  # fmt: skip
+                           "warm_from": warm_from, "lr": lr}}  # fmt: skip
     return model, top_logits(split, rows(val))[:, None], record
 
 
