@@ -272,6 +272,9 @@ def test_the_whole_ensemble_searches_the_regions_its_cheapest_member_screened(
     assert min(float(held[everywhere.index(b) - 1]) for b in boxes[1:]) >= float(held.sort().values[-SCREENED])
     (answer,) = finder.answer([picture])
     assert answer.objects and all(o.box in boxes for o in answer.objects)
+    # A member the model lacks is an error, not features that quietly leave it out.
+    with pytest.raises(ValueError, match="no member efficientnet_lite2"):
+        finder.ensemble.image_features([picture], members=["efficientnet_lite2"])
 
 
 def test_predict_on_a_folder_prints_each_answer_as_it_comes(searchable: Searchable, tmp_path: Path) -> None:

@@ -136,6 +136,9 @@ class Ensemble:
     ) -> dict[str, torch.Tensor]:
         """Each member's features (N, width) of in-memory images (crops of a photo): the centre
         view; of the named `members` only, when given."""
+        unknown = set(members or ()) - {t.member.name for t in self.members}
+        if unknown:  # a silent skip would hand back features that leave a member out
+            raise ValueError(f"{self.version} has no member {', '.join(sorted(unknown))}")
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         out = {}
         for trained in self.members:
