@@ -164,12 +164,17 @@ class Finder:
         top = row.topk(min(k, len(self.products)))
         return [Match(self.products[int(i)], float(s)) for s, i in zip(top.values, top.indices, strict=True)]
 
+    def _held(self, probs: torch.Tensor) -> torch.Tensor:
+        """Each row's share of probability held by the products a person is shown for it (object_top):
+        how sure a region is to be an object, for the screen and for the selection alike."""
+        return probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
+
     def _objects(self, image: Image.Image, k: int, most: int = MOST_OBJECTS) -> list[FoundObject]:
         """One entry per object found, best first; the photo's best guess when nothing is sure."""
         boxes, features = self._screened(image, proposals(image, self.detector))
         probs, nearest = self.search(features)
         best = probs.max(1)
-        held = probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
+        held = self._held(probs)
         # The whole photo is always a candidate; a region only where it looks like a product's photo.
         scored = [
             Scored(b, self.products[int(i)].product_id, float(s))
@@ -205,7 +210,7 @@ class Finder:
         first = self.ensemble.image_features(crops, members=[name])[name]
         with torch.inference_mode():
             probs = self.ensemble.member_probs(self.ensemble.logits_of_features({name: first}))[name]
-        held = probs.topk(min(self.object_top, probs.shape[1]), 1).values.sum(1)
+        held = self._held(probs)
         chosen = [0, *(1 + held[1:].topk(SCREENED).indices).sort().values.tolist()]
         others = [t.member.name for t in members if t is not cheap]
         rest = self.ensemble.image_features([crops[i] for i in chosen], members=others)

@@ -213,7 +213,8 @@ def tune_top(
     best = (scores[0], 0, copy.deepcopy(split.model.state_dict()))
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     if not math.isinf(deadline) and len(y_train):
-        epoch_guess = epoch_guess or epoch_seconds(split, train, x_val, batch_size)
+        if epoch_guess is None:
+            epoch_guess = epoch_seconds(split, train, x_val, batch_size)
         epochs = min(epochs, int((deadline - time.monotonic()) / epoch_guess))
     if epochs < 1 or not len(y_train):
         split.model.eval()
