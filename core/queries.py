@@ -367,7 +367,8 @@ PHOTO_HASHES = Query("SELECT sha256, phash, centre_hash FROM curation WHERE phas
 # (also products with too few photos to train on, and ones labeling has not reached yet).
 INDEXABLE_PHOTOS = Query(
     """
-    SELECT u.sha256, u.path, pr.product_id, pr.name, pr.url
+    SELECT u.sha256, u.path, pr.product_id, pr.name, pr.url,
+           EXISTS (SELECT 1 FROM sources s WHERE s.sha256 = u.sha256 AND s.review_id = 'catalog') AS catalog
     FROM usable_photos u
     JOIN products pr ON pr.shop = u.shop AND pr.product_id = u.product_id
     LEFT JOIN labels l USING (sha256)

@@ -172,11 +172,12 @@ def index_task(data_dir: str) -> IndexSummary:
     else:
         summary = update_pretrained_index(layout, TrainConfig())
     get_run_logger().info(
-        "index of model %s: %d photos of %d products (%d cut to a person's box), %d added",
+        "index of model %s: %d photos of %d products (%d cut to a person's box, %d catalog photos), %d added",
         summary.model_version,
         summary.photos,
         summary.products,
         summary.views,
+        summary.catalog,
         summary.added,
     )
     return summary

@@ -256,7 +256,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     )
     print(
         f"index of {made_by}: {summary.photos} photos of {summary.products} products "
-        f"({summary.views} of them cut to a person's box), "
+        f"({summary.views} of them cut to a person's box, {summary.catalog} the shop's catalog photos), "
         f"{summary.added} added in {summary.seconds:.1f} s; {kind} search"
         + (f"; {summary.left_out} left out (file missing or changed)" if summary.left_out else "")
     )

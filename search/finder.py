@@ -151,13 +151,23 @@ class Finder:
         embedding = self.ensemble.embedding
         if self.index is None or embedding is None or not len(self.index):
             return merged, torch.ones(n)
-        similarity, rows = self.index.search(embedding(features).numpy(), NEIGHBOURS)
-        columns = np.array([self.column[self.index.entries[r].product_id] if r >= 0 else 0 for r in rows.ravel()])
+        vectors = embedding(features).numpy()
+        similarity, rows = self.index.search(vectors, NEIGHBOURS)
+        entries = self.index.entries
+        if self.index.catalog_photos:
+            # Catalog photos are searched apart, as a customer's photo is nearer other customers'
+            # photos than any of them, and their similarity is put in customer photos' terms
+            # (training/embedding.py); in the search of the whole index they count no more.
+            rows = np.where([[r >= 0 and entries[r].catalog for r in row] for row in rows], -1, rows)
+            found, catalog_rows = self.index.search_catalog(vectors, NEIGHBOURS)
+            mapped = embedding.in_customer_terms(torch.from_numpy(found).float()).numpy()
+            similarity, rows = np.concatenate([similarity, mapped], 1), np.concatenate([rows, catalog_rows], 1)
+        columns = np.array([self.column[entries[r].product_id] if r >= 0 else 0 for r in rows.ravel()])
         similarity = np.where(rows >= 0, similarity, -1.0)
         best = best_by_product(
             torch.from_numpy(similarity).float(), torch.from_numpy(columns.reshape(rows.shape)), len(self.products)
         )
-        nearest = torch.from_numpy(similarity[:, 0]).float()
+        nearest = torch.from_numpy(similarity.max(1)).float()
         return merge(merged[:, : self.n_known], best, embedding.temperature), nearest
 
     def matches(self, row: torch.Tensor, k: int) -> list[Match]:

@@ -5,6 +5,11 @@ Beside each whole photo, the index holds the view cut to the box a person drew a
 product (training/data.py's box views): the object search looks for products in cuts of a
 photo, and a photo refused only because its product is small in it shows the product there.
 
+The shop's own photo of each product (a crawled or imported catalog photo) is marked as one: the
+Finder searches those apart and puts their similarity in customer photos' terms, so that a
+product known only by its catalog photo is not lost among other products' customer photos. An
+index built before the mark holds its catalog photos as customers'; `--rebuild` marks them.
+
 A product becomes findable as soon as its photos are in the index, with no retrain: each run
 embeds only the photos the index lacks (their features come from the feature cache when
 training already computed them). An index made by another model is started again, as its
@@ -19,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +36,12 @@ from core.layout import Layout
 from core.manifest import open_manifest
 from core.photos import find_damaged
 from core.settings import TrainConfig
+from search.catalog_map import index_catalog_map
 from search.product_index import APPROXIMATE_FROM, Entry, IndexMismatch, ProductIndex
 from training import pretrained
 from training.bundle import Ensemble
 from training.data import box_views
+from training.groups import source_key
 from training.loading import PhotoRef
 
 BATCH = 2048  # photos embedded, added and saved (appended as a shard) at a time
@@ -57,6 +65,7 @@ class Product:
 class IndexSummary:
     photos: int  # entries: whole photos, and views cut to a person's box
     views: int  # of them, views cut to a person's box
+    catalog: int  # of them, the shop's own photos of its products (searched apart: search/finder.py)
     added: int
     left_out: int  # photos whose file is missing or changed
     products: int
@@ -120,11 +129,12 @@ def update_index(
     items = [(PhotoRef(layout.store_dir / r["path"], r["sha256"]), r["product_id"]) for r in rows]
     items += [(PhotoRef(layout.store_dir / r["path"], r["sha256"], views[r["sha256"]]), r["product_id"]) for r in boxed]
     todo = [(ref, product) for ref, product in items if not index.has(str(ref.key))]
+    catalog = {r["sha256"] for r in rows if r["catalog"]}  # whole photos: a view's key names its box too
     batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     refs = [[ref for ref, _ in batch] for batch in batches]
     embedded = embed(refs) if embed else (embed_here(ensemble, layout, photos) for photos in refs)
     for n, (batch, vectors) in enumerate(zip(batches, embedded, strict=True)):
-        index.add([Entry(str(ref.key), product) for ref, product in batch], vectors)
+        index.add([Entry(str(ref.key), product, str(ref.key) in catalog) for ref, product in batch], vectors)
         # Only the batch's vectors are written: a killed run keeps what it indexed.
         index.save(folder, approximate_index=False)
         if n == 0:  # every product of the run is known from the start: their list is written once
@@ -134,6 +144,7 @@ def update_index(
     return IndexSummary(
         len(index),
         sum(VIEW_MARK in e.key for e in index.entries),
+        index.catalog_photos,
         len(todo),
         len(damaged),
         len(products),
@@ -167,16 +178,32 @@ def update_pretrained_index(
     layout: Layout, config: TrainConfig, rebuild: bool = False, approximate_from: int = APPROXIMATE_FROM
 ) -> IndexSummary:
     """The index stage with no trained model: the members' pretrained bodies, kept beside the
-    index (which bodies, at which side), so `predict` and `serve` load the same ones."""
+    index (which bodies, at which side, and the catalog photos' map fitted on the index:
+    search/catalog_map.py), so `predict` and `serve` load the same ones."""
     ensemble = pretrained.pretrained_ensemble(config)
+    assert ensemble.embedding is not None
     file = pretrained_file(layout)
     file.parent.mkdir(parents=True, exist_ok=True)
-    # Written only when the bodies change: the ML backend loads them again when this file changes.
-    state = pretrained.state(ensemble)
-    if _saved_state(file) != state:
+    saved = _saved_state(file)
+    if isinstance(saved, dict) and saved.get("version") == ensemble.version:  # their map, until fitted anew
+        ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = saved.get("catalog_map", (1.0, 0.0))
+    _save_state(file, saved, pretrained.state(ensemble))  # before the index grows: a killed run leaves them named
+    summary = update_index(layout, ensemble, rebuild, approximate_from)
+    with open_manifest(layout) as manifest:
+        sources = {
+            r["sha256"]: source_key(r["shop"], r["product_id"], r["review_id"]) for r in manifest.rows(q.SPLIT_LINKS)
+        }
+    fitted = index_catalog_map(ProductIndex.load(index_folder(layout)), sources)
+    ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = fitted
+    _save_state(file, _saved_state(file), pretrained.state(ensemble))
+    return summary
+
+
+def _save_state(file: Path, saved: object, state: dict[str, Any]) -> None:
+    # Written only when it changes: the ML backend loads the bodies again when this file changes.
+    if saved != state:
         torch.save(state, file.with_suffix(".tmp"))
         file.with_suffix(".tmp").replace(file)
-    return update_index(layout, ensemble, rebuild, approximate_from)
 
 
 def _saved_state(file: Path) -> object:

@@ -47,10 +47,22 @@ class IndexMismatch(ReviewlensError):
     """An index made by another model, or a folder that holds no index."""
 
 
+CATALOG = "catalog"  # the third column of a shard's line for a catalog photo
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str  # the photo's content hash; with '#' and a box for a view cut to a person's box
     product_id: str
+    catalog: bool = False  # the shop's own photo of the product, not a customer's
+
+    def line(self) -> str:
+        return f"{self.key}\t{self.product_id}\t{CATALOG}\n" if self.catalog else f"{self.key}\t{self.product_id}\n"
+
+    @classmethod
+    def of_line(cls, line: str) -> Entry:
+        key, product_id, *kind = line.split("\t")
+        return cls(key, product_id, kind == [CATALOG])
 
 
 class ProductIndex:
@@ -71,6 +83,8 @@ class ProductIndex:
         self._chunks: list[np.ndarray] = []  # the vectors, in the order added
         self._faiss: faiss.Index = faiss.IndexFlatIP(dim)
         self._known: set[str] = set()
+        self._catalog_rows: list[int] = []  # the rows of catalog photos, searched apart (search_catalog)
+        self._catalog_vectors: np.ndarray | None = None  # their vectors, gathered at the first search
         # What `folder` holds already: its shards, and the rows the approximate index file covers.
         self._folder: Path | None = None
         self._shards: list[str] = []
@@ -102,6 +116,16 @@ class ProductIndex:
             return np.empty((0, self.dim), np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of `rows` (ascending), read from each chunk where they lie: a loaded index's
+        chunks are mapped files, which joining into one array would read whole."""
+        parts, start = [], 0
+        for chunk in self._chunks:
+            inside = rows[(rows >= start) & (rows < start + len(chunk))]
+            parts.append(np.asarray(chunk[inside - start], dtype=np.float32))
+            start += len(chunk)
+        return np.ascontiguousarray(np.concatenate(parts)) if parts else np.empty((0, self.dim), np.float32)
+
     @property
     def approximate(self) -> bool:
         return not isinstance(self._faiss, faiss.IndexFlatIP)
@@ -120,6 +144,8 @@ class ProductIndex:
         # Clustered once it crosses its size, and again each time it has grown fourfold, so the
         # lists stay about 4·sqrt(n) at a cost, summed over the index's life, linear in its size.
         crossing = len(self) + len(new) >= max(self.approximate_from, REGROW * self._clustered_at)
+        self._catalog_rows += [len(self) + n for n, i in enumerate(new) if entries[i].catalog]
+        self._catalog_vectors = None
         self.entries += [entries[i] for i in new]
         self._known.update(entries[i].key for i in new)
         self._chunks.append(rows)
@@ -154,6 +180,28 @@ class ProductIndex:
             similarity = np.pad(similarity, ((0, 0), (0, pad)), constant_values=-1.0)
             rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
         return similarity, rows
+
+    def search_catalog(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """As `search`, among the catalog photos alone, exactly: a shop has one or a few a product,
+        and a customer's photo is nearer other customers' photos than any catalog photo, so their
+        nearest in the whole index may hold none (search/finder.py)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = np.asarray(self._catalog_rows, dtype=np.int64)
+        if self._catalog_vectors is None:
+            self._catalog_vectors = self.gather(rows)
+        similarity = queries @ self._catalog_vectors.T
+        k = min(k, len(rows))
+        if k < len(rows):  # the k best, unordered, before ordering only them
+            near = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            similarity, rows = np.take_along_axis(similarity, near, 1), rows[near]
+        else:
+            rows = np.broadcast_to(rows, similarity.shape)
+        order = np.argsort(-similarity, axis=1, kind="stable")
+        return np.take_along_axis(similarity, order, 1), np.take_along_axis(rows, order, 1)
+
+    @property
+    def catalog_photos(self) -> int:
+        return len(self._catalog_rows)
 
     def save(self, folder: Path, approximate_index: bool = True) -> None:
         """Writes what `folder` lacks, then index.json: a killed save leaves the index as it was.
@@ -194,7 +242,7 @@ class ProductIndex:
             return
         name = f"{len(self._shards):06d}"
         np.save(folder / "shards" / f"{name}.npy", self._rows_from(self._saved_rows))
-        lines = "".join(f"{e.key}\t{e.product_id}\n" for e in self.entries[self._saved_rows :])
+        lines = "".join(e.line() for e in self.entries[self._saved_rows :])
         (folder / "shards" / f"{name}.tsv").write_text(lines)
         self._shards.append(name)
         self._saved_rows = len(self)
@@ -247,9 +295,10 @@ class ProductIndex:
             for vectors, lines in shards:
                 if len(lines) != len(vectors):
                     raise IndexMismatch(f"the product index at {folder} is damaged: run `reviewlens index --rebuild`")
-                index.entries += [Entry(*line.split("\t")) for line in lines]
+                index.entries += [Entry.of_line(line) for line in lines]
                 index._chunks.append(vectors)
             index._known = {e.key for e in index.entries}
+            index._catalog_rows = [row for row, e in enumerate(index.entries) if e.catalog]
         finally:
             if collecting:
                 gc.enable()

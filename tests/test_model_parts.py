@@ -18,6 +18,7 @@ from models import efficientnet_lite
 from training.augment import augment, normalize
 from training.calibrate import SURE_FLOOR, calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
 from training.confusion_image import LEGEND_HEIGHT, RIGHT, WRONG, shade, write_confusion_png
+from training.embedding import MIN_CATALOG_FIT, Embedding, fit_catalog_map
 from training.features import VIEWS, FeatureStore
 from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
@@ -239,3 +240,42 @@ def test_the_confusion_picture_shades_shares_of_each_row_and_carries_its_scale(t
     # The scale runs from white to both colours: every shade a cell can take is on it.
     assert sum(1 for c in colours if c in {shade(RIGHT, v / 100) for v in range(101)}) > 50
     assert width > 400 and height >= LEGEND_HEIGHT  # room for the names, the numbers and the scale
+
+
+def test_a_catalog_photos_similarity_is_put_in_customer_photos_terms() -> None:
+    # Validation photos of 40 products against each product's customer photos and catalog photo,
+    # as the grocery photos measured them: a catalog photo (on white, lit by the shop) is less like
+    # a customer's photo of its product (0.38) than another product's customer photos are (0.45).
+    rng = np.random.default_rng(0)
+    n, products, noise = 400, 40, 0.05
+    truth = torch.from_numpy(rng.integers(0, products, n))
+    own = torch.arange(products)[None, :] == truth[:, None]
+
+    def best(own_mean: float, other_mean: float) -> torch.Tensor:
+        return torch.where(own, own_mean, other_mean) + torch.from_numpy(rng.normal(0, noise, own.shape)).float()
+
+    customer, catalog = best(0.71, 0.45), best(0.38, 0.15)
+    scale, shift = fit_catalog_map(catalog, customer, truth)
+    embedding = Embedding(["m"], torch.zeros(1), torch.ones(1), None, catalog_scale=scale, catalog_shift=shift)
+    # Put in customer terms, its own catalog photo outranks another product's customer photos.
+    assert embedding.in_customer_terms(torch.tensor([0.38]))[0] > 0.45 + 2 * noise
+
+    # The similarity at which a catalog photo is even odds to be the photo's product maps to the
+    # one where a customer's photo is: for two Gaussians of one spread, the midpoint moved towards
+    # the product's own by spread² / distance · ln(39 to 1).
+    def even(own_mean: float, other_mean: float) -> float:
+        return (own_mean + other_mean) / 2 + noise**2 / (own_mean - other_mean) * math.log(products - 1)
+
+    mapped = embedding.in_customer_terms(torch.tensor([even(0.38, 0.15), -1.0]))
+    assert mapped[0] == pytest.approx(even(0.71, 0.45), abs=0.03)
+    assert mapped[1] == -1.0  # none stays none
+    # Saved and loaded with the model; a model saved before the map counts catalog photos as they are.
+    again = Embedding.from_state(embedding.state())
+    assert (again.catalog_scale, again.catalog_shift) == (scale, shift)
+    old = {k: v for k, v in embedding.state().items() if not k.startswith("catalog_")}
+    assert (Embedding.from_state(old).catalog_scale, Embedding.from_state(old).catalog_shift) == (1.0, 0.0)
+    # Too few validation photos with their product's catalog photo among the training photos to
+    # tell: no map.
+    few = catalog.clone()
+    few[MIN_CATALOG_FIT - 1 :] = torch.where(own[MIN_CATALOG_FIT - 1 :], -1.0, few[MIN_CATALOG_FIT - 1 :])
+    assert fit_catalog_map(few, customer, truth) == (1.0, 0.0)

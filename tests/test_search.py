@@ -7,6 +7,7 @@ module: the product left out of training must still be found through the index.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -32,8 +33,9 @@ from core.settings import TrainConfig
 from demo.shop.faults import bomb_png
 from flows.dask import cluster_embedder
 from reviewlens.cli import main
-from search.finder import SCREENED, Finder
-from search.indexing import IndexSummary, index_folder, update_index
+from search.catalog_map import index_catalog_map
+from search.finder import NEIGHBOURS, SCREENED, Finder
+from search.indexing import IndexSummary, Product, index_folder, update_index
 from search.objects import Scored, grid_regions, proposals, select
 from search.product_index import Entry, IndexMismatch, ProductIndex
 from tests.conftest import free_port
@@ -41,6 +43,7 @@ from tests.db import run, run_many
 from tests.procs import headless_chromium, needs_chromium
 from training.bundle import Ensemble
 from training.calibrate import SURE_FLOOR
+from training.pretrained import pretrained_ensemble
 from training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +98,117 @@ def test_the_index_is_exact_when_small_approximate_past_its_size_and_saved_whole
         ProductIndex.load(tmp_path / "index")
     with pytest.raises(IndexMismatch, match="run `reviewlens index`"):
         ProductIndex.load(tmp_path / "nothing-here")
+
+
+def test_catalog_photos_are_kept_marked_and_searched_apart(tmp_path: Path) -> None:
+    dim = 16
+    vectors = _clustered(300, dim, 3)
+    # Every tenth photo is a product's catalog photo; the rest are customers'.
+    entries = [Entry(f"{i:064x}", f"p{i // 10}", catalog=i % 10 == 0) for i in range(300)]
+    index = ProductIndex(dim, "run-1")
+    index.add(entries[:150], vectors[:150])
+    index.save(tmp_path / "index")
+    index.add(entries[150:], vectors[150:])
+    index.save(tmp_path / "index", approximate_index=False)
+    again = ProductIndex.load(tmp_path / "index")
+    assert [e.catalog for e in again.entries] == [e.catalog for e in entries] and again.catalog_photos == 30
+    # Among the catalog photos alone, exactly, however near the customers' photos are.
+    similarity, rows = again.search_catalog(vectors[:40], 5)
+    assert all(entries[r].catalog for r in rows.ravel())
+    catalog_rows = np.arange(0, 300, 10)
+    exact = catalog_rows[np.argsort(-(vectors[:40] @ vectors[catalog_rows].T), axis=1)[:, :5]]
+    assert (rows == exact).all() and similarity[0, 0] == pytest.approx(1.0, abs=1e-5)
+    # An index saved before photos were marked reads as customers' photos only.
+    shard = tmp_path / "index" / "shards" / "000000.tsv"
+    shard.write_text("".join(f"{e.key}\t{e.product_id}\n" for e in entries[:150]))
+    older = ProductIndex.load(tmp_path / "index")
+    assert older.catalog_photos == 15 and not any(e.catalog for e in older.entries[:150])
+
+
+def test_a_product_known_by_its_catalog_photo_alone_is_found_among_customers_photos(tmp_path: Path) -> None:
+    ensemble = pretrained_ensemble(TrainConfig(mode="quick", **SMALL))  # type: ignore[arg-type]
+    assert ensemble.embedding is not None
+    width = int(ensemble.embedding.mean.shape[0])
+
+    def photo(similarity: float, axis: int) -> torch.Tensor:
+        """A feature vector at `similarity` to the query (the first axis)."""
+        v = torch.zeros(width)
+        v[0], v[axis] = similarity, math.sqrt(1 - similarity**2)
+        return v
+
+    # The query shows product "new", known by its catalog photo only (0.5 like the query); 150
+    # customers' photos of 15 other products are all nearer (0.6 to 0.7), more than the index's
+    # nearest neighbours the Finder reads.
+    assert NEIGHBOURS < 150
+    customers = [photo(0.6 + 0.1 * i / 150, 2 + i) for i in range(150)]
+    vectors = ensemble.embedding({"efficientnet_lite0": torch.stack([photo(0.5, 1), *customers])}).numpy()
+    products = {p: Product(p, p, "") for p in ["new", *(f"p{i}" for i in range(15))]}
+    query = {"efficientnet_lite0": photo(1.0, 1)[None, :]}
+
+    def best_three(marked: bool, shift: float) -> list[str]:
+        index = ProductIndex(vectors.shape[1], ensemble.version)
+        entries = [Entry("c" * 64, "new", catalog=marked), *(Entry(f"{i:064x}", f"p{i % 15}") for i in range(150))]
+        index.add(entries, vectors)
+        assert ensemble.embedding is not None
+        ensemble.embedding.catalog_shift = shift
+        answer = Finder(ensemble, index, products).answer_features(query, k=3)[0]
+        return [m.product.product_id for m in answer.best.matches]
+
+    assert "new" not in best_three(marked=False, shift=0.0)  # beyond the nearest photos read: never seen
+    assert "new" not in best_three(marked=True, shift=0.0)  # searched apart, but less similar than all
+    # Its similarity in customer photos' terms (training/embedding.py): 0.8, above every customer's.
+    assert best_three(marked=True, shift=0.3)[0] == "new"
+
+
+def test_before_any_training_the_index_fits_its_catalog_photos_map_on_its_own_photos() -> None:
+    ensemble = pretrained_ensemble(TrainConfig(mode="quick", **SMALL))  # type: ignore[arg-type]
+    assert ensemble.embedding is not None
+    width = int(ensemble.embedding.mean.shape[0])
+    generator = torch.Generator().manual_seed(0)
+
+    def unit(n: int = 1) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(n, width, generator=generator), dim=1)
+
+    # A shop's photos share a look (the room, the light), its catalog photos another (the white).
+    shop, white = unit()[0], unit()[0]
+    centres = {f"p{i}": unit()[0] for i in range(30)} | {"new": unit()[0]}
+
+    def customers(product: str, n: int) -> torch.Tensor:
+        return 0.7 * shop + 0.7 * centres[product] + 0.25 * unit(n)
+
+    def catalog(product: str) -> torch.Tensor:
+        return 0.5 * centres[product] + 0.9 * white + 0.2 * unit()[0]
+
+    # 30 products with a catalog photo and 6 customers' photos from 3 reviews; "new" has its
+    # catalog photo alone.
+    entries, features, sources = [], [], {}
+    for product in centres:
+        entries.append(Entry(f"{product}-catalog", product, catalog=True))
+        features.append(catalog(product)[None, :])
+        if product != "new":
+            entries += [Entry(f"{product}-{i}", product) for i in range(6)]
+            features.append(customers(product, 6))
+            sources |= {f"{product}-{i}": f"{product}-review-{i // 2}" for i in range(6)}
+    vectors = ensemble.embedding({"efficientnet_lite0": torch.cat(features)}).numpy()
+    index = ProductIndex(vectors.shape[1], ensemble.version)
+    index.add(entries, vectors)
+    products = {p: Product(p, p, "") for p in centres}
+    asked = {p: customers(p, 4) for p in ["new", "p0", "p1", "p2"]}  # shoppers' new photos
+
+    def found(product: str) -> int:
+        finder = Finder(ensemble, index, products)
+        answers = finder.answer_features({"efficientnet_lite0": asked[product]}, k=1)
+        return sum(a.best.matches[0].product.product_id == product for a in answers)
+
+    assert found("new") == 0  # as they are, other products' customers' photos are all nearer
+    scale, shift = index_catalog_map(index, sources)
+    ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = scale, shift
+    assert found("new") == 4  # in customer photos' terms, its catalog photo is the nearest
+    assert [found(p) for p in ["p0", "p1", "p2"]] == [4, 4, 4]  # and products with customers keep theirs
+    # A shop of catalog photos alone has nothing to fit it on: no map.
+    alone = ProductIndex(vectors.shape[1], ensemble.version)
+    alone.add([e for e in entries if e.catalog], vectors[[n for n, e in enumerate(entries) if e.catalog]])
+    assert index_catalog_map(alone, {}) == (1.0, 0.0)
 
 
 def test_regions_cover_the_frame_and_selection_keeps_one_box_per_object() -> None:

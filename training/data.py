@@ -16,7 +16,7 @@ from core.boxes import area, parse_box, view_key
 from core.errors import ReviewlensError, quoted
 from core.images import STORED, OverBudget, PixelBudget
 from core.layout import Layout
-from core.manifest import Manifest, Row, open_manifest
+from core.manifest import CATALOG_REVIEW, Manifest, Row, open_manifest
 from core.photos import find_damaged
 from training.groups import assign_splits, source_key, split_groups
 
@@ -42,6 +42,7 @@ class Example:
     split: str
     box: str = ""  # a view of the photo cut to a person's box ('left,top,right,bottom'), or the whole photo
     source: str = ""  # its split group (training/groups.py): photos of one source split together
+    catalog: bool = False  # the shop's own photo of the product, not a customer's
 
     @property
     def key(self) -> str:
@@ -127,9 +128,10 @@ def make_snapshot(
         for r in rows:
             groups_of_product[r["product_id"]].append(group_of[r["sha256"]])
         splits = assign_splits(groups_of_product, val_share, test_share, seed)
+        catalog = {r["sha256"] for r in links if r["review_id"] == CATALOG_REVIEW}
         examples = [
             Example(r["sha256"], r["path"], r["group_id"], label_of[r["product_id"]], splits[group_of[r["sha256"]]],
-                    source=group_of[r["sha256"]])
+                    source=group_of[r["sha256"]], catalog=r["sha256"] in catalog)
             for r in rows
         ]  # fmt: skip
         # A box's view trains only where its photo's group does: a view of a photo refused for

@@ -62,10 +62,13 @@ def pretrained_ensemble(config: TrainConfig) -> Ensemble:
 
 
 def state(ensemble: Ensemble) -> dict[str, Any]:
+    """Which bodies, at which side, and the catalog photos' map the index stage fitted for them."""
     c = ensemble.config
     settings = {"members": list(c.members), "image_size": c.image_size, "resize_ratio": c.resize_ratio,
                 "weights": dict(c.weights)}  # fmt: skip
-    return {"config": settings, "version": ensemble.version}
+    assert ensemble.embedding is not None
+    catalog_map = [ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift]
+    return {"config": settings, "version": ensemble.version, "catalog_map": catalog_map}
 
 
 def from_state(saved: dict[str, Any]) -> Ensemble:
@@ -73,4 +76,6 @@ def from_state(saved: dict[str, Any]) -> Ensemble:
     ensemble = pretrained_ensemble(from_mapping(TrainConfig, saved["config"]))
     if ensemble.version != saved["version"]:
         raise ValueError(f"the pretrained bodies changed since the index was built ({saved['version']})")
+    assert ensemble.embedding is not None
+    ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = saved.get("catalog_map", (1.0, 0.0))
     return ensemble

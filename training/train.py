@@ -39,6 +39,7 @@ from training.data import Example, Snapshot, make_snapshot
 from training.embedding import (
     EMBEDDING_PHOTOS,
     Embedding,
+    fit_catalog_map,
     fit_embedding,
     fit_temperature,
     merge,
@@ -603,21 +604,50 @@ def train_embedding(ctx: Context, models: dict[str, nn.Module], val_probs: torch
     if val:
         val_labels = torch.tensor([e.label for e in val])
         n = len(ctx.snapshot.classes)
-        best, nearest = nearest_by_product(embedding(embed(val)), embedding(embed(train)), train_labels, n)
+        photos, queries = embedding(embed(train)), embedding(embed(val))
+        # Each product's best among the catalog photos and among the customers', as the index
+        # searches them (search/finder.py); the map is fitted on the customers' validation photos.
+        catalog = torch.tensor([e.catalog for e in train], dtype=torch.bool)
+
+        def best_among(kind: torch.Tensor) -> torch.Tensor:
+            if not kind.any():
+                return torch.full((len(queries), n), -1.0)
+            return nearest_by_product(queries, photos[kind], train_labels[kind], n)[0]
+
+        best_catalog, best_customer = best_among(catalog), best_among(~catalog)
+        customers = torch.tensor([not e.catalog for e in val], dtype=torch.bool)
+        embedding.catalog_scale, embedding.catalog_shift = fit_catalog_map(
+            best_catalog[customers], best_customer[customers], val_labels[customers]
+        )
+        best = torch.maximum(best_customer, embedding.in_customer_terms(best_catalog))
         embedding.temperature = fit_temperature(best, val_labels)
         merged = merge(val_probs, best, embedding.temperature)
         embedding.sure_threshold = sure_threshold(merged, val_labels, ctx.config.sure_precision)
         own = best.gather(1, val_labels[:, None])[:, 0]
         embedding.object_similarity = float(own[own > -1].quantile(0.05)) if (own > -1).any() else 0.0
-        hits = float((train_labels[nearest] == val_labels).float().mean())
+        # The product of each validation photo's nearest training photo, of either kind.
+        hits = float((torch.maximum(best_customer, best_catalog).argmax(1) == val_labels).float().mean())
         progress.info(
-            "search embedding: val nearest-photo top-1 %.3f, merged top-1 %.3f, temperature %g, sure from %.2f",
+            "search embedding: val nearest-photo top-1 %.3f, merged top-1 %.3f, temperature %g, sure from %.2f%s",
             hits,
             float((merged.argmax(1) == val_labels).float().mean()),
             embedding.temperature,
             embedding.sure_threshold,
+            catalog_line(embedding, int(catalog.sum())),
         )
     return embedding
+
+
+def catalog_line(embedding: Embedding, catalog_photos: int) -> str:
+    """The catalog photos' map for the training log, where the shop has catalog photos."""
+    if not catalog_photos:
+        return ""
+    if (embedding.catalog_scale, embedding.catalog_shift) == (1.0, 0.0):
+        return f"; {catalog_photos} catalog photos, too few beside validation to map their similarity"
+    return (
+        f"; a catalog photo's similarity s counts as {embedding.catalog_scale:.2f}s"
+        f" {embedding.catalog_shift:+.2f} ({catalog_photos} catalog photos)"
+    )
 
 
 def bundle(

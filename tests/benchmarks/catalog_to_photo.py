@@ -2,17 +2,29 @@
 
 The index holds only each product's iconic photo (the shop's own, on white): 81 photos. The
 queries are the real test photos. Recall@K: the share of queries whose product is among the K
-products answered. Two runs, side by side:
+products answered. Three runs, side by side:
 
 1. No trained model: the members' pretrained bodies (training/pretrained.py), as `reviewlens
    index` builds it before any training; queries: all test photos.
-2. The search embedding trained (quick mode) on the review photos of 60 products, the index the
+2. The search embedding trained (quick mode) on the photos of 60 products, the index the
    same 81 catalog photos; queries: the 21 unseen products' test photos, answered among all 81.
 
 Each is asked as `predict` asks: `Finder.answer` on the whole photo (stored features, all
 queries) and through the object search (decoded photos, a sample of `--objects` queries).
 Beside them, on the same queries: the frozen features of the same members, each L2-normalized and
 joined, matched to the catalog photos by cosine alone (no index, no Finder).
+
+3. The index as a shop's really is: the 81 catalog photos and the 60 trained products' customer
+   photos (their train split) together, so that a product with no customer photo competes with
+   products that have many; queried on the unseen and the seen products' test photos, with the
+   frozen bodies and with the trained embedding, answered by `Finder.answer` on the whole photo.
+   Once with the catalog photos marked as the index stage marks them (searched apart, their
+   similarity in customer photos' terms: training/embedding.py, and for the frozen bodies
+   search/catalog_map.py on this index), once unmarked, one kind of photo as the index held them
+   before.
+
+The embedding is trained with the 60 products' catalog photos among their training photos, as a
+crawl brings them, so that it fits the catalog photos' map on validation.
 
     .venv/bin/python -m tests.benchmarks.catalog_to_photo [--workdir DIR] [--objects N]
 """
@@ -22,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +43,7 @@ import torch.nn.functional as F
 
 from core.layout import Layout
 from core.settings import TrainConfig
+from search.catalog_map import index_catalog_map
 from search.finder import Answer, Finder
 from search.indexing import Product
 from search.product_index import Entry, ProductIndex
@@ -60,6 +74,23 @@ def catalog_refs(snapshot: Snapshot) -> list[tuple[PhotoRef, str]]:
     return refs
 
 
+def with_catalog_photos(seen_snapshot: Snapshot, snapshot: Snapshot) -> Snapshot:
+    """`seen_snapshot` with each of its products' catalog photo among its training photos, marked
+    as a crawl marks it."""
+    label_of = {c.product_id: n for n, c in enumerate(seen_snapshot.classes)}
+    root = GROCERY.resolve()
+    catalog = [
+        Example(
+            str(r.sha256), str(r.path.resolve().relative_to(root)), str(r.sha256), label_of[p], "train", catalog=True
+        )
+        for r, p in catalog_refs(snapshot)
+        if p in label_of
+    ]
+    return replace(
+        seen_snapshot, snapshot_id=f"{seen_snapshot.snapshot_id}-catalog", examples=[*seen_snapshot.examples, *catalog]
+    )
+
+
 def recall(answers: list[Answer], truth: list[str], k: int) -> float:
     hits = [t in [m.product.product_id for m in a.best.matches[:k]] for a, t in zip(answers, truth, strict=True)]
     return 100 * float(np.mean(hits))
@@ -79,7 +110,7 @@ def finder_over_catalog(ensemble: Ensemble, layout: Layout, snapshot: Snapshot) 
     refs = catalog_refs(snapshot)
     vectors = ensemble.embedding(ensemble.photo_features([r for r, _ in refs], layout)).numpy()
     index = ProductIndex(vectors.shape[1], ensemble.version)
-    index.add([Entry(str(r.key), p) for r, p in refs], vectors)
+    index.add([Entry(str(r.key), p, catalog=True) for r, p in refs], vectors)
     names = {c.product_id: c.name for c in snapshot.classes}
     products = {p: Product(p, names[p], "", str(r.path)) for r, p in refs}
     return Finder(ensemble, index, products)
@@ -121,6 +152,41 @@ def measure(
     return out
 
 
+def shop_index(name: str, ensemble: Ensemble, layout: Layout, snapshot: Snapshot, seen: set[int]) -> dict[str, float]:
+    """Run 3 of the module's docstring: Recall@1/@3 of the unseen and the seen products' test
+    photos, answered by `Finder.answer` over catalog and customer photos in one index; with the
+    catalog photos marked as the index stage marks them, and unmarked, as one kind of photo."""
+    assert ensemble.embedding is not None
+    catalog = catalog_refs(snapshot)
+    customers = [e for e in snapshot.examples if e.label in seen and e.split == "train"]
+    refs = [r for r, _ in catalog] + [PhotoRef(layout.store_dir / e.path, e.sha256) for e in customers]
+    ids = [p for _, p in catalog] + [snapshot.classes[e.label].product_id for e in customers]
+    vectors = ensemble.embedding(ensemble.photo_features(refs, layout)).numpy()
+    names = {c.product_id: c.name for c in snapshot.classes}
+    products = {p: Product(p, names[p], "", str(r.path)) for r, p in catalog}
+    out: dict[str, float] = {}
+    for label, marked in (("marked", True), ("one kind", False)):
+        index = ProductIndex(vectors.shape[1], ensemble.version)
+        index.add(
+            [Entry(str(r.key), p, marked and n < len(catalog)) for n, (r, p) in enumerate(zip(refs, ids, strict=True))],
+            vectors,
+        )
+        if ensemble.embedding.weight is None:  # no training fitted its map: the index stage fits it
+            mapped = index_catalog_map(index, {}) if marked else (1.0, 0.0)
+            ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = mapped
+            print(f"{name}, {label}: a catalog photo's similarity s counts as {mapped[0]:.2f}s {mapped[1]:+.2f}")
+        finder = Finder(ensemble, index, products)
+        for part, pick in (("unseen", False), ("seen", True)):
+            queries = [e for e in snapshot.split("test") if (e.label in seen) == pick]
+            truth = [snapshot.classes[e.label].product_id for e in queries]
+            features = ensemble.photo_features([PhotoRef(layout.store_dir / e.path, e.sha256) for e in queries], layout)
+            answers = finder.answer_features(features, k=3)
+            for k in (1, 3):
+                out[f"{part} {label} R@{k}"] = recall(answers, truth, k)
+    print(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in out.items()), flush=True)
+    return out
+
+
 def main() -> None:
     parser = smoke_parser(__doc__)
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
@@ -141,6 +207,7 @@ def main() -> None:
 
     # 2. The embedding trained on 60 products' review photos; the 21 others' test photos asked.
     seen_snapshot, seen = seen_products(snapshot, args.seed, f"catalog-seen-{args.seed}")
+    seen_snapshot = with_catalog_photos(seen_snapshot, snapshot)
     trained = Ensemble.load(train_snapshot(seen_snapshot, config, layout))
     unseen_test = [e for e in test if e.label not in seen]
     after = measure("embedding trained on 60 products, unseen queries", finder_over_catalog(trained, layout, snapshot),
@@ -155,6 +222,15 @@ def main() -> None:
         cells = " | ".join(f"{r[k]:.1f}" for k in ("whole R@1", "whole R@3", "objects R@1", "objects R@3",
                                                   "frozen joined R@1", "frozen joined R@3"))  # fmt: skip
         print(f"| {name} | {r['queries']:.0f} | {cells} |")
+    bodies = (("frozen bodies", pretrained), ("trained embedding", trained))
+    shop = {name: shop_index(name, e, layout, snapshot, seen) for name, e in bodies}
+    print()
+    print("| index: 81 catalog + 60 products' customer photos, whole photo | unseen R@1 | R@3 | seen R@1 | R@3 |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in shop.items():
+        for label, how in (("one kind", "catalog photos unmarked"), ("marked", "catalog photos marked")):
+            cells = " | ".join(f"{r[f'{part} {label} R@{k}']:.1f}" for part in ("unseen", "seen") for k in (1, 3))
+            print(f"| {name}, {how} | {cells} |")
     print(f"catalog_to_photo_unseen_recall_at_3: {after['whole R@3']:.1f}")
 
 
