@@ -158,7 +158,7 @@ class Finder:
             # Catalog photos are searched apart, as a customer's photo is nearer other customers'
             # photos than any of them, and their similarity is put in customer photos' terms
             # (training/embedding.py); in the search of the whole index they count no more.
-            rows = np.where([[r >= 0 and entries[r].catalog for r in row] for row in rows], -1, rows)
+            rows = np.where(self.index.is_catalog(rows), -1, rows)
             found, catalog_rows = self.index.search_catalog(vectors, NEIGHBOURS)
             mapped = embedding.in_customer_terms(torch.from_numpy(found).float()).numpy()
             similarity, rows = np.concatenate([similarity, mapped], 1), np.concatenate([rows, catalog_rows], 1)

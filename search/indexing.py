@@ -100,6 +100,18 @@ def update_index(
     in to embed the batches on a cluster (flows/dask.py); each batch is appended to the saved
     index as it comes, and the approximate index is written once, at the end.
     """
+    return _update(layout, ensemble, rebuild, approximate_from, embed, batch_size)[1]
+
+
+def _update(
+    layout: Layout,
+    ensemble: Ensemble,
+    rebuild: bool,
+    approximate_from: int,
+    embed: Embedder | None = None,
+    batch_size: int = BATCH,
+) -> tuple[ProductIndex, IndexSummary]:
+    """`update_index`, which also hands back the index it saved (for the catalog map's fit)."""
     started = time.monotonic()
     if ensemble.embedding is None:
         raise NoEmbedding(f"model {ensemble.version} has no search embedding: train again with `reviewlens train`")
@@ -141,7 +153,7 @@ def update_index(
             save_products(folder, products)
     index.save(folder)  # the approximate index, once a run
     save_products(folder, products)
-    return IndexSummary(
+    return index, IndexSummary(
         len(index),
         sum(VIEW_MARK in e.key for e in index.entries),
         index.catalog_photos,
@@ -188,12 +200,12 @@ def update_pretrained_index(
     if isinstance(saved, dict) and saved.get("version") == ensemble.version:  # their map, until fitted anew
         ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = saved.get("catalog_map", (1.0, 0.0))
     _save_state(file, saved, pretrained.state(ensemble))  # before the index grows: a killed run leaves them named
-    summary = update_index(layout, ensemble, rebuild, approximate_from)
+    index, summary = _update(layout, ensemble, rebuild, approximate_from)
     with open_manifest(layout) as manifest:
         sources = {
             r["sha256"]: source_key(r["shop"], r["product_id"], r["review_id"]) for r in manifest.rows(q.SPLIT_LINKS)
         }
-    fitted = index_catalog_map(ProductIndex.load(index_folder(layout)), sources)
+    fitted = index_catalog_map(index, sources)
     ensemble.embedding.catalog_scale, ensemble.embedding.catalog_shift = fitted
     _save_state(file, _saved_state(file), pretrained.state(ensemble))
     return summary

@@ -84,7 +84,8 @@ class ProductIndex:
         self._faiss: faiss.Index = faiss.IndexFlatIP(dim)
         self._known: set[str] = set()
         self._catalog_rows: list[int] = []  # the rows of catalog photos, searched apart (search_catalog)
-        self._catalog_vectors: np.ndarray | None = None  # their vectors, gathered at the first search
+        # Those rows as an array and their vectors, gathered at the first search after an add.
+        self._catalog: tuple[np.ndarray, np.ndarray] | None = None
         # What `folder` holds already: its shards, and the rows the approximate index file covers.
         self._folder: Path | None = None
         self._shards: list[str] = []
@@ -145,7 +146,7 @@ class ProductIndex:
         # lists stay about 4·sqrt(n) at a cost, summed over the index's life, linear in its size.
         crossing = len(self) + len(new) >= max(self.approximate_from, REGROW * self._clustered_at)
         self._catalog_rows += [len(self) + n for n, i in enumerate(new) if entries[i].catalog]
-        self._catalog_vectors = None
+        self._catalog = None
         self.entries += [entries[i] for i in new]
         self._known.update(entries[i].key for i in new)
         self._chunks.append(rows)
@@ -186,10 +187,8 @@ class ProductIndex:
         and a customer's photo is nearer other customers' photos than any catalog photo, so their
         nearest in the whole index may hold none (search/finder.py)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        rows = np.asarray(self._catalog_rows, dtype=np.int64)
-        if self._catalog_vectors is None:
-            self._catalog_vectors = self.gather(rows)
-        similarity = queries @ self._catalog_vectors.T
+        rows, vectors = self._catalog_photos()
+        similarity = queries @ vectors.T
         k = min(k, len(rows))
         if k < len(rows):  # the k best, unordered, before ordering only them
             near = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
@@ -198,6 +197,16 @@ class ProductIndex:
             rows = np.broadcast_to(rows, similarity.shape)
         order = np.argsort(-similarity, axis=1, kind="stable")
         return np.take_along_axis(similarity, order, 1), np.take_along_axis(rows, order, 1)
+
+    def is_catalog(self, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` (entry rows, -1 for none) are catalog photos."""
+        return np.isin(rows, self._catalog_photos()[0])
+
+    def _catalog_photos(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._catalog is None:
+            rows = np.asarray(self._catalog_rows, dtype=np.int64)
+            self._catalog = rows, self.gather(rows)
+        return self._catalog
 
     @property
     def catalog_photos(self) -> int:
