@@ -4,7 +4,8 @@ Two opinions are merged. The classifier knows the products it was trained on, ca
 index knows every product with a photo in it, as a softmax over each product's most similar
 photo (its temperature fitted on validation). The answer is their weighted product, normalized
 (a product of experts): where both know a product, both must agree for it to score high; on a
-product the classifier never saw it has no opinion, the uniform one, and the index decides.
+product the classifier never saw its opinion is its own doubt (training/embedding.py::merge), so
+that a new product is left to the index unless the classifier is sure of one it knows.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from models import efficientnet_lite
 from training.augment import augment, normalize
 from training.calibrate import SURE_FLOOR, calibrate, ensemble_probs, fit_temperature, fit_weights, sure_threshold
 from training.confusion_image import LEGEND_HEIGHT, RIGHT, WRONG, shade, write_confusion_png
-from training.embedding import MIN_CATALOG_FIT, Embedding, fit_catalog_map
+from training.embedding import MIN_CATALOG_FIT, Embedding, fit_catalog_map, merge
 from training.features import VIEWS, FeatureStore
 from training.finetune import ProxyLoss, Schedule, finetune, warmup_cosine
 from training.loading import PhotoRef, Photos
@@ -279,3 +279,24 @@ def test_a_catalog_photos_similarity_is_put_in_customer_photos_terms() -> None:
     few = catalog.clone()
     few[MIN_CATALOG_FIT - 1 :] = torch.where(own[MIN_CATALOG_FIT - 1 :], -1.0, few[MIN_CATALOG_FIT - 1 :])
     assert fit_catalog_map(few, customer, truth) == (1.0, 0.0)
+
+
+def test_an_unsure_classifier_leaves_a_product_it_never_saw_to_the_index() -> None:
+    # The classifier knows 20 products; the index finds one it never saw (the last) a little
+    # nearer than the classifier's first (0.60 against 0.59, at temperature 0.05).
+    best = torch.full((1, 21), 0.30)
+    best[0, 0], best[0, 20] = 0.59, 0.60
+
+    def first(classifier_top: float) -> int:
+        classifier = torch.full((1, 20), (1 - classifier_top) / 19)
+        classifier[0, 0] = classifier_top
+        merged = merge(classifier, best, 0.05)
+        assert merged.sum().item() == pytest.approx(1.0)
+        return int(merged.argmax())
+
+    # A sure classifier outweighs a slightly nearer photo of a product it never saw...
+    assert first(0.99) == 0
+    # ...an unsure one does not pull the photo to the products it knows.
+    assert first(0.55) == 20
+    # With no classifier at all, the index alone answers.
+    assert int(merge(torch.zeros(1, 0), best, 0.05).argmax()) == 20
