@@ -2,19 +2,19 @@
 Products (Oh Song et al., 2016) on ../shared/data/grocery-store.
 
 The grocery store's 81 products are split at random into 60 seen and 21 unseen. The pipeline's
-own quick training runs on the seen products' train and val photos only (classifier, calibration
-and the search embedding). The unseen products' train and val photos form an index; their test
+own training (quick mode, or `--mode top`) runs on the seen products' train and val photos only
+(classifier, calibration and the search embedding). The unseen products' train and val photos form an index; their test
 photos are the queries. Recall@K: the share of queries whose product is among the K distinct
-products of the nearest photos. Beside it, on the same queries, the frozen ImageNet features of the
-same members (each L2-normalized, joined) and of Lite0 alone.
+products of the nearest photos. Beside it, on the same queries, the members' own features (each
+L2-normalized, joined) and Lite0's alone: frozen ImageNet bodies in quick mode, the tuned ones in
+top mode.
 
 Closed set, on the seen products' test photos: the classifier's Top-1, and the Top-1 of what
 `predict` answers (classifier and index merged, the index holding every product's train and val
-photos), which must be no worse.
+photos): below the classifier's, which never weighs a product it was not trained on, by what
+finding those products costs (training/embedding.py::merge).
 
     .venv/bin/python -m tests.benchmarks.open_set [--splits 3] [--workdir DIR] [--mode top --budget-minutes 25]
-
-Quick mode by default (frozen bodies); `--mode top` tunes each member's last blocks on the CPU.
 """
 
 from __future__ import annotations
@@ -90,10 +90,11 @@ def one_split(snapshot: Snapshot, layout: Layout, seed: int, config: TrainConfig
     def rows(examples: list[Example]) -> list[int]:
         return [row_of[e.sha256] for e in examples]
 
+    bodies = "frozen" if config.mode == "quick" else "tuned"
     kinds = {
         "trained embedding": ensemble.embedding(features).numpy(),
-        "frozen, same members": torch.cat([F.normalize(f, dim=1) for f in features.values()], 1).numpy(),
-        "frozen, Lite0 alone": F.normalize(features["efficientnet_lite0"], dim=1).numpy(),
+        f"{bodies}, same members": torch.cat([F.normalize(f, dim=1) for f in features.values()], 1).numpy(),
+        f"{bodies}, Lite0 alone": F.normalize(features["efficientnet_lite0"], dim=1).numpy(),
     }
     gallery = [e for e in snapshot.examples if e.label in unseen and e.split != "test"]
     queries = [e for e in snapshot.examples if e.label in unseen and e.split == "test"]
