@@ -14,7 +14,8 @@ Closed set, on the seen products' test photos: the classifier's Top-1, and the T
 photos): below the classifier's, which never weighs a product it was not trained on, by what
 finding those products costs (training/embedding.py::merge).
 
-    .venv/bin/python -m tests.benchmarks.open_set [--splits 3] [--workdir DIR] [--mode top --budget-minutes 25]
+    .venv/bin/python -m tests.benchmarks.open_set [--splits 3] [--workdir DIR] [--first-seed N]
+        [--mode top --budget-minutes 25]
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def main() -> None:
     parser = smoke_parser(__doc__)
     parser.add_argument("--splits", type=int, default=sized(3, 1), help="random 60/21 product splits, averaged")
     parser.add_argument("--workdir", type=Path, help="an earlier run's folder, whose cached features are reused")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first split's seed: go on where a run stopped")
     parser.add_argument("--mode", choices=("quick", "top"), default="quick", help="how the seen products are trained")
     parser.add_argument("--budget-minutes", type=float, default=0.0, help="top mode's time budget a split (0: none)")
     args = parser.parse_args()
@@ -142,8 +144,9 @@ def main() -> None:
     config = TrainConfig(mode=args.mode, budget_minutes=args.budget_minutes)
     snapshot = grocery_snapshot()
     layout = grocery_layout(args.workdir or workdir("grocery"))
-    results = [one_split(snapshot, layout, seed, config) for seed in range(args.splits)]
-    for seed, r in enumerate(results):
+    seeds = range(args.first_seed, args.first_seed + args.splits)
+    results = [one_split(snapshot, layout, seed, config) for seed in seeds]
+    for seed, r in zip(seeds, results, strict=True):
         print(f"split {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
     mean = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
     print(f"mean of {len(results)} splits (60 seen / 21 unseen products; queries: the unseen products' test photos):")
