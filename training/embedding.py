@@ -238,7 +238,9 @@ def merge(classifier: torch.Tensor, best: torch.Tensor, temperature: float) -> t
     shown = best > -1
     farthest = torch.where(shown, best, torch.inf).min(1, keepdim=True).values
     from_index = torch.where(shown, best, farthest) / temperature
-    doubt = 1 - classifier.max(1, keepdim=True).values if n_known else torch.ones(len(best), 1)
-    opinion = doubt.clamp(min=1 / max(n_known, 1)).log().expand_as(from_index).clone()
+    if not n_known:  # no classifier (before any training): the index alone answers
+        return from_index.softmax(1)
+    doubt = 1 - classifier.max(1, keepdim=True).values
+    opinion = doubt.clamp(min=1 / n_known).log().expand_as(from_index).clone()
     opinion[:, :n_known] = classifier.clamp(min=1e-12).log()
     return (from_index.log_softmax(1) + CLASSIFIER_WEIGHT * opinion).softmax(1)

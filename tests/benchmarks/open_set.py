@@ -3,8 +3,8 @@ Products (Oh Song et al., 2016) on ../shared/data/grocery-store.
 
 The grocery store's 81 products are split at random into 60 seen and 21 unseen. The pipeline's
 own training (quick mode, or `--mode top`) runs on the seen products' train and val photos only
-(classifier, calibration and the search embedding). The unseen products' train and val photos form an index; their test
-photos are the queries. Recall@K: the share of queries whose product is among the K distinct
+(classifier, calibration and the search embedding). The unseen products' train and val photos
+form an index; their test photos are the queries. Recall@K: the share of queries whose product is among the K distinct
 products of the nearest photos. Beside it, on the same queries, the members' own features (each
 L2-normalized, joined) and Lite0's alone: frozen ImageNet bodies in quick mode, the tuned ones in
 top mode.
